@@ -31,7 +31,9 @@ FLOAT32 = ["numpy", "strict-device1", "strict-no_float64", "torch"]
 
 
 def _params(ids):
-    marks = lambda i: [pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")] if i == "torch" else []
+    marks = lambda i: (
+        [pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")] if i == "torch" else []
+    )
     return [pytest.param(i, id=i, marks=marks(i)) for i in ids]
 
 

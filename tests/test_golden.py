@@ -1,7 +1,6 @@
 """The CS231n toy-model numbers, reproduced on every float64 backend."""
 
 import numpy as np
-import pytest
 
 from twolayer_xp import eval_numerical_gradient, rel_error
 

@@ -8,6 +8,7 @@ synchronizes the device for timing, and owns the host random number generator.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import math
@@ -87,6 +88,13 @@ class Backend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return to_numpy(x)
+
+    def quiet_overflow(self):
+        """Silence numpy's overflow/invalid warnings: training detects non-finite losses itself
+        and says so in one message (strict computes with numpy underneath, so it counts too)."""
+        if self.name in ("numpy", "array_api_strict"):
+            return np.errstate(over="ignore", invalid="ignore")
+        return contextlib.nullcontext()
 
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer measures the work and not its launch."""
@@ -201,8 +209,7 @@ def _device_library(device: Any) -> str:
         if module.startswith(name):
             return name
     raise TypeError(
-        f"device must be 'cpu', 'cuda', 'cuda:N' or a torch/CuPy/array-api-strict device; "
-        f"got {device!r}"
+        f"device must be 'cpu', 'cuda', 'cuda:N' or a torch/CuPy/array-api-strict device; got {device!r}"
     )
 
 
@@ -217,7 +224,7 @@ def _make_numpy(kind, index, device):
 def _make_strict(kind, index, device):
     if kind == "cuda":
         raise ValueError("backend 'array_api_strict' has no CUDA device; use one of its Device objects")
-    xs = _import_or_explain("array_api_strict", 'pip install array-api-strict')
+    xs = _import_or_explain("array_api_strict", "pip install array-api-strict")
     return Backend("array_api_strict", xs, device if device is not None else xs.Device("CPU_DEVICE"))
 
 
@@ -278,7 +285,7 @@ def import_cupy():
     return cupy
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _check_cuda(index: int):
     """CuPy, after proving that GPU ``index`` exists and can run a kernel and a matmul."""
     cupy = import_cupy()
@@ -403,7 +410,10 @@ class HostRNG:
         """A JSON-serializable snapshot of the stream (for checkpoints)."""
         if self.is_legacy:
             kind, keys, pos, has_gauss, cached = self._source.get_state()
-            return {"kind": "RandomState", "state": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+            return {
+                "kind": "RandomState",
+                "state": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            }
         return {"kind": "Generator", "state": self._source.bit_generator.state}
 
     def set_state(self, snapshot: dict) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np  # host side: results are numpy arrays whatever the device
 
 from .backend import to_numpy
 
 
-def eval_numerical_gradient(f: Callable[[Any], float], x: Any, verbose: bool = True, h: float = 1e-5) -> np.ndarray:
+def eval_numerical_gradient(
+    f: Callable[[Any], float], x: Any, verbose: bool = True, h: float = 1e-5
+) -> np.ndarray:
     """Central-difference gradient of ``f`` at ``x``, perturbing ``x`` in place (numpy result).
 
     x: an array of any supported backend, typically a model's live parameter, so that ``f``

@@ -129,10 +129,19 @@ class TwoLayerNet:
         of ``training.fit`` (progress, on_divergence, sync_every).
         """
         return training.fit(
-            self, X, y, X_val, y_val,
-            learning_rate=learning_rate, learning_rate_decay=learning_rate_decay, reg=reg,
-            num_iters=num_iters, batch_size=batch_size, verbose=verbose, **options,
-        )  # fmt: skip
+            self,
+            X,
+            y,
+            X_val,
+            y_val,
+            learning_rate=learning_rate,
+            learning_rate_decay=learning_rate_decay,
+            reg=reg,
+            num_iters=num_iters,
+            batch_size=batch_size,
+            verbose=verbose,
+            **options,
+        )
 
     # -- placement -----------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from . import kernels, validation
 
@@ -64,28 +65,62 @@ def fit(
     if on_divergence not in ("warn", "raise"):
         raise ValueError(f"on_divergence must be 'warn' or 'raise', got {on_divergence!r}")
 
-    backend, xp = net.backend, net.backend.xp
     X, _ = net.features(X, "X")  # placed on the device once, for the whole run
     y = net.labels(y, X.shape[0], "y")
     X_val, _ = net.features(X_val, "X_val")
     y_val = net.labels(y_val, X_val.shape[0], "y_val")
+    with net.backend.quiet_overflow():
+        return _loop(
+            net,
+            X,
+            y,
+            X_val,
+            y_val,
+            learning_rate,
+            learning_rate_decay,
+            reg,
+            num_iters,
+            batch_size,
+            verbose,
+            start_iteration,
+            progress,
+            on_divergence,
+            sync_every,
+        )
+
+
+def _loop(
+    net,
+    X,
+    y,
+    X_val,
+    y_val,
+    lr,
+    decay,
+    reg,
+    num_iters,
+    batch_size,
+    verbose,
+    start_iteration,
+    progress,
+    on_divergence,
+    sync_every,
+):
+    backend, xp = net.backend, net.backend.xp
     num_train, num_val = X.shape[0], X_val.shape[0]
     iterations_per_epoch = max(num_train / batch_size, 1)  # float, as in CS231n
-
     params = net._live_params()
     history = {"loss_history": [], "train_acc_history": [], "val_acc_history": []}
     # The last two sync points' params: one of them produced the last finite loss.
-    snapshots = deque([_Snapshot(0, _copy(xp, params), learning_rate, 0)], maxlen=2)
+    snapshots = deque([_Snapshot(0, _copy(xp, params), lr, 0)], maxlen=2)
     pending_losses, pending_counts = [], []
-    indices = None
-    lr = learning_rate
+    block = max(1, min(num_iters, MAX_INDICES_PER_TRANSFER // batch_size))
 
     for i in range(num_iters):
-        if i % _block_iters(batch_size, num_iters) == 0:  # all of a block's minibatches at once
-            n = min(_block_iters(batch_size, num_iters), num_iters - i)
+        if i % block == 0:  # a block's minibatch indices, drawn on the host, sent in one transfer
+            n = min(block, num_iters - i)
             indices = backend.asarray(net.rng.minibatch_indices(num_train, n * batch_size))
-            block_start = i
-        offset = (i - block_start) * batch_size
+        offset = (i % block) * batch_size
         batch = indices[offset : offset + batch_size]
         X_batch = xp.take(X, batch, axis=0)
         y_batch = xp.take(y, batch, axis=0)
@@ -96,7 +131,7 @@ def fit(
             # CS231n: accuracy of the current minibatch after its update, and on the val set.
             pending_counts.append(kernels.count_correct(params, X_batch, y_batch))
             pending_counts.append(kernels.count_correct(params, X_val, y_val))
-            lr *= learning_rate_decay
+            lr *= decay
 
         done = i + 1
         if done % sync_every == 0 or done == num_iters:
@@ -116,13 +151,9 @@ def fit(
             net.iteration, net.learning_rate = start_iteration + done, lr
             if progress is not None:
                 val = history["val_acc_history"][-1] if history["val_acc_history"] else None
-                progress({"iteration": start_iteration + done, "num_iters": start_iteration + num_iters,
-                          "losses": losses, "val_acc": val})  # fmt: skip
+                total = start_iteration + num_iters
+                progress({"iteration": net.iteration, "num_iters": total, "losses": losses, "val_acc": val})
     return history
-
-
-def _block_iters(batch_size: int, num_iters: int) -> int:
-    return max(1, min(num_iters, MAX_INDICES_PER_TRANSFER // batch_size))
 
 
 def _copy(xp, params: dict) -> dict:

@@ -39,14 +39,14 @@ def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = F
 def features(name: str, X: Any, num_features: int) -> None:
     """X must be a finite 2-D float/int array with ``num_features`` columns."""
     xp = _namespace(name, X)
+    if not _is_real(xp, X.dtype):
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2 or X.shape[1] != num_features:
         raise ValueError(f"{name} must have shape (N, {num_features}), got {tuple(X.shape)}")
     if X.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
-    if xp.isdtype(X.dtype, "bool") or not xp.isdtype(X.dtype, ("real floating", "integral")):
-        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if xp.isdtype(X.dtype, "real floating") and not bool(xp.all(xp.isfinite(X))):
-        bad = int(xp.count_nonzero(xp.logical_not(xp.isfinite(X))))
+        bad = int(xp.sum(xp.astype(xp.logical_not(xp.isfinite(X)), X.dtype)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
 
@@ -59,7 +59,16 @@ def labels(name: str, y: Any, num_rows: int, num_classes: int) -> None:
         raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     low, high = int(xp.min(y)), int(xp.max(y))
     if low < 0 or high >= num_classes:
-        raise ValueError(f"{name} must hold labels in [0, {num_classes - 1}], found values in [{low}, {high}]")
+        raise ValueError(
+            f"{name} must hold labels in [0, {num_classes - 1}], found values in [{low}, {high}]"
+        )
+
+
+def _is_real(xp, dtype) -> bool:
+    try:
+        return xp.isdtype(dtype, ("real floating", "integral"))
+    except (TypeError, ValueError):  # strings, objects: not a dtype the standard knows
+        return False
 
 
 def _namespace(name: str, x: Any):

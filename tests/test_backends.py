@@ -1,0 +1,125 @@
+"""One seed, one trajectory: every backend matches numpy, and outputs follow their inputs."""
+
+import numpy as np
+import pytest
+
+from twolayer_xp import TwoLayerNet, to_numpy
+from twolayer_xp.backend import HostRNG
+
+from conftest import backend_of, blobs, make_net
+
+
+def run(case_id, dtype, seed=3):
+    X, y = blobs(n=240, d=12, c=4, seed=1)
+    net = make_net(case_id, 12, 16, 4, std=1e-2, dtype=dtype, rng=seed)
+    stats = net.train(
+        X[:200], y[:200], X[200:], y[200:], learning_rate=0.5, reg=1e-3, num_iters=60, batch_size=32
+    )
+    return stats, net.predict(X), {k: to_numpy(v) for k, v in net.params.items()}
+
+
+def test_float64_matches_numpy(case64):
+    ref_stats, ref_pred, ref_params = run("numpy", "float64")
+    stats, pred, params = run(case64, "float64")
+    np.testing.assert_allclose(stats["loss_history"], ref_stats["loss_history"], rtol=0, atol=1e-10)
+    assert stats["val_acc_history"] == ref_stats["val_acc_history"]
+    np.testing.assert_array_equal(pred, ref_pred)
+    for name in ref_params:
+        np.testing.assert_allclose(params[name], ref_params[name], atol=1e-10)
+
+
+def test_float32_matches_numpy(case32):
+    ref_stats, ref_pred, _ = run("numpy", "float32")
+    stats, pred, params = run(case32, "float32")
+    assert all(p.dtype == np.float32 for p in params.values())
+    np.testing.assert_allclose(stats["loss_history"], ref_stats["loss_history"], rtol=1e-4)
+    np.testing.assert_array_equal(pred, ref_pred)
+
+
+def test_learns(case):
+    stats, pred, _ = run(case, "float64")
+    _, y = blobs(n=240, d=12, c=4, seed=1)
+    assert stats["loss_history"][-1] < 0.5 * stats["loss_history"][0]
+    assert np.mean(pred == y) > 0.9
+
+
+def test_outputs_follow_inputs(case, toy_data):
+    X, y = toy_data
+    net = make_net(case, 4, 10, 3, std=0.1, rng=0)
+    backend = backend_of(case)
+    # numpy in -> numpy out, so CS231n's (net.predict(X) == y).mean() works on any device
+    assert isinstance(net.predict(X), np.ndarray)
+    assert isinstance(net.loss(X), np.ndarray)
+    assert all(isinstance(g, np.ndarray) for g in net.loss(X, y)[1].values())
+    # device in -> device out, on the model's device
+    Xd, yd = backend.asarray(X, dtype="float64"), backend.asarray(y)
+    assert backend.owns(net.predict(Xd)) and backend.owns(net.loss(Xd))
+    loss, grads = net.loss(Xd, yd)
+    assert isinstance(loss, float) and all(backend.owns(g) for g in grads.values())
+    np.testing.assert_array_equal(to_numpy(net.predict(Xd)), net.predict(X))
+
+
+def test_params_are_live_and_updated_in_place(case, toy_data):
+    X, y = toy_data
+    net = make_net(case, 4, 10, 3, std=0.1, rng=0)
+    W1 = net.params["W1"]
+    before = to_numpy(W1).copy()
+    net.train(X, y, X, y, learning_rate=0.1, num_iters=5)
+    assert net.params["W1"] is W1
+    assert not np.array_equal(to_numpy(W1), before)
+
+
+def test_callers_arrays_are_not_mutated(case):
+    X, y = blobs(n=50, d=6, c=3)
+    X_before, y_before = X.copy(), y.copy()
+    net = make_net(case, 6, 8, 3, rng=0)
+    net.train(X, y, X, y, learning_rate=0.1, num_iters=10, batch_size=10)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+def test_assigned_numpy_params_are_adopted(case, toy_data):
+    """A notebook that writes numpy weights into params keeps working on any backend."""
+    X, _ = toy_data
+    ref = make_net("numpy", 4, 10, 3, std=0.1, rng=5)
+    net = make_net(case, 4, 10, 3, rng=0)
+    for name, value in ref.params.items():
+        net.params[name] = value.copy()
+    np.testing.assert_allclose(net.loss(X), ref.loss(X), atol=1e-12)
+    assert all(backend_of(case).owns(p) for p in net.params.values())
+
+
+def test_seed_kinds_agree():
+    """An int seed is a default_rng; a Generator or RandomState is used as given."""
+    a = TwoLayerNet(3, 4, 2, rng=7).params["W1"]
+    b = TwoLayerNet(3, 4, 2, rng=np.random.default_rng(7)).params["W1"]
+    np.testing.assert_array_equal(a, b)
+    c = TwoLayerNet(3, 4, 2, rng=np.random.RandomState(7)).params["W1"]
+    np.random.seed(7)
+    d = TwoLayerNet(3, 4, 2).params["W1"]
+    np.testing.assert_array_equal(c, d)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("make", [lambda: None, lambda: 11, lambda: np.random.RandomState(11)])
+def test_indices_drawn_at_once_equal_per_step_draws(make):
+    """What lets a run fetch every minibatch in one transfer yet match CS231n's per-step choice."""
+    np.random.seed(11)
+    whole = HostRNG(make()).minibatch_indices(49000, 200 * 7)
+    np.random.seed(11)
+    rng = HostRNG(make())
+    per_step = np.concatenate([rng.minibatch_indices(49000, 200) for _ in range(7)])
+    np.testing.assert_array_equal(whole, per_step)
+
+
+@pytest.mark.parametrize("make", [lambda: 4, lambda: None])
+def test_rng_state_round_trip(make):
+    import json
+
+    rng = HostRNG(make())
+    rng.minibatch_indices(10, 5)
+    state = json.loads(json.dumps(rng.get_state()))
+    expected = rng.minibatch_indices(100, 20)
+    rng.minibatch_indices(100, 3)
+    rng.set_state(state)
+    np.testing.assert_array_equal(rng.minibatch_indices(100, 20), expected)

@@ -1,0 +1,42 @@
+"""The kernels use nothing newer than the 2023.12 array API standard (the oldest we support)."""
+
+import array_api_strict as xs
+import numpy as np
+import pytest
+
+from twolayer_xp import eval_numerical_gradient, kernels, rel_error
+
+from conftest import make_net
+
+
+@pytest.fixture(params=["2023.12", "2024.12"])
+def api_version(request):
+    with xs.ArrayAPIStrictFlags(api_version=request.param):
+        yield request.param
+
+
+def test_train_and_gradcheck_on_device1(api_version, toy_data):
+    X, y = toy_data
+    np.random.seed(0)
+    net = make_net("strict-device1", 4, 10, 3, std=1e-1)
+    _, grads = net.loss(X, y, reg=0.05)
+    for name in grads:
+        numeric = eval_numerical_gradient(
+            lambda W: net.loss(X, y, reg=0.05)[0], net.params[name], verbose=False
+        )
+        assert rel_error(numeric, grads[name]) < 1e-8
+    stats = net.train(X, y, X, y, learning_rate=1e-1, reg=5e-6, num_iters=100)
+    assert abs(stats["loss_history"][-1] - 0.0171496079387) < 1e-9
+    assert xs.get_array_api_strict_flags()["api_version"] == api_version
+
+
+def test_stacked_kernels_on_device1(api_version):
+    rng = np.random.default_rng(0)
+    dev = xs.Device("device1")
+    arr = lambda a: xs.asarray(a, device=dev)
+    shapes = {"W1": (2, 3, 4), "b1": (2, 4), "W2": (2, 4, 3), "b2": (2, 3)}
+    params = {name: arr(rng.standard_normal(shape)) for name, shape in shapes.items()}
+    X, y = arr(rng.standard_normal((5, 3))), arr(np.array([0, 2, 1, 1, 0]))
+    loss = kernels.sgd_step(params, X, y, arr(np.array([0.1, 0.2])), arr(np.array([0.0, 0.5])))
+    assert tuple(loss.shape) == (2,)
+    assert tuple(kernels.count_correct(params, X, y).shape) == (2,)

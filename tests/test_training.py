@@ -1,0 +1,138 @@
+"""The training loop: CS231n schedule, syncs only at chosen points, divergence, resumption."""
+
+import numpy as np
+import pytest
+
+from twolayer_xp import TrainingDivergedError, TwoLayerNet, to_numpy
+from twolayer_xp.backend import Backend, HostRNG
+
+from conftest import blobs, make_net
+
+
+def test_epoch_schedule_and_learning_rate_decay():
+    """Accuracy and decay every max(N/B, 1) iterations, counted as CS231n's float modulo does."""
+    X, y = blobs(n=100, d=5, c=3)
+    net = TwoLayerNet(5, 8, 3, rng=0)
+    stats = net.train(
+        X, y, X[:30], y[:30], learning_rate=1.0, learning_rate_decay=0.5, num_iters=41, batch_size=10
+    )
+    # iterations_per_epoch = 10.0: records at it = 0, 10, 20, 30, 40
+    assert len(stats["train_acc_history"]) == len(stats["val_acc_history"]) == 5
+    assert net.learning_rate == 1.0 * 0.5**5
+    assert all(v in {k / 10 for k in range(11)} for v in stats["train_acc_history"])
+    assert all(v in {k / 30 for k in range(31)} for v in stats["val_acc_history"])
+
+
+def test_host_syncs_only_at_sync_points(case, monkeypatch):
+    """No per-step round-trip: 250 steps with sync_every=100 bring data back 3 times."""
+    calls = {"to_numpy": 0, "indices": 0}
+    real_to_numpy, real_indices = Backend.to_numpy, HostRNG.minibatch_indices
+
+    def counting_to_numpy(self, x):
+        calls["to_numpy"] += 1
+        return real_to_numpy(self, x)
+
+    def counting_indices(self, n, size):
+        calls["indices"] += 1
+        return real_indices(self, n, size)
+
+    monkeypatch.setattr(Backend, "to_numpy", counting_to_numpy)
+    monkeypatch.setattr(HostRNG, "minibatch_indices", counting_indices)
+    X, y = blobs(n=1000, d=6, c=3)
+    net = make_net(case, 6, 8, 3, rng=0)
+    syncs = []
+    stats = net.train(
+        X,
+        y,
+        X[:50],
+        y[:50],
+        learning_rate=0.1,
+        num_iters=250,
+        batch_size=100,
+        sync_every=100,
+        progress=syncs.append,
+    )
+    assert [s["iteration"] for s in syncs] == [100, 200, 250]
+    assert [len(s["losses"]) for s in syncs] == [100, 100, 50]
+    assert calls["indices"] == 1  # every minibatch of the run in one draw and one transfer
+    assert calls["to_numpy"] == 2 * 3  # losses + accuracy counts, per sync
+    assert len(stats["loss_history"]) == 250 and len(stats["val_acc_history"]) == 25
+
+
+def test_verbose_prints_cs231n_lines(capsys):
+    X, y = blobs(n=50, d=4, c=3)
+    TwoLayerNet(4, 5, 3, rng=0).train(X, y, X, y, num_iters=250, batch_size=10, verbose=True, sync_every=64)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "iteration 0 / 250",
+        "iteration 100 / 250",
+        "iteration 200 / 250",
+    ]
+    assert all(line.split("loss ")[1].replace(".", "").isdigit() for line in lines)
+
+
+def diverging_run(case, on_divergence):
+    X, y = blobs(n=200, d=10, c=4)
+    net = make_net(case, 10, 20, 4, std=1.0, rng=0)
+    stats = None
+    kwargs = dict(learning_rate=1e4, learning_rate_decay=1.0, num_iters=300, batch_size=20, sync_every=25)
+    if on_divergence == "raise":
+        with pytest.raises(TrainingDivergedError) as excinfo:
+            net.train(X * 100, y, X, y, on_divergence="raise", **kwargs)
+        return net, excinfo.value.history, str(excinfo.value)
+    with pytest.warns(RuntimeWarning, match="diverged") as record:
+        stats = net.train(X * 100, y, X, y, **kwargs)
+    return net, stats, str(record[0].message)
+
+
+@pytest.mark.parametrize("on_divergence", ["warn", "raise"])
+def test_divergence_stops_and_rolls_back_to_finite_params(case, on_divergence):
+    net, stats, message = diverging_run(case, on_divergence)
+    assert "try a smaller learning_rate" in message
+    assert len(stats["loss_history"]) < 300
+    assert np.all(np.isfinite(stats["loss_history"]))
+    assert net.iteration == len(stats["loss_history"])
+    for value in net.params.values():
+        assert np.all(np.isfinite(to_numpy(value)))
+    X, _ = blobs(n=200, d=10, c=4)
+    assert np.all(np.isfinite(net.loss(X)))
+
+
+def test_resumed_run_equals_uninterrupted_run():
+    """Two halves, the second starting where the first stopped, give the same params."""
+    X, y = blobs(n=300, d=8, c=3, seed=4)
+    common = dict(reg=1e-3, batch_size=40, learning_rate_decay=0.9)
+    whole = TwoLayerNet(8, 12, 3, std=0.1, rng=21)
+    whole_stats = whole.train(X, y, X[:60], y[:60], learning_rate=0.2, num_iters=100, **common)
+
+    split = TwoLayerNet(8, 12, 3, std=0.1, rng=21)
+    first = split.train(X, y, X[:60], y[:60], learning_rate=0.2, num_iters=37, **common)
+    second = split.train(
+        X,
+        y,
+        X[:60],
+        y[:60],
+        learning_rate=split.learning_rate,
+        num_iters=63,
+        start_iteration=split.iteration,
+        **common,
+    )
+    for name in whole.params:
+        np.testing.assert_array_equal(split.params[name], whole.params[name])
+    assert first["loss_history"] + second["loss_history"] == whole_stats["loss_history"]
+    assert first["val_acc_history"] + second["val_acc_history"] == whole_stats["val_acc_history"]
+    assert split.learning_rate == whole.learning_rate and split.iteration == whole.iteration == 100
+
+
+def test_indices_come_in_blocks_when_a_run_is_huge(monkeypatch):
+    """Past MAX_INDICES_PER_TRANSFER the indices come in blocks; the trajectory is unchanged."""
+    from twolayer_xp import training
+
+    X, y = blobs(n=120, d=5, c=3)
+    ref = TwoLayerNet(5, 6, 3, rng=3)
+    ref_stats = ref.train(X, y, X, y, num_iters=30, batch_size=16)
+    monkeypatch.setattr(training, "MAX_INDICES_PER_TRANSFER", 16 * 7)
+    net = TwoLayerNet(5, 6, 3, rng=3)
+    stats = net.train(X, y, X, y, num_iters=30, batch_size=16)
+    assert stats == ref_stats
+    np.testing.assert_array_equal(net.params["W1"], ref.params["W1"])
