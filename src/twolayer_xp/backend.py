@@ -386,6 +386,21 @@ class HostRNG:
                 f"rng must be None, an int seed, a numpy Generator or RandomState; got {type(rng).__name__}"
             )
 
+    @classmethod
+    def from_state(cls, snapshot: dict) -> HostRNG:
+        """A new stream that continues from ``get_state()``'s snapshot (never the global one)."""
+        if snapshot.get("kind") == "RandomState":
+            rng = cls(np.random.RandomState())
+        elif snapshot.get("kind") == "Generator":
+            name = snapshot["state"].get("bit_generator")
+            if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+                raise ValueError(f"unknown bit generator {name!r} in random state")
+            rng = cls(np.random.Generator(getattr(np.random, name)()))
+        else:
+            raise ValueError(f"random state of kind {snapshot.get('kind')!r} is not one this package writes")
+        rng.set_state(snapshot)
+        return rng
+
     @property
     def is_legacy(self) -> bool:
         return isinstance(self._source, np.random.RandomState)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kernels, training, validation
-from .backend import Backend, HostRNG, is_array, resolve, to_numpy
+from . import checkpoint, kernels, training, validation
+from .backend import Backend, HostRNG, dtype_name, is_array, resolve, to_numpy
 
 
 class TwoLayerNet:
@@ -57,6 +57,7 @@ class TwoLayerNet:
         # Where a resumed run continues from: iterations done and the decayed learning rate.
         self.iteration = 0
         self.learning_rate: float | None = None
+        self.metadata: dict = {}  # free-form JSON kept in checkpoints (run config, history)
 
     # -- sizes ------------------------------------------------------------------------------
 
@@ -84,7 +85,7 @@ class TwoLayerNet:
 
     @property
     def dtype_name(self) -> str:
-        return str(self.dtype).rsplit(".", 1)[-1]
+        return dtype_name(self.dtype)
 
     # -- CS231n API ---------------------------------------------------------------------------
 
@@ -106,6 +107,12 @@ class TwoLayerNet:
         """Predicted labels (N,): argmax of the scores."""
         Xd, on_host = self.features(X)
         return self._out(kernels.predict(self._live_params(), Xd), on_host)
+
+    def accuracy(self, X: Any, y: Any) -> float:
+        """Fraction of rows of X whose predicted label equals y (one host sync)."""
+        Xd, _ = self.features(X)
+        yd = self.labels(y, Xd.shape[0])
+        return int(kernels.count_correct(self._live_params(), Xd, yd)) / Xd.shape[0]
 
     def train(
         self,
@@ -142,6 +149,49 @@ class TwoLayerNet:
             verbose=verbose,
             **options,
         )
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def save(self, path, arrays: dict | None = None) -> None:
+        """Write params (as numpy), dtype, training position, RNG state and ``self.metadata`` to
+        ``path`` (.npz), atomically; ``arrays`` adds named numpy arrays (e.g. a mean image)."""
+        header = {
+            "dtype": self.dtype_name,
+            "iteration": self.iteration,
+            "learning_rate": self.learning_rate,
+            "rng_state": self.rng.get_state(),
+            "saved_from": {"backend": self.backend.name, "device": self.device},
+            "metadata": self.metadata,
+        }
+        params = {name: to_numpy(p) for name, p in self._live_params().items()}
+        checkpoint.save(path, params, header, arrays)
+
+    @classmethod
+    def load(cls, path, *, device: Any = "cpu", backend: Any = None, dtype: Any = None) -> TwoLayerNet:
+        """A model from a checkpoint, on any device (trained on a GPU, loaded on a CPU, or back).
+        dtype: None keeps the saved one. The extra arrays are in ``net.checkpoint_arrays``."""
+        params, header, arrays = checkpoint.load(path)
+        D, H = params["W1"].shape
+        net = cls(
+            D,
+            H,
+            params["W2"].shape[1],
+            std=0.0,
+            device=device,
+            backend=backend,
+            dtype=header["dtype"] if dtype is None else dtype,
+            rng=0,
+        )
+        net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
+        try:
+            net.rng = HostRNG.from_state(header["rng_state"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise checkpoint.CheckpointError(f"{path} holds an unusable random state ({exc})") from None
+        net.iteration = int(header.get("iteration", 0))
+        net.learning_rate = header.get("learning_rate")
+        net.metadata = header.get("metadata") or {}
+        net.checkpoint_arrays = arrays
+        return net
 
     # -- placement -----------------------------------------------------------------------------
 

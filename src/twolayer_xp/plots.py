@@ -1,0 +1,65 @@
+"""Figures of a run, as the CS231n notebook draws them. matplotlib's object API, no pyplot, so
+nothing here needs a display or changes a notebook's backend; a Figure shows itself in Jupyter."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .files import atomic_write
+
+
+def history_figure(history: dict, title: str = "") -> Figure:
+    """Loss per iteration (top) and minibatch-train / val accuracy per epoch (bottom)."""
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(2, 1)
+    loss_ax.plot(history["loss_history"], linewidth=0.8)
+    loss_ax.set(title="Loss history" + (f" ({title})" if title else ""), xlabel="Iteration", ylabel="Loss")
+    acc_ax.plot(history["train_acc_history"], label="train (minibatch)", marker=".")
+    acc_ax.plot(history["val_acc_history"], label="val", marker=".")
+    acc_ax.set(title="Classification accuracy history", xlabel="Epoch", ylabel="Accuracy")
+    acc_ax.legend()
+    return fig
+
+
+def visualize_grid(images: np.ndarray, ubound: float = 255.0, padding: int = 1) -> np.ndarray:
+    """Tile (N, H, W[, C]) images into one grid, each rescaled to [0, ubound] (CS231n's helper)."""
+    n, h, w = images.shape[:3]
+    channels = images.shape[3:]
+    side = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / side))
+    grid = np.zeros((rows * (h + padding) - padding, side * (w + padding) - padding, *channels))
+    for k in range(n):
+        row, col = divmod(k, side)
+        img = images[k]
+        low, high = np.min(img), np.max(img)
+        scaled = ubound * (img - low) / (high - low) if high > low else np.zeros_like(img)
+        grid[row * (h + padding) : row * (h + padding) + h, col * (w + padding) : col * (w + padding) + w] = (
+            scaled
+        )
+    return grid
+
+
+def weights_figure(W1: np.ndarray, image_shape: tuple, title: str = "First-layer weights") -> Figure:
+    """W1 (D, H) shown as H images of ``image_shape`` ((8, 8) or (32, 32, 3)) in one grid."""
+    images = np.asarray(W1).T.reshape((W1.shape[1], *image_shape))
+    grid = visualize_grid(images, padding=1)
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    ax = fig.subplots()
+    if grid.ndim == 2:
+        ax.imshow(grid.astype("uint8"), cmap="gray", interpolation="nearest")
+    else:
+        ax.imshow(grid.astype("uint8"), interpolation="nearest")
+    ax.set(
+        title=f"{title}: {W1.shape[1]} hidden units, each as a {'x'.join(map(str, image_shape[:2]))} image"
+    )
+    ax.axis("off")
+    return fig
+
+
+def save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Save atomically (temp file + rename), like every file a run writes."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
