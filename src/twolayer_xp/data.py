@@ -7,6 +7,7 @@ when absent. Both come back as a ``Dataset`` of float arrays with the training m
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import pickle
@@ -279,7 +280,9 @@ def _checked_folder(folder: Path) -> Path:
 
 # Safe unpickling: the batches are Python 2 pickles of a dict holding bytes, lists and one numpy
 # uint8 array. Only the globals needed to rebuild such an array are allowed; anything else refused.
+# (_codecs.encode is how Python 3 writes bytes at protocol 2, e.g. in re-pickled batches.)
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): lambda: codecs.encode,
     ("numpy.core.multiarray", "_reconstruct"): lambda: np.ndarray.__reduce__(np.empty(0))[0],
     ("numpy._core.multiarray", "_reconstruct"): lambda: np.ndarray.__reduce__(np.empty(0))[0],
     ("numpy", "ndarray"): lambda: np.ndarray,

@@ -36,7 +36,7 @@ def visualize_grid(images: np.ndarray, ubound: float = 255.0, padding: int = 1) 
         row, col = divmod(k, side)
         img = images[k]
         low, high = np.min(img), np.max(img)
-        scaled = ubound * (img - low) / (high - low) if high > low else np.zeros_like(img)
+        scaled = np.clip(ubound * (img - low) / (high - low), 0, ubound) if high > low else np.zeros_like(img)
         grid[row * (h + padding) : row * (h + padding) + h, col * (w + padding) : col * (w + padding) + w] = (
             scaled
         )

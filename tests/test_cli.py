@@ -1,0 +1,292 @@
+"""twolayer-xp train, end to end, and every way a user can get it wrong."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from twolayer_xp import TwoLayerNet, cli, runs
+
+from cifar_fixture import write_cifar
+
+
+def train(*args):
+    return cli.main(["train", *map(str, args)])
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("twolayer-xp") and "error" in lines[0] and "Traceback" not in err
+    return lines[0]
+
+
+def test_default_run_on_digits(tmp_path, capsys):
+    """The README's main job: defaults on digits reach test accuracy >= 0.96 and write 4 files."""
+    assert train("--out", tmp_path / "run", "--no-progress") == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("digits on cpu (numpy, float32): test accuracy")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.96
+    assert metrics["status"] == "completed" and metrics["iterations"] == 2000
+    assert metrics["backend"] == "numpy" and metrics["device"] == "cpu" and metrics["dtype"] == "float32"
+    assert {"numpy", "array_api_compat", "twolayer_xp"} <= set(metrics["versions"])
+    assert len(metrics["loss_history"]) == 2000 and len(metrics["val_acc_history"]) == 154
+    assert metrics["samples_per_second"] > 0 and metrics["train_seconds"] > 0
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in out[0]
+    net = TwoLayerNet.load(tmp_path / "run" / "model.npz")
+    assert net.iteration == 2000 and net.hidden_size == 128
+
+
+def test_plots_show_what_they_claim(tmp_path):
+    from matplotlib.image import imread
+
+    assert train("--out", tmp_path, "--quiet", "--num-iters", 300) == 0
+    loss = imread(tmp_path / "loss.png")
+    weights = imread(tmp_path / "weights.png")
+    assert loss.shape[0] > 300 and loss.shape[1] > 300 and np.std(loss) > 0.05
+    # 128 units in a 12-column grid of 8x8 tiles: the weights image is not blank or uniform
+    assert weights.shape[0] > 300 and np.std(weights[..., :3]) > 0.05
+    from twolayer_xp import plots
+
+    grid = plots.visualize_grid(np.random.default_rng(0).standard_normal((128, 8, 8)))
+    assert grid.shape == (11 * 9 - 1, 12 * 9 - 1) and grid.min() == 0 and grid.max() == pytest.approx(255)
+
+
+def test_module_entry_point_and_progress_bar(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "twolayer_xp", "train", "--num-iters", "150", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "150/150" in done.stderr and "samples/s" in done.stderr  # tqdm writes to stderr
+    assert "test accuracy" in done.stdout
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["train", "--help"])
+    assert excinfo.value.code == 0
+    text = capsys.readouterr().out
+    for flag in [
+        "--device",
+        "--backend",
+        "--dtype",
+        "--seed",
+        "--dataset",
+        "--data-dir",
+        "--out",
+        "--resume",
+        "--quiet",
+        "--no-progress",
+        "--learning-rate",
+        "--learning-rate-decay",
+        "--reg",
+        "--num-iters",
+        "--batch-size",
+        "--hidden-size",
+        "--verbose",
+        "learning_rate=1.0",
+    ]:
+        assert flag in text, flag
+
+
+def test_verbose_prints_cs231n_lines(tmp_path, capsys):
+    assert train("--out", tmp_path, "--num-iters", 250, "--verbose") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("iteration 0 / 250: loss ") and out[2].startswith("iteration 200 / 250")
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (["--hidden-size", "0"], "expected a positive integer, got 0"),
+        (["--hidden-size", "-3"], "expected a positive integer"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--num-iters", "0"], "--num-iters"),
+        (["--num-iters", "ten"], "expected a positive integer, got 'ten'"),
+        (["--learning-rate", "0"], "learning_rate must be > 0"),
+        (["--lr=-1e-3"], "learning_rate must be > 0"),
+        (["--reg", "-1"], "reg must be >= 0"),
+        (["--std", "nan"], "std must be finite"),
+        (["--dtype", "float16"], "invalid choice: 'float16'"),
+        (["--device", "tpu"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
+        (["--num-train", "100"], "applies to cifar10 only"),
+        (["--seed", "-1"], "rng seed must be >= 0"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as excinfo:
+        code = train("--out", tmp_path / "run", "--quiet", *args)
+        raise SystemExit(code)
+    assert excinfo.value.code == 2
+    assert words in one_error_line(capsys)
+
+
+def test_cuda_without_cupy(tmp_path, capsys, monkeypatch):
+    from twolayer_xp import backend
+
+    backend._check_cuda.cache_clear()
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert train("--device", "cuda", "--out", tmp_path, "--quiet") == 2
+    backend._check_cuda.cache_clear()
+    line = one_error_line(capsys)
+    assert "CuPy is not installed" in line and "pip install" in line
+
+
+def test_cuda_on_this_machine_fails_cleanly(tmp_path):
+    from twolayer_xp import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a GPU")
+    done = subprocess.run(
+        [sys.executable, "-m", "twolayer_xp", "train", "--device", "cuda", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "fix:" in done.stderr
+
+
+def test_out_that_is_not_writable(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert train("--out", blocker / "run", "--quiet") == 2
+    assert "a-file" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("content", [b"garbage", b""])
+def test_resume_from_something_that_is_not_a_checkpoint(tmp_path, capsys, content):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(content)
+    assert train("--resume", bad, "--quiet") == 2
+    assert "not a readable twolayer-xp checkpoint" in one_error_line(capsys)
+
+
+def test_resume_of_a_model_saved_outside_a_run(tmp_path, capsys):
+    TwoLayerNet(64, 5, 10, rng=0).save(tmp_path / "model.npz")
+    assert train("--resume", tmp_path / "model.npz", "--quiet") == 2
+    assert "not written by a twolayer-xp run" in one_error_line(capsys)
+
+
+def test_resume_keeps_its_settings(tmp_path, capsys):
+    assert train("--out", tmp_path, "--num-iters", 30, "--quiet") == 0
+    assert train("--resume", tmp_path / "model.npz", "--hidden-size", 10, "--quiet") == 2
+    assert "--hidden-size cannot change when resuming" in one_error_line(capsys)
+    assert train("--resume", tmp_path / "model.npz", "--quiet") == 2
+    assert "already has 30 of num_iters=30" in one_error_line(capsys)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    common = ["--dtype", "float64", "--quiet", "--checkpoint-every", 15, "--seed", 5]
+    assert train("--out", tmp_path / "whole", "--num-iters", 60, *common) == 0
+    assert train("--out", tmp_path / "split", "--num-iters", 25, *common) == 0
+    assert train("--resume", tmp_path / "split" / "model.npz", "--num-iters", 60, "--quiet") == 0
+    whole = TwoLayerNet.load(tmp_path / "whole" / "model.npz")
+    split = TwoLayerNet.load(tmp_path / "split" / "model.npz")
+    for name in whole.params:
+        np.testing.assert_array_equal(split.params[name], whole.params[name])
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert a["loss_history"] == b["loss_history"] and a["val_acc_history"] == b["val_acc_history"]
+    assert a["test_accuracy"] == b["test_accuracy"] and b["resumed_from"].endswith("model.npz")
+
+
+def test_divergence_exits_1_and_keeps_a_finite_checkpoint(tmp_path, capsys):
+    assert train("--out", tmp_path, "--learning-rate", 1e30, "--std", 1.0, "--quiet") == 1
+    line = one_error_line(capsys)
+    assert "diverged" in line and "smaller learning_rate" in line
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+    net = TwoLayerNet.load(tmp_path / "model.npz")  # loading checks every param is finite
+    assert net.iteration < 2000
+
+
+def test_interrupted_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    real_train = TwoLayerNet.train
+    calls = []
+
+    def interrupted_second_segment(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(TwoLayerNet, "train", interrupted_second_segment)
+    assert train("--out", tmp_path, "--num-iters", 40, "--checkpoint-every", 20, "--quiet") == 130
+    assert "--resume" in one_error_line(capsys)
+    assert TwoLayerNet.load(tmp_path / "model.npz").iteration == 20
+
+
+def test_cifar10_on_synthetic_files(tmp_path, capsys):
+    write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)
+    args = [
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path / "data",
+        "--num-train",
+        250,
+        "--num-val",
+        30,
+        "--num-test",
+        20,
+        "--num-iters",
+        30,
+        "--batch-size",
+        25,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    ]
+    assert train(*args) == 0
+    assert capsys.readouterr().out.startswith("cifar10 on cpu")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dataset_sizes"] == {"train": 250, "val": 30, "test": 20}
+    assert metrics["config"]["hidden_size"] == runs.DEFAULTS["cifar10"]["hidden_size"]
+    net = TwoLayerNet.load(tmp_path / "run" / "model.npz")
+    assert net.checkpoint_arrays["mean_image"].shape == (3072,)
+    assert len(metrics["val_acc_history"]) == 3  # an epoch is 250 / 25 = 10 iterations
+
+
+def test_cifar10_missing_without_network(tmp_path, capsys, monkeypatch):
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Max retries exceeded")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    assert (
+        train("--dataset", "cifar10", "--data-dir", tmp_path / "none", "--out", tmp_path / "run", "--quiet")
+        == 2
+    )
+    assert "could not download CIFAR-10" in one_error_line(capsys)
+
+
+def test_cifar10_corrupt_batch(tmp_path, capsys):
+    folder = write_cifar(tmp_path / "data")
+    (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(")  # a pickle cut short
+    args = [
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path / "data",
+        "--num-train",
+        100,
+        "--num-val",
+        10,
+        "--num-test",
+        5,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    ]
+    assert train(*args) == 2
+    assert "test_batch is not a readable CIFAR-10 batch" in one_error_line(capsys)

@@ -1,0 +1,147 @@
+"""Datasets: the digits split, and CIFAR-10 read from synthetic files in the real format."""
+
+import hashlib
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from twolayer_xp import data
+from twolayer_xp.data import DataError
+
+from cifar_fixture import image_rows, write_archive, write_batch, write_cifar
+
+
+def test_digits_split_is_fixed_and_centered():
+    a, b = data.load_digits(), data.load_digits()
+    assert a.sizes() == {"train": 1300, "val": 197, "test": 300}
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.X_train.dtype == np.float32 and a.X_train.shape[1] == 64
+    np.testing.assert_allclose(a.X_train.mean(axis=0), 0, atol=1e-5)
+    assert a.image_shape == (8, 8) and a.num_classes == 10
+    # no row is in two splits: the split is a permutation of the 1,797 images
+    raw = np.concatenate([a.X_train, a.X_val, a.X_test]) + a.mean_image
+    assert np.unique(raw, axis=0).shape[0] >= 1780  # digits holds a few exact duplicates
+
+
+def test_cifar_split_order_and_preprocessing(tmp_path):
+    write_cifar(tmp_path, rows_per_batch=60, test_rows=40)
+    ds = data.load_cifar10(tmp_path, num_train=250, num_val=30, num_test=20, download=False)
+    assert ds.sizes() == {"train": 250, "val": 30, "test": 20}
+    assert ds.X_train.dtype == np.float32 and ds.X_train.shape == (250, 3072)
+    assert ds.class_names[0] == "airplane" and ds.image_shape == (32, 32, 3)
+    # CS231n order: rows flattened height-width-channel, mean of the training rows subtracted
+    expected_train = image_rows(0, 250).reshape(250, 3, 32, 32).transpose(0, 2, 3, 1).reshape(250, 3072)
+    np.testing.assert_allclose(ds.X_train + ds.mean_image, expected_train, atol=1e-3)
+    np.testing.assert_allclose(ds.mean_image, expected_train.mean(axis=0), rtol=1e-6)
+    # val = the rows right after the training rows (they cross into the 5th batch here)
+    expected_val = image_rows(250, 30).reshape(30, 3, 32, 32).transpose(0, 2, 3, 1).reshape(30, 3072)
+    np.testing.assert_allclose(ds.X_val + ds.mean_image, expected_val, atol=1e-3)
+    np.testing.assert_array_equal(ds.y_val, np.arange(250, 280) % 10)
+    np.testing.assert_array_equal(ds.y_test, (np.arange(20) * 3) % 10)
+    # pixel (r=1, c=2) of image 0 in channel G is 0*7 + 50 + 3 + 2 = 55, at HWC index (1*32+2)*3+1
+    assert ds.X_train[0, (1 * 32 + 2) * 3 + 1] + ds.mean_image[(1 * 32 + 2) * 3 + 1] == pytest.approx(55)
+
+
+def test_cifar_float64_on_request(tmp_path):
+    write_cifar(tmp_path)
+    ds = data.load_cifar10(
+        tmp_path / "cifar-10-batches-py", num_train=100, num_val=10, num_test=5, dtype="float64"
+    )
+    assert ds.X_train.dtype == np.float64
+
+
+def test_cifar_peak_memory_under_twice_the_training_set(tmp_path):
+    write_cifar(tmp_path, rows_per_batch=1000, test_rows=200)
+    tracemalloc.start()
+    ds = data.load_cifar10(tmp_path, num_train=4900, num_val=100, num_test=100, download=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 * ds.X_train.nbytes, (peak, ds.X_train.nbytes)
+
+
+def test_split_larger_than_the_data(tmp_path):
+    write_cifar(tmp_path)
+    with pytest.raises(ValueError, match="num_train \\+ num_val = 400"):
+        data.load_cifar10(tmp_path, num_train=350, num_val=50, download=False)
+    with pytest.raises(ValueError, match="num_test"):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=41, download=False)
+    with pytest.raises(ValueError, match="num_val must be a positive int"):
+        data.load_cifar10(tmp_path, num_val=0, download=False)
+
+
+def test_archive_is_checked_and_unpacked(tmp_path, monkeypatch):
+    archive = write_archive(tmp_path / "dl")
+    monkeypatch.setattr(data, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    ds = data.load_cifar10(tmp_path / "dl", num_train=100, num_val=10, num_test=5, download=False)
+    assert ds.sizes()["train"] == 100
+    assert (tmp_path / "dl" / "cifar-10-batches-py" / "data_batch_5").is_file()
+
+
+def test_wrong_md5_is_refused(tmp_path):
+    write_archive(tmp_path / "dl")  # a valid archive, but not the official bytes
+    with pytest.raises(DataError, match="md5 .* expected c58f30108f718f92721af3b95e74349a"):
+        data.load_cifar10(tmp_path / "dl", download=False)
+
+
+def test_no_network_explains_what_to_do(tmp_path, monkeypatch):
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\nmore lines")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    with pytest.raises(DataError) as excinfo:
+        data.load_cifar10(tmp_path / "empty")
+    message = str(excinfo.value)
+    assert "could not download CIFAR-10" in message and "--data-dir" in message and "\n" not in message
+
+
+def test_absent_without_download(tmp_path):
+    with pytest.raises(DataError, match="CIFAR-10 not found"):
+        data.load_cifar10(tmp_path, download=False)
+
+
+@pytest.mark.parametrize(
+    "damage,words",
+    [
+        (
+            lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+            "not a readable CIFAR-10 batch",
+        ),
+        (lambda p: p.write_bytes(b"not a pickle at all"), "not a readable CIFAR-10 batch"),
+        (lambda p: p.write_bytes(pickle.dumps([1, 2, 3], protocol=2)), "holds a list"),
+        (
+            lambda p: p.write_bytes(pickle.dumps({b"labels": [1]}, protocol=2)),
+            "b'data' must be a uint8 array",
+        ),
+        (lambda p: write_batch(p, image_rows(0, 60), [11] * 60), "labels must be ints in \\[0, 9\\]"),
+        (lambda p: write_batch(p, image_rows(0, 60), [1] * 59), "b'labels' must be a list of 60"),
+        (lambda p: p.unlink(), "is missing"),
+    ],
+)
+def test_damaged_batches(tmp_path, damage, words):
+    folder = write_cifar(tmp_path)
+    damage(folder / "data_batch_1")
+    with pytest.raises(DataError, match=words):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+
+
+class Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_pickles_with_foreign_code_are_refused(tmp_path):
+    folder = write_cifar(tmp_path)
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Exploit()}, protocol=2))
+    with pytest.raises(DataError, match="refusing to load posix.system|refusing to load os.system"):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset must be one of digits, cifar10"):
+        data.load("mnist")
