@@ -96,6 +96,17 @@ class Backend:
             return np.errstate(over="ignore", invalid="ignore")
         return contextlib.nullcontext()
 
+    def matmul_into(self, a: Any, b: Any, out: Any) -> Any:
+        """a @ b written into a preallocated ``out`` (for the benchmarks' GEMM floor; the array
+        API has no ``out=``). numpy, CuPy and torch support it; elsewhere a plain matmul."""
+        if self.name in ("numpy", "cupy"):
+            return importlib.import_module(self.name).matmul(a, b, out=out)
+        if self.name == "torch":
+            import torch
+
+            return torch.matmul(a, b, out=out)
+        return a @ b
+
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer measures the work and not its launch."""
         if self.name == "cupy":

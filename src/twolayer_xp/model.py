@@ -195,12 +195,12 @@ class TwoLayerNet:
 
     # -- placement -----------------------------------------------------------------------------
 
-    def features(self, X: Any, name: str = "X"):
+    def features(self, X: Any, name: str = "X", check_finite: bool = True):
         """(X on the device in the model's dtype, whether X came from the host), after checks."""
         on_host = not self.backend.owns(X)
         if on_host and not is_array(X):
             X = _host_array(name, X)
-        validation.features(name, X, self.input_size)
+        validation.features(name, X, self.input_size, check_finite)
         return self.backend.asarray(X, dtype=self.dtype), on_host
 
     def labels(self, y: Any, num_rows: int, name: str = "y"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -36,8 +37,8 @@ def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = F
     return value
 
 
-def features(name: str, X: Any, num_features: int) -> None:
-    """X must be a finite 2-D float/int array with ``num_features`` columns."""
+def features(name: str, X: Any, num_features: int, check_finite: bool = True) -> None:
+    """X must be a 2-D float/int array with ``num_features`` columns (and finite, if asked)."""
     xp = _namespace(name, X)
     if not _is_real(xp, X.dtype):
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
@@ -45,7 +46,14 @@ def features(name: str, X: Any, num_features: int) -> None:
         raise ValueError(f"{name} must have shape (N, {num_features}), got {tuple(X.shape)}")
     if X.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
-    if xp.isdtype(X.dtype, "real floating") and not bool(xp.all(xp.isfinite(X))):
+    if check_finite:
+        finite(name, X)
+
+
+def finite(name: str, X: Any) -> None:
+    """ValueError naming ``name`` and the count of NaN/inf values, if it holds any."""
+    xp = _namespace(name, X)
+    if xp.isdtype(X.dtype, "real floating") and not _all_finite(xp, X):
         bad = int(xp.sum(xp.astype(xp.logical_not(xp.isfinite(X)), X.dtype)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
@@ -62,6 +70,16 @@ def labels(name: str, y: Any, num_rows: int, num_classes: int) -> None:
         raise ValueError(
             f"{name} must hold labels in [0, {num_classes - 1}], found values in [{low}, {high}]"
         )
+
+
+def _all_finite(xp, X) -> bool:
+    """One reduction instead of a bool temporary as large as X: any NaN or inf makes the sum
+    non-finite; only when the sum overflows does the exact (allocating) check run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow note: handled below
+        if bool(xp.isfinite(xp.sum(X))):
+            return True
+    return bool(xp.all(xp.isfinite(X)))
 
 
 def _is_real(xp, dtype) -> bool:

@@ -1,0 +1,62 @@
+"""Benchmark matrix: backends x dtypes x shapes. TWOLAYER_XP_BENCH_QUICK=1 keeps only the small
+shape and a short loop, so CI can run every benchmark body once (with --benchmark-disable)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from twolayer_xp import cuda_available  # noqa: E402
+from twolayer_xp.benchmarking import SHAPES  # noqa: E402
+
+QUICK = os.environ.get("TWOLAYER_XP_BENCH_QUICK") == "1"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _torch_cuda():
+    if not HAS_TORCH:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# label -> (device, backend) for our kernels
+BACKENDS = {"numpy": ("cpu", None)}
+if cuda_available():
+    BACKENDS["cupy"] = ("cuda", None)
+if HAS_TORCH:
+    BACKENDS["torch"] = ("cpu", "torch")
+    if _torch_cuda():
+        BACKENDS["torch-cuda"] = ("cuda", "torch")
+
+SHAPE_NAMES = ["small"] if QUICK else list(SHAPES)
+DTYPES = ["float32", "float64"]
+
+
+def pytest_generate_tests(metafunc):
+    if "shape_name" in metafunc.fixturenames:
+        metafunc.parametrize("shape_name", SHAPE_NAMES)
+    if "dtype" in metafunc.fixturenames:
+        metafunc.parametrize("dtype", DTYPES)
+    if "backend_label" in metafunc.fixturenames:
+        metafunc.parametrize("backend_label", list(BACKENDS))
+    if "peer_device" in metafunc.fixturenames:
+        devices = []
+        if HAS_TORCH:
+            devices.append("cpu")
+            if _torch_cuda():
+                devices.append("cuda")
+        metafunc.parametrize(
+            "peer_device", devices or [pytest.param("cpu", marks=pytest.mark.skip("torch is not installed"))]
+        )
+
+
+def rounds(shape_name: str) -> int:
+    return 3 if QUICK else (10 if shape_name == "cifar-n1000" else 30)

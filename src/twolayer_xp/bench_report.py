@@ -1,0 +1,176 @@
+"""Turn pytest-benchmark JSON into a markdown table and a bar chart.
+
+    python -m twolayer_xp.bench_report bench.json [--out DIR]
+
+Writes DIR/bench.md and DIR/bench.png (DIR defaults to the JSON's folder) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable pytest-benchmark JSON file ({exc})") from None
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise ValueError(f"{path} has no 'benchmarks' list: was it written by --benchmark-json?")
+    return data
+
+
+def step_rows(data: dict) -> list[dict]:
+    """One row per (backend, shape, dtype) of our step, with its floor and peer figures."""
+    peers = {}
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if info.get("implementation") == "peer":
+            peers[(info["backend"], tuple(info["shape"]), info["dtype"])] = bench["stats"]["median"]
+    rows = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if info.get("implementation") != "ours":
+            continue
+        shape, median = tuple(info["shape"]), bench["stats"]["median"]
+        peer_label = "torch-eager-cuda" if info["backend"] in ("cupy", "torch-cuda") else "torch-eager"
+        rows.append(
+            {
+                "backend": info["backend"],
+                "shape": shape,
+                "dtype": info["dtype"],
+                "ms": median * 1e3,
+                "samples_per_second": info.get("samples_per_second", shape[0] / median),
+                "gflops": info.get("gflops"),
+                "x_floor": info.get("x_floor"),
+                "x_peer": info.get("x_peer"),
+                "peer_ms": peers[(peer_label, shape, info["dtype"])] * 1e3
+                if (peer_label, shape, info["dtype"]) in peers
+                else None,
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            r["backend"] != "numpy",
+            r["backend"],
+            r["shape"][0] * r["shape"][2],
+            r["shape"],
+            r["dtype"],
+        )
+    )
+    return rows
+
+
+def other_rows(data: dict) -> list[dict]:
+    rows = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if info.get("implementation") in ("train_loop", "predict"):
+            rows.append(
+                {"group": bench.get("group") or bench["name"], "median_s": bench["stats"]["median"], **info}
+            )
+    return rows
+
+
+def markdown(data: dict) -> str:
+    machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or "unknown CPU"
+    lines = [
+        f"Measured {data.get('datetime', '')[:19]} on {cpu} ({machine.get('cpu', {}).get('count', '?')} cores), "
+        f"Python {machine.get('python_version', '?')}.",
+        "",
+        "| backend | N, D, H, C | dtype | ms/step | samples/s | GFLOP/s | x floor | vs torch eager |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in step_rows(data):
+        peer = (
+            f"{r['x_peer']:.2f}x faster"
+            if r["x_peer"] and r["x_peer"] >= 1
+            else (f"{1 / r['x_peer']:.2f}x slower" if r["x_peer"] else "n/a")
+        )
+        lines.append(
+            f"| {r['backend']} | {', '.join(map(str, r['shape']))} | {r['dtype']} | {r['ms']:.3f} | "
+            f"{r['samples_per_second']:,.0f} | {r['gflops']:.0f} | "
+            f"{r['x_floor']:.2f}x | {peer} |"
+            if r["gflops"] is not None and r["x_floor"] is not None
+            else f"| {r['backend']} | {', '.join(map(str, r['shape']))} | {r['dtype']} | {r['ms']:.3f} | "
+            f"{r['samples_per_second']:,.0f} | n/a | n/a | {peer} |"
+        )
+    others = other_rows(data)
+    if others:
+        lines += [
+            "",
+            "| benchmark | backend | median | per iteration | x steps | x (steps + gather) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in others:
+            if r["implementation"] == "train_loop":
+                lines.append(
+                    f"| {r['group']} | {r['backend']} | {r['median_s']:.2f} s | {r['ms_per_iteration']:.3f} ms | "
+                    f"{r['x_steps']:.3f}x | {r['x_steps_plus_gather']:.3f}x |"
+                )
+            else:
+                lines.append(f"| {r['group']} | {r['backend']} | {r['median_s'] * 1e3:.2f} ms | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(data: dict):
+    """Samples/s per shape and dtype: our step on each backend next to PyTorch eager."""
+    from matplotlib.figure import Figure
+
+    rows = step_rows(data)
+    series = defaultdict(dict)
+    for r in rows:
+        key = f"{r['shape'][0]}x{r['shape'][2]}\n{r['dtype']}"
+        series[f"ours ({r['backend']})"][key] = r["samples_per_second"]
+        if r["peer_ms"]:
+            peer = "torch eager (cuda)" if r["backend"] in ("cupy", "torch-cuda") else "torch eager (cpu)"
+            series[peer][key] = r["shape"][0] / (r["peer_ms"] / 1e3)
+    keys = list(dict.fromkeys(k for s in series.values() for k in s))
+    fig = Figure(figsize=(max(8, 1.2 * len(keys)), 5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [k + i * width for k in range(len(keys))]
+        ax.bar(xs, [values.get(k, 0) for k in keys], width=width, label=name)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys)
+    ax.set_yscale("log")
+    ax.set(
+        title="Training-step throughput (minibatch N x hidden H, D=3072 or 64, C=10)",
+        xlabel="shape and dtype",
+        ylabel="samples / s (log scale)",
+    )
+    ax.legend()
+    return fig
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twolayer_xp.bench_report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("results", help="JSON written by pytest --benchmark-json")
+    parser.add_argument("--out", help="folder for bench.md and bench.png (default: next to the JSON)")
+    args = parser.parse_args(argv)
+    try:
+        data = load(args.results)
+    except ValueError as exc:
+        print(f"bench_report: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.results).parent
+    text = markdown(data)
+    from . import files, plots
+
+    files.atomic_write(out / "bench.md", lambda f: f.write(text.encode()))
+    if step_rows(data):
+        plots.save(figure(data), out / "bench.png")
+    print(text, end="")
+    print(f"(written to {out / 'bench.md'} and {out / 'bench.png'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

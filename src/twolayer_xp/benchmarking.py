@@ -1,0 +1,142 @@
+"""Timing helpers shared by ``benchmarks/``, the notebook and ``bench_report``.
+
+A "step" is what one SGD iteration costs on an already-sampled minibatch: forward, softmax
+cross-entropy, L2, backward and the in-place update. The "floor" is the two GEMMs that dominate
+it, ``X @ W1`` and ``X.T @ dH``, into preallocated outputs: no implementation of the step can
+beat it on the same library. Every timed call ends with ``backend.synchronize()``, so GPU
+timings measure the work and not its launch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from .backend import Backend, resolve
+
+# name -> (N, D, H, C): minibatch rows, features, hidden units, classes
+SHAPES = {
+    "cifar-h100": (200, 3072, 100, 10),
+    "cifar-h500": (200, 3072, 500, 10),
+    "cifar-n1000": (1000, 3072, 500, 10),
+    "small": (64, 64, 100, 10),
+}
+
+
+def flops_per_step(shape: tuple) -> int:
+    """Multiply-adds x 2 of the five matmuls of a step: forward (X W1, h W2), backward (h^T dS,
+    dS W2^T, X^T dH). Elementwise work is left out: it is memory-bound, not FLOP-bound."""
+    N, D, H, C = shape
+    return 2 * (2 * N * D * H + 3 * N * H * C)
+
+
+@dataclass
+class Problem:
+    """A random minibatch and params of ``shape`` on a backend, for timing."""
+
+    backend: Backend
+    shape: tuple
+    dtype: Any
+    params: dict
+    X: Any
+    y: Any
+    learning_rate: float = 1e-4
+    reg: float = 1e-3
+
+
+def make_problem(backend: Backend | str, shape: tuple, dtype: str = "float32", seed: int = 0) -> Problem:
+    """Data drawn on the host (same numbers on every backend) and placed on the device."""
+    if isinstance(backend, str):
+        backend = resolve(backend)
+    N, D, H, C = shape
+    rng = np.random.default_rng(seed)
+    put = lambda a: backend.asarray(a, dtype=dtype, copy=True)  # noqa: E731
+    params = {
+        "W1": put(1e-2 * rng.standard_normal((D, H))),
+        "b1": put(np.zeros(H)),
+        "W2": put(1e-2 * rng.standard_normal((H, C))),
+        "b2": put(np.zeros(C)),
+    }
+    X = put(rng.standard_normal((N, D)))
+    y = backend.asarray(rng.integers(0, C, size=N))
+    return Problem(backend, shape, backend.dtype(dtype), params, X, y)
+
+
+def step_fn(problem: Problem) -> Callable[[], None]:
+    """One synchronized SGD step of our kernels, in place on the problem's params."""
+    p, sync = problem, problem.backend.synchronize
+
+    def step():
+        kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg)
+        sync()
+
+    return step
+
+
+def floor_fn(problem: Problem) -> Callable[[], None]:
+    """The two dominant GEMMs of a step, into preallocated outputs, synchronized."""
+    b, xp = problem.backend, problem.backend.xp
+    N, D, H, _ = problem.shape
+    X, W1 = problem.X, problem.params["W1"]
+    dH = b.asarray(np.random.default_rng(1).standard_normal((N, H)), dtype=problem.dtype)
+    hidden = xp.zeros((N, H), dtype=problem.dtype, device=b.device)
+    dW1 = xp.zeros((D, H), dtype=problem.dtype, device=b.device)
+    Xt = xp.matrix_transpose(X)
+
+    def floor():
+        b.matmul_into(X, W1, hidden)
+        b.matmul_into(Xt, dH, dW1)
+        b.synchronize()
+
+    return floor
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], None]], rounds: int = 5, repeats: int = 20, warmup: int = 3
+) -> dict:
+    """Median seconds per call of each function, measured in alternation.
+
+    Shared machines drift (a busy neighbour can make a GEMM 3x slower for a while); timing the
+    candidates in alternating blocks and taking the median of per-round medians keeps their
+    ratio honest even when absolute times move.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    per_round = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            per_round[name].append(statistics.median(times))
+    return {name: statistics.median(values) for name, values in per_round.items()}
+
+
+def compare_devices(
+    devices: list, shape: tuple = SHAPES["cifar-h100"], dtype: str = "float32", **timing
+) -> list[dict]:
+    """Our step on each device ("cpu", "cuda", ...): ms/step, samples/s, GFLOP/s per device."""
+    rows = []
+    for device in devices:
+        problem = make_problem(resolve(device), shape, dtype)
+        seconds = time_interleaved({"step": step_fn(problem)}, **timing)["step"]
+        rows.append(summarize(str(device), shape, seconds))
+    return rows
+
+
+def summarize(label: str, shape: tuple, seconds: float) -> dict:
+    return {
+        "label": label,
+        "ms_per_step": seconds * 1e3,
+        "samples_per_second": shape[0] / seconds,
+        "gflops": flops_per_step(shape) / seconds / 1e9,
+    }
