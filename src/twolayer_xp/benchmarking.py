@@ -98,13 +98,20 @@ def floor_fn(problem: Problem) -> Callable[[], None]:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], None]], rounds: int = 5, repeats: int = 20, warmup: int = 3
+    fns: dict[str, Callable[[], None]],
+    rounds: int = 5,
+    repeats: int = 20,
+    warmup: int = 3,
+    settle: float = 0.0,
 ) -> dict:
     """Median seconds per call of each function, measured in alternation.
 
     Shared machines drift (a busy neighbour can make a GEMM 3x slower for a while); timing the
     candidates in alternating blocks and taking the median of per-round medians keeps their
-    ratio honest even when absolute times move.
+    ratio honest even when absolute times move. settle: seconds to sleep before each block.
+    Use ~0.25 when the candidates use different thread pools (numpy's OpenBLAS vs torch's
+    OpenMP): a pool's threads spin for a while after their last job and steal the cores of the
+    next block (measured: torch looked 3x slower right after numpy without it).
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -112,6 +119,9 @@ def time_interleaved(
     per_round = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            if settle:
+                time.sleep(settle)
+                fn()  # wake this block's own threads
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
