@@ -104,11 +104,12 @@ def time_interleaved(
     warmup: int = 3,
     settle: float = 0.0,
 ) -> dict:
-    """Median seconds per call of each function, measured in alternation.
+    """Seconds per call of each function: the minimum over rounds of the per-round median,
+    measured in alternating blocks.
 
-    Shared machines drift (a busy neighbour can make a GEMM 3x slower for a while); timing the
-    candidates in alternating blocks and taking the median of per-round medians keeps their
-    ratio honest even when absolute times move. settle: seconds to sleep before each block.
+    Shared machines drift (a busy neighbour can make a GEMM 3x slower for a while, and slows
+    memory-bound work more than compute-bound GEMMs); alternating the candidates and keeping each
+    one's best round keeps their ratio honest even when absolute times move. settle: seconds to sleep before each block.
     Use ~0.25 when the candidates use different thread pools (numpy's OpenBLAS vs torch's
     OpenMP): a pool's threads spin for a while after their last job and steal the cores of the
     next block (measured: torch looked 3x slower right after numpy without it).
@@ -128,7 +129,8 @@ def time_interleaved(
                 fn()
                 times.append(time.perf_counter() - start)
             per_round[name].append(statistics.median(times))
-    return {name: statistics.median(values) for name, values in per_round.items()}
+    # min over rounds of the per-round median: a round slowed by a neighbour does not count
+    return {name: min(values) for name, values in per_round.items()}
 
 
 def compare_devices(

@@ -63,3 +63,41 @@ def weights_figure(W1: np.ndarray, image_shape: tuple, title: str = "First-layer
 def save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
     """Save atomically (temp file + rename), like every file a run writes."""
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
+def sweep_heatmap(results: list[dict], value: str = "val_acc") -> Figure:
+    """Validation accuracy over the learning-rate x regularization grid of ``sweeps.grid_search``."""
+    lrs = sorted({r["learning_rate"] for r in results})
+    regs = sorted({r["reg"] for r in results})
+    grid = np.full((len(lrs), len(regs)), np.nan)
+    for r in results:
+        grid[lrs.index(r["learning_rate"]), regs.index(r["reg"])] = r[value]
+    fig = Figure(figsize=(1.6 * len(regs) + 3, 1.0 * len(lrs) + 2.5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+    middle = (np.nanmin(grid) + np.nanmax(grid)) / 2  # white text on the dark half of viridis
+    for i, j in np.ndindex(*grid.shape):
+        color = "white" if grid[i, j] < middle else "black"
+        ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color=color)
+    ax.set_xticks(range(len(regs)), [f"{v:.0e}" for v in regs])
+    ax.set_yticks(range(len(lrs)), [f"{v:.0e}" for v in lrs])
+    ax.set(
+        xlabel="regularization strength (reg)",
+        ylabel="learning rate",
+        title=f"{value.replace('_', ' ')} per setting",
+    )
+    fig.colorbar(image, ax=ax, label=value.replace("_", " "))
+    return fig
+
+
+def throughput_figure(rows: list[dict], title: str = "Training-step throughput") -> Figure:
+    """Samples/s per device, from ``benchmarking.compare_devices``."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    labels = [r["label"] for r in rows]
+    values = [r["samples_per_second"] for r in rows]
+    bars = ax.bar(labels, values, color=["tab:blue", "tab:green", "tab:orange"][: len(rows)])
+    ax.bar_label(bars, [f"{r['samples_per_second']:,.0f}\n({r['ms_per_step']:.2f} ms/step)" for r in rows])
+    ax.set(xlabel="device", ylabel="samples / s", title=title)
+    ax.margins(y=0.2)
+    return fig
