@@ -1,0 +1,80 @@
+"""Count the device operations of one training step: on a GPU each is (at least) one kernel
+launch, and at small shapes launches, not FLOPs, are the cost.
+
+    python benchmarks/count_kernels.py        # needs torch (CPU is enough)
+
+Runs our kernels on torch and counts the top-level ATen operators torch's profiler records,
+leaving out pure views (transpose, unsqueeze, slicing...), which launch nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+VIEWS = {
+    "aten::t",
+    "aten::transpose",
+    "aten::unsqueeze",
+    "aten::view",
+    "aten::reshape",
+    "aten::_reshape_alias",
+    "aten::expand",
+    "aten::as_strided",
+    "aten::permute",
+    "aten::slice",
+    "aten::alias",
+    "aten::squeeze",
+    "aten::detach",
+    "aten::lift_fresh",
+    "aten::select",
+    "aten::mT",
+    "aten::matrix_H",
+    "aten::numpy_T",
+    "aten::resolve_conj",
+    "aten::resolve_neg",
+    "aten::result_type",
+    "aten::empty",
+    "aten::empty_like",
+    "aten::swapaxes",
+    "aten::moveaxis",
+    "aten::broadcast_tensors",
+    "aten::expand_as",
+    "aten::movedim",
+}
+
+
+def count(fn) -> collections.Counter:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ops = collections.Counter()
+    for event in prof.events():
+        if event.cpu_parent is None and event.name.startswith("aten::") and event.name not in VIEWS:
+            ops[event.name] += 1
+    return ops
+
+
+def main() -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("count_kernels needs torch (pip install torch)", file=sys.stderr)
+        return 2
+    from twolayer_xp import kernels
+    from twolayer_xp.backend import resolve
+    from twolayer_xp.benchmarking import make_problem
+
+    problem = make_problem(resolve("cpu", "torch"), (200, 3072, 100, 10), "float32")
+    step = lambda: kernels.sgd_step(problem.params, problem.X, problem.y, 1e-4, 1e-3)  # noqa: E731
+    step()
+    ops = count(step)
+    print(f"one sgd_step: {sum(ops.values())} device operations")
+    for name, n in ops.most_common():
+        print(f"  {n:3d}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
