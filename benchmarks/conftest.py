@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,14 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(
             "peer_device", devices or [pytest.param("cpu", marks=pytest.mark.skip("torch is not installed"))]
         )
+
+
+@pytest.fixture(autouse=True)
+def settle():
+    """Let the previous test's thread pools (OpenBLAS, torch's OpenMP) stop spinning first:
+    their idle threads busy-wait for a while and would steal this test's cores."""
+    if not QUICK:
+        time.sleep(0.3)
 
 
 def rounds(shape_name: str) -> int:
