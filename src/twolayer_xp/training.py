@@ -72,43 +72,40 @@ def fit(
     y = net.labels(y, X.shape[0], "y")
     X_val, _ = net.features(X_val, "X_val")
     y_val = net.labels(y_val, X_val.shape[0], "y_val")
+    plan = _Plan(
+        learning_rate,
+        learning_rate_decay,
+        reg,
+        num_iters,
+        batch_size,
+        start_iteration,
+        sync_every,
+        verbose,
+        progress,
+        on_divergence,
+    )
     with net.backend.quiet_overflow():
-        return _loop(
-            net,
-            X,
-            y,
-            X_val,
-            y_val,
-            learning_rate,
-            learning_rate_decay,
-            reg,
-            num_iters,
-            batch_size,
-            verbose,
-            start_iteration,
-            progress,
-            on_divergence,
-            sync_every,
-        )
+        return _loop(net, X, y, X_val, y_val, plan)
 
 
-def _loop(
-    net,
-    X,
-    y,
-    X_val,
-    y_val,
-    lr,
-    decay,
-    reg,
-    num_iters,
-    batch_size,
-    verbose,
-    start_iteration,
-    progress,
-    on_divergence,
-    sync_every,
-):
+class _Plan(NamedTuple):
+    """fit's checked arguments."""
+
+    learning_rate: float
+    decay: float
+    reg: float
+    num_iters: int
+    batch_size: int
+    start_iteration: int
+    sync_every: int
+    verbose: bool
+    progress: Callable[[dict], None] | None
+    on_divergence: str
+
+
+def _loop(net, X, y, X_val, y_val, plan: _Plan) -> dict:
+    lr, reg, num_iters, batch_size = plan.learning_rate, plan.reg, plan.num_iters, plan.batch_size
+    start_iteration, sync_every = plan.start_iteration, plan.sync_every
     backend, xp = net.backend, net.backend.xp
     num_train, num_val = X.shape[0], X_val.shape[0]
     iterations_per_epoch = max(num_train / batch_size, 1)  # float, as in CS231n
@@ -134,7 +131,7 @@ def _loop(
             # CS231n: accuracy of the current minibatch after its update, and on the val set.
             pending_counts.append(kernels.count_correct(params, X_batch, y_batch))
             pending_counts.append(kernels.count_correct(params, X_val, y_val))
-            lr *= decay
+            lr *= plan.decay
 
         done = i + 1
         if done % sync_every == 0 or done == num_iters:
@@ -146,16 +143,20 @@ def _loop(
             history["train_acc_history"].extend(c / batch_size for c in counts[0::2])
             history["val_acc_history"].extend(c / num_val for c in counts[1::2])
             bad = next((k for k, v in enumerate(losses) if not math.isfinite(v)), None)
-            if verbose:
+            if plan.verbose:
                 _print_verbose(start_iteration + first_new, losses, bad, start_iteration + num_iters)
             if bad is not None:
-                return _diverged(net, X, history, snapshots, first_new + bad, start_iteration, on_divergence)
+                return _diverged(
+                    net, X, history, snapshots, first_new + bad, start_iteration, plan.on_divergence
+                )
             snapshots.append(_Snapshot(done, _copy(xp, params), lr, len(history["val_acc_history"])))
             net.iteration, net.learning_rate = start_iteration + done, lr
-            if progress is not None:
+            if plan.progress is not None:
                 val = history["val_acc_history"][-1] if history["val_acc_history"] else None
                 total = start_iteration + num_iters
-                progress({"iteration": net.iteration, "num_iters": total, "losses": losses, "val_acc": val})
+                plan.progress(
+                    {"iteration": net.iteration, "num_iters": total, "losses": losses, "val_acc": val}
+                )
     return history
 
 
