@@ -299,3 +299,12 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
     assert train("--out", tmp_path, "--num-iters", 30, "--quiet") == 2
     assert "already holds a run's files" in one_error_line(capsys)
     assert before == {name: (tmp_path / name).read_bytes() for name in runs.OUTPUTS}
+
+
+def test_resume_keeps_the_backend_unless_told_otherwise(tmp_path):
+    assert train("--out", tmp_path, "--num-iters", 20, "--backend", "array_api_strict", "--quiet") == 0
+    assert train("--resume", tmp_path / "model.npz", "--num-iters", 40, "--quiet") == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["backend"] == "array_api_strict" and metrics["iterations"] == 40
+    assert train("--resume", tmp_path / "model.npz", "--num-iters", 60, "--backend", "numpy", "--quiet") == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["backend"] == "numpy"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, data, files
+from . import __version__, checkpoint, data, files
 from .backend import gpu_name, library_versions, to_numpy
 from .checkpoint import CheckpointError
 from .model import TwoLayerNet
@@ -65,7 +65,7 @@ class RunConfig:
     reg: float | None = None
     num_iters: int | None = None
     batch_size: int | None = None
-    device: str = "cpu"
+    device: str | None = None  # None: "cpu" for a new run, the saved one for a resumed run
     backend: str | None = None
     dtype: str = "float32"
     seed: int = 0
@@ -74,7 +74,7 @@ class RunConfig:
     def resolved(self) -> RunConfig:
         if self.dataset not in DEFAULTS:
             raise ValueError(f"dataset must be one of {', '.join(DEFAULTS)}; got {self.dataset!r}")
-        defaults = {**DEFAULTS[self.dataset], **SPLITS.get(self.dataset, {})}
+        defaults = {**DEFAULTS[self.dataset], **SPLITS.get(self.dataset, {}), "device": "cpu"}
         unused = [
             k
             for k in ("num_train", "num_val", "num_test", "data_dir")
@@ -219,16 +219,18 @@ HISTORY_KEYS = ("loss_history", "train_acc_history", "val_acc_history")
 
 def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig, dict]:
     """The checkpointed net, its saved config (with what a resume may change) and its history."""
-    net = TwoLayerNet.load(resume, device=config.device, backend=config.backend)
-    saved = net.metadata.get("config")
+    _, header, _ = checkpoint.load(resume)
+    saved = (header.get("metadata") or {}).get("config")
     if not isinstance(saved, dict) or saved.get("dataset") not in DEFAULTS:
         raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
-    # A resumed run may change where it runs and how long it goes on; nothing else.
-    changes = {"device": config.device, "backend": config.backend}
-    if config.num_iters is not None:
-        changes["num_iters"] = config.num_iters
+    # A resumed run keeps its settings; it may change where it runs and how long it goes on.
     known = {k: v for k, v in saved.items() if k in RunConfig.__dataclass_fields__}
-    merged = dataclasses.replace(RunConfig(**known), **changes, dtype=net.dtype_name)
+    changes = {
+        k: getattr(config, k) for k in ("device", "backend", "num_iters") if getattr(config, k) is not None
+    }
+    merged = dataclasses.replace(RunConfig(**known), **changes)
+    net = TwoLayerNet.load(resume, device=merged.device, backend=merged.backend)
+    merged.dtype = net.dtype_name
     if merged.num_iters <= net.iteration:
         raise ValueError(
             f"the run already has {net.iteration} of num_iters={merged.num_iters} iterations; "
@@ -244,12 +246,12 @@ def _output_folder(out_dir, config: RunConfig, resume) -> Path:
     if out_dir is None:
         out_dir = Path(resume).parent if resume is not None else default_out_dir(config.dataset)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "model.npz"
-    continuing = resume is not None and checkpoint.exists() and checkpoint.samefile(resume)
+    model_file = out_dir / "model.npz"
+    continuing = resume is not None and model_file.exists() and model_file.samefile(resume)
     if not continuing and any((out_dir / name).exists() for name in OUTPUTS):
         raise ValueError(
             f"output folder {out_dir} already holds a run's files; choose another --out, "
-            f"or continue that run with --resume {checkpoint}"
+            f"or continue that run with --resume {model_file}"
         )
     try:
         return files.ensure_writable_dir(out_dir)
