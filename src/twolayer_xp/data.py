@@ -11,11 +11,14 @@ import codecs
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_write
 
 DATASETS = ("digits", "cifar10")
 
@@ -256,13 +259,8 @@ def _extract(archive: Path, data_dir: Path) -> None:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar.getmembers():
                 if member.name in wanted and member.isfile():
-                    target = data_dir / member.name
-                    target.parent.mkdir(parents=True, exist_ok=True)
                     source = tar.extractfile(member)
-                    partial = target.with_name(target.name + ".partial")
-                    with open(partial, "wb") as out:
-                        out.write(source.read())
-                    os.replace(partial, target)
+                    atomic_write(data_dir / member.name, lambda out, src=source: shutil.copyfileobj(src, out))
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(
             f"cannot unpack {archive} ({type(exc).__name__}: {exc}); delete it and run again"

@@ -6,6 +6,7 @@ import itertools
 import warnings
 from typing import Any
 
+from .backend import resolve
 from .data import Dataset
 from .model import TwoLayerNet
 
@@ -29,12 +30,9 @@ def grid_search(
     accuracy, whether training diverged, and the trained net. The data goes to the device once."""
     if not learning_rates or not regs:
         raise ValueError("learning_rates and regs must each hold at least one value")
-    probe = TwoLayerNet(
-        dataset.num_features, 1, dataset.num_classes, device=device, backend=backend, dtype=dtype, rng=0
-    )
-    place = lambda X, y: (probe.features(X)[0], probe.labels(y, X.shape[0]))  # noqa: E731
-    X, y = place(dataset.X_train, dataset.y_train)
-    X_val, y_val = place(dataset.X_val, dataset.y_val)
+    place = resolve(device, backend)  # the nets below share these device arrays
+    X, y = place.asarray(dataset.X_train, dtype=dtype), place.asarray(dataset.y_train)
+    X_val, y_val = place.asarray(dataset.X_val, dtype=dtype), place.asarray(dataset.y_val)
     results = []
     for lr, reg in itertools.product(learning_rates, regs):
         net = TwoLayerNet(
