@@ -31,7 +31,7 @@ test: $(VENV)/.installed-test
 ## bench: the throughput benchmarks (numpy; CuPy and torch when usable)
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=bench.json $(ARGS)
-	$(BIN)/python -m twolayer_xp.bench_report bench.json
+	$(BIN)/python -m twolayer_xp.bench.report bench.json
 
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet ruff

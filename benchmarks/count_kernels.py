@@ -64,7 +64,7 @@ def main() -> int:
         return 2
     from twolayer_xp import kernels
     from twolayer_xp.backend import resolve
-    from twolayer_xp.benchmarking import make_problem
+    from twolayer_xp.bench.timing import make_problem
 
     problem = make_problem(resolve("cpu", "torch"), (200, 3072, 100, 10), "float32")
     step = lambda: kernels.sgd_step(problem.params, problem.X, problem.y, 1e-4, 1e-3)  # noqa: E731

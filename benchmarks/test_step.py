@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from floor import floor_fn
 from peers import torch_eager_step
 
 from twolayer_xp.backend import resolve
-from twolayer_xp.benchmarking import SHAPES, floor_fn, flops_per_step, make_problem, step_fn, time_interleaved
+from twolayer_xp.bench import peer_label
+from twolayer_xp.bench.timing import SHAPES, flops_per_step, make_problem, step_fn, time_interleaved
 
 from conftest import BACKENDS, HAS_TORCH, QUICK, rounds
 
@@ -52,7 +54,7 @@ def test_floor(benchmark, shape_name, dtype, backend_label):
 
 def test_torch_eager(benchmark, shape_name, dtype, peer_device):
     shape = SHAPES[shape_name]
-    label = "torch-eager" if peer_device == "cpu" else "torch-eager-cuda"
+    label = peer_label("cupy" if peer_device == "cuda" else "numpy")
     record(
         benchmark,
         shape,

@@ -9,7 +9,7 @@ import pytest
 
 from twolayer_xp import TwoLayerNet
 from twolayer_xp.backend import resolve
-from twolayer_xp.benchmarking import make_problem, step_fn, time_interleaved
+from twolayer_xp.bench.timing import make_problem, step_fn, time_interleaved
 
 from conftest import BACKENDS, QUICK
 

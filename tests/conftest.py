@@ -1,8 +1,9 @@
-"""Backends every test body runs on: one body, compared across libraries (CuPy's idea).
+"""Fixtures every test module shares: the backend matrix, factories and ``assert_close``.
 
 numpy and array-api-strict always run; strict's fake "device1" rejects any array left on the
 default device, and its "no_float64" device stands in for float32-only accelerators. torch runs
 when it is importable. CUDA cases live in test_cuda.py behind the ``gpu`` marker.
+Test modules take these as fixtures; none imports another test module.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import importlib.util
 import array_api_strict as xs
 import numpy as np
 import pytest
+from array_api_compat import device as device_of
 
 from twolayer_xp import TwoLayerNet
-from twolayer_xp.backend import resolve
+from twolayer_xp.backend import library_of, resolve, to_numpy
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
-# id -> (backend, device) as a user would pass them
+# id -> (backend, device) as a user would pass them: the one test matrix
 CASES = {
     "numpy": (None, "cpu"),
     "strict": ("array_api_strict", "cpu"),
@@ -28,18 +30,17 @@ CASES = {
 }
 FLOAT64 = ["numpy", "strict", "strict-device1", "torch"]
 FLOAT32 = ["numpy", "strict-device1", "strict-no_float64", "torch"]
+BEHAVIOUR = ["numpy", "strict-device1", "torch"]
 
 
 def _params(ids):
-    marks = lambda i: (
-        [pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")] if i == "torch" else []
-    )
-    return [pytest.param(i, id=i, marks=marks(i)) for i in ids]
+    skip_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+    return [pytest.param(i, id=i, marks=[skip_torch] if i == "torch" else []) for i in ids]
 
 
 @pytest.fixture(params=_params(FLOAT64))
 def case64(request):
-    """A backend case that supports float64 (the golden CS231n values need it)."""
+    """A backend case id that supports float64 (the golden CS231n values need it)."""
     return request.param
 
 
@@ -48,20 +49,32 @@ def case32(request):
     return request.param
 
 
-@pytest.fixture(params=_params(["numpy", "strict-device1", "torch"]))
+@pytest.fixture(params=_params(BEHAVIOUR))
 def case(request):
-    """A backend case for tests of behaviour rather than numbers."""
+    """A backend case id for tests of behaviour rather than numbers."""
     return request.param
 
 
-def make_net(case_id, *args, **kwargs):
-    backend, device = CASES[case_id]
-    return TwoLayerNet(*args, backend=backend, device=device, **kwargs)
+@pytest.fixture(scope="session")
+def has_torch():
+    return HAS_TORCH
 
 
-def backend_of(case_id):
-    backend, device = CASES[case_id]
-    return resolve(device, backend)
+@pytest.fixture(scope="session")
+def make_net():
+    """make_net(case_id, D, H, C, **kwargs): a TwoLayerNet on that case's backend and device."""
+
+    def make(case_id, *args, **kwargs):
+        backend, device = CASES[case_id]
+        return TwoLayerNet(*args, backend=backend, device=device, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def backend_of():
+    """backend_of(case_id): the resolved Backend of a case."""
+    return lambda case_id: resolve(CASES[case_id][1], CASES[case_id][0])
 
 
 @pytest.fixture
@@ -73,10 +86,67 @@ def toy_data():
     return X, y
 
 
-def blobs(n=300, d=20, c=4, seed=0, dtype=np.float64):
-    """A small, learnable classification problem: Gaussian blobs around random centers."""
+@pytest.fixture(scope="session")
+def golden():
+    """CS231n's toy-model values (float64): scores of the seed-0 net, its loss at reg=0.05."""
+    scores = np.asarray(
+        [
+            [-0.81233741, -1.27654624, -0.70335995],
+            [-0.17129677, -1.18803311, -0.47310444],
+            [-0.51590475, -1.01354314, -0.8504215],
+            [-0.15419291, -0.48629638, -0.52901952],
+            [-0.00618733, -0.12435261, -0.15226949],
+        ]
+    )
+    return {"scores": scores, "loss": 1.30378789133, "final_toy_loss": 0.017149607938732093}
+
+
+def _blobs(n=300, d=20, c=4, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     centers = 3 * rng.standard_normal((c, d))
     y = rng.integers(0, c, size=n)
     X = centers[y] + rng.standard_normal((n, d))
     return X.astype(dtype), y
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """blobs(n, d, c, seed, dtype): a small, learnable problem of Gaussian blobs (numpy)."""
+    return _blobs
+
+
+@pytest.fixture(scope="session")
+def assert_close():
+    """SciPy's xp_assert_close idea: an array's library, device, dtype and shape are checked
+    before its values, so a result that drifted to the host or to float64 fails loudly.
+
+    assert_close(actual, expected, backend=None, dtype=None, rtol=1e-7, atol=0): ``backend``
+    (a Backend) says where ``actual`` must live; ``dtype`` a name it must have.
+    """
+
+    def check(actual, expected, backend=None, dtype=None, rtol=1e-7, atol=0.0):
+        if backend is not None:
+            assert library_of(actual) is type(backend), (
+                f"{type(actual).__name__} is not an array of {backend.name}"
+            )
+            if backend.name != "numpy":
+                assert device_of(actual) == backend.device, (
+                    f"on {device_of(actual)}, expected {backend.device}"
+                )
+        if dtype is not None:
+            assert str(actual.dtype).rsplit(".", 1)[-1] == dtype, f"dtype {actual.dtype}, expected {dtype}"
+        expected = to_numpy(expected) if library_of(expected) is not None else np.asarray(expected)
+        assert tuple(actual.shape) == expected.shape, (
+            f"shape {tuple(actual.shape)}, expected {expected.shape}"
+        )
+        np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def cifar():
+    """Writers of synthetic CIFAR-10 files in the real pickle format (tests/cifar_fixture.py)."""
+    import cifar_fixture
+
+    return cifar_fixture

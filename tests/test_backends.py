@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 
 from twolayer_xp import TwoLayerNet, to_numpy
-from twolayer_xp.backend import HostRNG
-
-from conftest import backend_of, blobs, make_net
+from twolayer_xp.rng import HostRNG
 
 
-def run(case_id, dtype, seed=3):
+def run(make_net, blobs, case_id, dtype, seed=3):
     X, y = blobs(n=240, d=12, c=4, seed=1)
     net = make_net(case_id, 12, 16, 4, std=1e-2, dtype=dtype, rng=seed)
     stats = net.train(
@@ -18,9 +16,9 @@ def run(case_id, dtype, seed=3):
     return stats, net.predict(X), {k: to_numpy(v) for k, v in net.params.items()}
 
 
-def test_float64_matches_numpy(case64):
-    ref_stats, ref_pred, ref_params = run("numpy", "float64")
-    stats, pred, params = run(case64, "float64")
+def test_float64_matches_numpy(case64, make_net, blobs):
+    ref_stats, ref_pred, ref_params = run(make_net, blobs, "numpy", "float64")
+    stats, pred, params = run(make_net, blobs, case64, "float64")
     np.testing.assert_allclose(stats["loss_history"], ref_stats["loss_history"], rtol=0, atol=1e-10)
     assert stats["val_acc_history"] == ref_stats["val_acc_history"]
     np.testing.assert_array_equal(pred, ref_pred)
@@ -28,22 +26,22 @@ def test_float64_matches_numpy(case64):
         np.testing.assert_allclose(params[name], ref_params[name], atol=1e-10)
 
 
-def test_float32_matches_numpy(case32):
-    ref_stats, ref_pred, _ = run("numpy", "float32")
-    stats, pred, params = run(case32, "float32")
+def test_float32_matches_numpy(case32, make_net, blobs):
+    ref_stats, ref_pred, _ = run(make_net, blobs, "numpy", "float32")
+    stats, pred, params = run(make_net, blobs, case32, "float32")
     assert all(p.dtype == np.float32 for p in params.values())
     np.testing.assert_allclose(stats["loss_history"], ref_stats["loss_history"], rtol=1e-4)
     np.testing.assert_array_equal(pred, ref_pred)
 
 
-def test_learns(case):
-    stats, pred, _ = run(case, "float64")
+def test_learns(case, blobs, make_net):
+    stats, pred, _ = run(make_net, blobs, case, "float64")
     _, y = blobs(n=240, d=12, c=4, seed=1)
     assert stats["loss_history"][-1] < 0.5 * stats["loss_history"][0]
     assert np.mean(pred == y) > 0.9
 
 
-def test_outputs_follow_inputs(case, toy_data):
+def test_outputs_follow_inputs(case, toy_data, make_net, backend_of):
     X, y = toy_data
     net = make_net(case, 4, 10, 3, std=0.1, rng=0)
     backend = backend_of(case)
@@ -59,7 +57,7 @@ def test_outputs_follow_inputs(case, toy_data):
     np.testing.assert_array_equal(to_numpy(net.predict(Xd)), net.predict(X))
 
 
-def test_params_are_live_and_updated_in_place(case, toy_data):
+def test_params_are_live_and_updated_in_place(case, toy_data, make_net):
     X, y = toy_data
     net = make_net(case, 4, 10, 3, std=0.1, rng=0)
     W1 = net.params["W1"]
@@ -69,7 +67,7 @@ def test_params_are_live_and_updated_in_place(case, toy_data):
     assert not np.array_equal(to_numpy(W1), before)
 
 
-def test_callers_arrays_are_not_mutated(case):
+def test_callers_arrays_are_not_mutated(case, make_net, blobs):
     X, y = blobs(n=50, d=6, c=3)
     X_before, y_before = X.copy(), y.copy()
     net = make_net(case, 6, 8, 3, rng=0)
@@ -78,7 +76,7 @@ def test_callers_arrays_are_not_mutated(case):
     np.testing.assert_array_equal(y, y_before)
 
 
-def test_assigned_numpy_params_are_adopted(case, toy_data):
+def test_assigned_numpy_params_are_adopted(case, toy_data, make_net, backend_of):
     """A notebook that writes numpy weights into params keeps working on any backend."""
     X, _ = toy_data
     ref = make_net("numpy", 4, 10, 3, std=0.1, rng=5)

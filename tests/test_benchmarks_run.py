@@ -47,7 +47,7 @@ def test_every_benchmark_ran(quick_results):
 
 
 def test_report_table_and_chart(quick_results, capsys):
-    from twolayer_xp import bench_report
+    from twolayer_xp.bench import report as bench_report
 
     assert bench_report.main([str(quick_results / "bench.json")]) == 0
     table = (quick_results / "bench.md").read_text()
@@ -57,7 +57,7 @@ def test_report_table_and_chart(quick_results, capsys):
 
 
 def test_report_rejects_other_json(tmp_path, capsys):
-    from twolayer_xp import bench_report
+    from twolayer_xp.bench import report as bench_report
 
     (tmp_path / "x.json").write_text('{"not": "a benchmark file"}')
     assert bench_report.main([str(tmp_path / "x.json")]) == 2

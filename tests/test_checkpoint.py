@@ -5,13 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, to_numpy
+from twolayer_xp import TwoLayerNet, checkpoint, to_numpy
 from twolayer_xp.checkpoint import CheckpointError
 
-from conftest import blobs, make_net
 
-
-def trained(case_id, dtype="float64"):
+def trained(make_net, blobs, case_id, dtype="float64"):
     X, y = blobs(n=120, d=6, c=3)
     net = make_net(case_id, 6, 9, 3, std=0.1, rng=2, dtype=dtype)
     net.train(X, y, X, y, learning_rate=0.3, num_iters=25, batch_size=16)
@@ -19,20 +17,18 @@ def trained(case_id, dtype="float64"):
 
 
 @pytest.mark.parametrize("target", ["numpy", "strict-device1", "torch"])
-def test_round_trip_across_devices(case, target, tmp_path):
+def test_round_trip_across_devices(case, target, tmp_path, make_net, blobs, backend_of):
     """Saved on one backend/device, loaded on another: same params, same next steps."""
     if "torch" in (case, target):
         pytest.importorskip("torch")
-    from conftest import CASES
-
-    net, X, y = trained(case)
+    net, X, y = trained(make_net, blobs, case)
     net.metadata = {"note": "hello"}
     net.save(tmp_path / "model.npz", arrays={"mean_image": np.arange(6.0)})
-    backend, device = CASES[target]
-    loaded = TwoLayerNet.load(tmp_path / "model.npz", device=device, backend=backend)
+    where = backend_of(target)
+    loaded, arrays = checkpoint.load_net(tmp_path / "model.npz", device=where.device, backend=where.name)
     assert loaded.dtype_name == "float64" and loaded.metadata == {"note": "hello"}
-    assert loaded.iteration == 25 and loaded.learning_rate == net.learning_rate
-    np.testing.assert_array_equal(loaded.checkpoint_arrays["mean_image"], np.arange(6.0))
+    assert loaded.iteration == 25 and loaded.state.learning_rate == net.state.learning_rate
+    np.testing.assert_array_equal(arrays["mean_image"], np.arange(6.0))
     for name in net.params:
         np.testing.assert_array_equal(to_numpy(loaded.params[name]), to_numpy(net.params[name]))
     # the random stream continues where it stopped: both draw the same next minibatches
@@ -51,12 +47,12 @@ def test_legacy_global_rng_state_is_saved_without_touching_the_global(tmp_path, 
     expected = np.random.choice(5, 200)  # what the global stream gives next
     np.random.seed(123)
     loaded = TwoLayerNet.load(tmp_path / "m.npz")
-    np.testing.assert_array_equal(loaded.rng.minibatch_indices(5, 200), expected)
-    assert loaded.rng._source is not np.random  # its own stream, not the global one
+    np.testing.assert_array_equal(loaded.state.rng.minibatch_indices(5, 200), expected)
+    assert loaded.state.rng._source is not np.random  # its own stream, not the global one
 
 
-def test_float32_checkpoint_loads_as_float32(tmp_path):
-    net, _, _ = trained("numpy", dtype="float32")
+def test_float32_checkpoint_loads_as_float32(tmp_path, make_net, blobs):
+    net, _, _ = trained(make_net, blobs, "numpy", dtype="float32")
     net.save(tmp_path / "m.npz")
     assert TwoLayerNet.load(tmp_path / "m.npz").params["W1"].dtype == np.float32
     assert TwoLayerNet.load(tmp_path / "m.npz", dtype="float64").params["W1"].dtype == np.float64
@@ -82,8 +78,8 @@ def test_files_that_are_not_ours(tmp_path, write, words):
         TwoLayerNet.load(path)
 
 
-def test_truncated_and_tampered_checkpoints(tmp_path):
-    net, _, _ = trained("numpy")
+def test_truncated_and_tampered_checkpoints(tmp_path, make_net, blobs):
+    net, _, _ = trained(make_net, blobs, "numpy")
     path = tmp_path / "model.npz"
     net.save(path)
     whole = path.read_bytes()
@@ -102,8 +98,8 @@ def test_truncated_and_tampered_checkpoints(tmp_path):
         TwoLayerNet.load(path)
 
 
-def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    net, _, _ = trained("numpy")
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch, make_net, blobs):
+    net, _, _ = trained(make_net, blobs, "numpy")
     path = tmp_path / "model.npz"
     net.save(path)
     before = path.read_bytes()

@@ -7,9 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, cli, runs
-
-from cifar_fixture import write_cifar
+from twolayer_xp import TwoLayerNet, checkpoint, cli, config, runs
 
 
 def train(*args):
@@ -106,11 +104,11 @@ def test_verbose_prints_cs231n_lines(tmp_path, capsys):
     "args,words",
     [
         (["--dataset", "mnist"], "invalid choice: 'mnist'"),
-        (["--hidden-size", "0"], "expected a positive integer, got 0"),
-        (["--hidden-size", "-3"], "expected a positive integer"),
+        (["--hidden-size", "0"], "hidden_size must be a positive int, got 0"),
+        (["--hidden-size", "-3"], "hidden_size must be a positive int"),
         (["--batch-size", "0"], "--batch-size"),
         (["--num-iters", "0"], "--num-iters"),
-        (["--num-iters", "ten"], "expected a positive integer, got 'ten'"),
+        (["--num-iters", "ten"], "num_iters must be an int, got 'ten'"),
         (["--learning-rate", "0"], "learning_rate must be > 0"),
         (["--lr=-1e-3"], "learning_rate must be > 0"),
         (["--reg", "-1"], "reg must be >= 0"),
@@ -118,7 +116,7 @@ def test_verbose_prints_cs231n_lines(tmp_path, capsys):
         (["--dtype", "float16"], "invalid choice: 'float16'"),
         (["--device", "tpu"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
         (["--num-train", "100"], "applies to cifar10 only"),
-        (["--seed", "-1"], "rng seed must be >= 0"),
+        (["--seed", "-1"], "seed must be an int >= 0"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words):
@@ -130,12 +128,12 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words):
 
 
 def test_cuda_without_cupy(tmp_path, capsys, monkeypatch):
-    from twolayer_xp import backend
+    from twolayer_xp.backend.cupy_lib import check_cuda
 
-    backend._check_cuda.cache_clear()
+    check_cuda.cache_clear()
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert train("--device", "cuda", "--out", tmp_path, "--quiet") == 2
-    backend._check_cuda.cache_clear()
+    check_cuda.cache_clear()
     line = one_error_line(capsys)
     assert "CuPy is not installed" in line and "pip install" in line
 
@@ -225,8 +223,8 @@ def test_interrupted_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch
     assert TwoLayerNet.load(tmp_path / "model.npz").iteration == 20
 
 
-def test_cifar10_on_synthetic_files(tmp_path, capsys):
-    write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)
+def test_cifar10_on_synthetic_files(tmp_path, capsys, cifar):
+    cifar.write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)
     args = [
         "--dataset",
         "cifar10",
@@ -250,9 +248,9 @@ def test_cifar10_on_synthetic_files(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("cifar10 on cpu")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["dataset_sizes"] == {"train": 250, "val": 30, "test": 20}
-    assert metrics["config"]["hidden_size"] == runs.DEFAULTS["cifar10"]["hidden_size"]
-    net = TwoLayerNet.load(tmp_path / "run" / "model.npz")
-    assert net.checkpoint_arrays["mean_image"].shape == (3072,)
+    assert metrics["config"]["hidden_size"] == config.DEFAULTS["cifar10"]["hidden_size"]
+    _, arrays = checkpoint.load_net(tmp_path / "run" / "model.npz")
+    assert arrays["mean_image"].shape == (3072,)
     assert len(metrics["val_acc_history"]) == 3  # an epoch is 250 / 25 = 10 iterations
 
 
@@ -270,8 +268,8 @@ def test_cifar10_missing_without_network(tmp_path, capsys, monkeypatch):
     assert "could not download CIFAR-10" in one_error_line(capsys)
 
 
-def test_cifar10_corrupt_batch(tmp_path, capsys):
-    folder = write_cifar(tmp_path / "data")
+def test_cifar10_corrupt_batch(tmp_path, capsys, cifar):
+    folder = cifar.write_cifar(tmp_path / "data")
     (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(")  # a pickle cut short
     args = [
         "--dataset",
@@ -310,12 +308,12 @@ def test_resume_keeps_the_backend_unless_told_otherwise(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["backend"] == "numpy"
 
 
-def test_cifar10_run_peak_memory_under_twice_the_training_set(tmp_path):
+def test_cifar10_run_peak_memory_under_twice_the_training_set(tmp_path, cifar):
     """A whole run (load, place, train, evaluate, save, plot) on float32 CIFAR-shaped data."""
     import tracemalloc
 
-    write_cifar(tmp_path / "data", rows_per_batch=1000, test_rows=200)
-    config = runs.RunConfig(
+    cifar.write_cifar(tmp_path / "data", rows_per_batch=1000, test_rows=200)
+    cfg = config.RunConfig(
         dataset="cifar10",
         data_dir=str(tmp_path / "data"),
         num_train=4900,
@@ -326,7 +324,7 @@ def test_cifar10_run_peak_memory_under_twice_the_training_set(tmp_path):
         hidden_size=50,
     )
     tracemalloc.start()
-    result = runs.run(config, tmp_path / "run")
+    result = runs.run(cfg, tmp_path / "run")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     train_bytes = 4900 * 3072 * 4

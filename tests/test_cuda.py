@@ -1,5 +1,6 @@
 """CUDA: clear one-line failures without a GPU; the real thing behind the ``gpu`` marker."""
 
+import importlib.util
 import sys
 import types
 
@@ -7,17 +8,17 @@ import numpy as np
 import pytest
 
 from twolayer_xp import CudaUnavailableError, TwoLayerNet, backend, cuda_available, to_numpy
+from twolayer_xp.backend.cupy_lib import check_cuda
 
-from conftest import HAS_TORCH, blobs
-
+HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_GPU = cuda_available()
 
 
 @pytest.fixture(autouse=True)
 def fresh_check():
-    backend._check_cuda.cache_clear()
+    check_cuda.cache_clear()
     yield
-    backend._check_cuda.cache_clear()
+    check_cuda.cache_clear()
 
 
 def fake_cupy(monkeypatch, device_count=None, count_error=None, kernel_error=None):
@@ -128,7 +129,7 @@ def test_numpy_cannot_be_asked_for_cuda():
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a usable NVIDIA GPU")
-def test_cuda_matches_numpy(dtype, tol):
+def test_cuda_matches_numpy(dtype, tol, blobs):
     X, y = blobs(n=400, d=30, c=5, seed=2)
     runs = []
     for device in ("cpu", "cuda"):
@@ -146,14 +147,12 @@ def test_cuda_matches_numpy(dtype, tol):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a usable NVIDIA GPU")
-def test_cuda_golden_toy():
-    from test_golden import CORRECT_LOSS, CORRECT_SCORES
-
+def test_cuda_golden_toy(golden):
     np.random.seed(0)
     net = TwoLayerNet(4, 10, 3, std=1e-1, device="cuda")
     np.random.seed(1)
     X, y = 10 * np.random.randn(5, 4), np.array([0, 1, 2, 2, 1])
-    assert np.sum(np.abs(net.loss(X) - CORRECT_SCORES)) < 1e-7
-    assert abs(net.loss(X, y, reg=0.05)[0] - CORRECT_LOSS) < 1e-12
+    assert np.sum(np.abs(net.loss(X) - golden["scores"])) < 1e-7
+    assert abs(net.loss(X, y, reg=0.05)[0] - golden["loss"]) < 1e-12
     assert type(net.params["W1"]).__module__.startswith("cupy")
     assert to_numpy(net.params["W1"]).shape == (4, 10)

@@ -10,8 +10,6 @@ import pytest
 from twolayer_xp import data
 from twolayer_xp.data import DataError
 
-from cifar_fixture import image_rows, write_archive, write_batch, write_cifar
-
 
 def test_digits_split_is_fixed_and_centered():
     a, b = data.load_digits(), data.load_digits()
@@ -25,18 +23,18 @@ def test_digits_split_is_fixed_and_centered():
     assert np.unique(raw, axis=0).shape[0] >= 1780  # digits holds a few exact duplicates
 
 
-def test_cifar_split_order_and_preprocessing(tmp_path):
-    write_cifar(tmp_path, rows_per_batch=60, test_rows=40)
+def test_cifar_split_order_and_preprocessing(tmp_path, cifar):
+    cifar.write_cifar(tmp_path, rows_per_batch=60, test_rows=40)
     ds = data.load_cifar10(tmp_path, num_train=250, num_val=30, num_test=20, download=False)
     assert ds.sizes() == {"train": 250, "val": 30, "test": 20}
     assert ds.X_train.dtype == np.float32 and ds.X_train.shape == (250, 3072)
     assert ds.class_names[0] == "airplane" and ds.image_shape == (32, 32, 3)
     # CS231n order: rows flattened height-width-channel, mean of the training rows subtracted
-    expected_train = image_rows(0, 250).reshape(250, 3, 32, 32).transpose(0, 2, 3, 1).reshape(250, 3072)
+    expected_train = cifar.image_rows(0, 250).reshape(250, 3, 32, 32).transpose(0, 2, 3, 1).reshape(250, 3072)
     np.testing.assert_allclose(ds.X_train + ds.mean_image, expected_train, atol=1e-3)
     np.testing.assert_allclose(ds.mean_image, expected_train.mean(axis=0), rtol=1e-6)
     # val = the rows right after the training rows (they cross into the 5th batch here)
-    expected_val = image_rows(250, 30).reshape(30, 3, 32, 32).transpose(0, 2, 3, 1).reshape(30, 3072)
+    expected_val = cifar.image_rows(250, 30).reshape(30, 3, 32, 32).transpose(0, 2, 3, 1).reshape(30, 3072)
     np.testing.assert_allclose(ds.X_val + ds.mean_image, expected_val, atol=1e-3)
     np.testing.assert_array_equal(ds.y_val, np.arange(250, 280) % 10)
     np.testing.assert_array_equal(ds.y_test, (np.arange(20) * 3) % 10)
@@ -44,16 +42,16 @@ def test_cifar_split_order_and_preprocessing(tmp_path):
     assert ds.X_train[0, (1 * 32 + 2) * 3 + 1] + ds.mean_image[(1 * 32 + 2) * 3 + 1] == pytest.approx(55)
 
 
-def test_cifar_float64_on_request(tmp_path):
-    write_cifar(tmp_path)
+def test_cifar_float64_on_request(tmp_path, cifar):
+    cifar.write_cifar(tmp_path)
     ds = data.load_cifar10(
         tmp_path / "cifar-10-batches-py", num_train=100, num_val=10, num_test=5, dtype="float64"
     )
     assert ds.X_train.dtype == np.float64
 
 
-def test_cifar_peak_memory_under_twice_the_training_set(tmp_path):
-    write_cifar(tmp_path, rows_per_batch=1000, test_rows=200)
+def test_cifar_peak_memory_under_twice_the_training_set(tmp_path, cifar):
+    cifar.write_cifar(tmp_path, rows_per_batch=1000, test_rows=200)
     tracemalloc.start()
     ds = data.load_cifar10(tmp_path, num_train=4900, num_val=100, num_test=100, download=False)
     _, peak = tracemalloc.get_traced_memory()
@@ -61,8 +59,8 @@ def test_cifar_peak_memory_under_twice_the_training_set(tmp_path):
     assert peak < 2 * ds.X_train.nbytes, (peak, ds.X_train.nbytes)
 
 
-def test_split_larger_than_the_data(tmp_path):
-    write_cifar(tmp_path)
+def test_split_larger_than_the_data(tmp_path, cifar):
+    cifar.write_cifar(tmp_path)
     with pytest.raises(ValueError, match="num_train \\+ num_val = 400"):
         data.load_cifar10(tmp_path, num_train=350, num_val=50, download=False)
     with pytest.raises(ValueError, match="num_test"):
@@ -71,16 +69,16 @@ def test_split_larger_than_the_data(tmp_path):
         data.load_cifar10(tmp_path, num_val=0, download=False)
 
 
-def test_archive_is_checked_and_unpacked(tmp_path, monkeypatch):
-    archive = write_archive(tmp_path / "dl")
+def test_archive_is_checked_and_unpacked(tmp_path, monkeypatch, cifar):
+    archive = cifar.write_archive(tmp_path / "dl")
     monkeypatch.setattr(data, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     ds = data.load_cifar10(tmp_path / "dl", num_train=100, num_val=10, num_test=5, download=False)
     assert ds.sizes()["train"] == 100
     assert (tmp_path / "dl" / "cifar-10-batches-py" / "data_batch_5").is_file()
 
 
-def test_wrong_md5_is_refused(tmp_path):
-    write_archive(tmp_path / "dl")  # a valid archive, but not the official bytes
+def test_wrong_md5_is_refused(tmp_path, cifar):
+    cifar.write_archive(tmp_path / "dl")  # a valid archive, but not the official bytes
     with pytest.raises(DataError, match="md5 .* expected c58f30108f718f92721af3b95e74349a"):
         data.load_cifar10(tmp_path / "dl", download=False)
 
@@ -98,7 +96,7 @@ def test_no_network_explains_what_to_do(tmp_path, monkeypatch):
     assert "could not download CIFAR-10" in message and "--data-dir" in message and "\n" not in message
 
 
-def test_absent_without_download(tmp_path):
+def test_absent_without_download(tmp_path, cifar):
     with pytest.raises(DataError, match="CIFAR-10 not found"):
         data.load_cifar10(tmp_path, download=False)
 
@@ -116,14 +114,23 @@ def test_absent_without_download(tmp_path):
             lambda p: p.write_bytes(pickle.dumps({b"labels": [1]}, protocol=2)),
             "b'data' must be a uint8 array",
         ),
-        (lambda p: write_batch(p, image_rows(0, 60), [11] * 60), "labels must be ints in \\[0, 9\\]"),
-        (lambda p: write_batch(p, image_rows(0, 60), [1] * 59), "b'labels' must be a list of 60"),
+        (
+            lambda p, cifar: cifar.write_batch(p, cifar.image_rows(0, 60), [11] * 60),
+            "labels must be ints in \\[0, 9\\]",
+        ),
+        (
+            lambda p, cifar: cifar.write_batch(p, cifar.image_rows(0, 60), [1] * 59),
+            "b'labels' must be a list of 60",
+        ),
         (lambda p: p.unlink(), "is missing"),
     ],
 )
-def test_damaged_batches(tmp_path, damage, words):
-    folder = write_cifar(tmp_path)
-    damage(folder / "data_batch_1")
+def test_damaged_batches(tmp_path, damage, words, cifar):
+    folder = cifar.write_cifar(tmp_path)
+    if damage.__code__.co_argcount == 2:
+        damage(folder / "data_batch_1", cifar)
+    else:
+        damage(folder / "data_batch_1")
     with pytest.raises(DataError, match=words):
         data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
 
@@ -135,8 +142,8 @@ class Exploit:
         return (os.system, ("echo pwned",))
 
 
-def test_pickles_with_foreign_code_are_refused(tmp_path):
-    folder = write_cifar(tmp_path)
+def test_pickles_with_foreign_code_are_refused(tmp_path, cifar):
+    folder = cifar.write_cifar(tmp_path)
     (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Exploit()}, protocol=2))
     with pytest.raises(DataError, match="refusing to load posix.system|refusing to load os.system"):
         data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)

@@ -4,44 +4,30 @@ import numpy as np
 
 from twolayer_xp import eval_numerical_gradient, rel_error
 
-from conftest import make_net
 
-CORRECT_SCORES = np.asarray(
-    [
-        [-0.81233741, -1.27654624, -0.70335995],
-        [-0.17129677, -1.18803311, -0.47310444],
-        [-0.51590475, -1.01354314, -0.8504215],
-        [-0.15419291, -0.48629638, -0.52901952],
-        [-0.00618733, -0.12435261, -0.15226949],
-    ]
-)
-CORRECT_LOSS = 1.30378789133
-FINAL_TOY_LOSS = 0.0171496079387
-
-
-def toy_net(case_id):
+def toy_net(make_net, case_id):
     np.random.seed(0)
     return make_net(case_id, 4, 10, 3, std=1e-1)
 
 
-def test_scores(case64, toy_data):
+def test_scores(case64, toy_data, make_net, golden):
     X, _ = toy_data
-    scores = toy_net(case64).loss(X)
+    scores = toy_net(make_net, case64).loss(X)
     assert isinstance(scores, np.ndarray) and scores.shape == (5, 3)
-    assert np.sum(np.abs(scores - CORRECT_SCORES)) < 1e-7
+    assert np.sum(np.abs(scores - golden["scores"])) < 1e-7
 
 
-def test_loss(case64, toy_data):
+def test_loss(case64, toy_data, make_net, golden):
     X, y = toy_data
-    loss, _ = toy_net(case64).loss(X, y, reg=0.05)
+    loss, _ = toy_net(make_net, case64).loss(X, y, reg=0.05)
     assert isinstance(loss, float)
-    assert abs(loss - CORRECT_LOSS) < 1e-12
+    assert abs(loss - golden["loss"]) < 1e-12
 
 
-def test_gradients_match_numerical(case64, toy_data):
+def test_gradients_match_numerical(case64, toy_data, make_net):
     """The CS231n idiom, unchanged: f perturbs net.params[name] in place on the device."""
     X, y = toy_data
-    net = toy_net(case64)
+    net = toy_net(make_net, case64)
     _, grads = net.loss(X, y, reg=0.05)
     assert sorted(grads) == ["W1", "W2", "b1", "b2"]
     for name in grads:
@@ -50,12 +36,12 @@ def test_gradients_match_numerical(case64, toy_data):
         assert rel_error(numeric, grads[name]) < 1e-8, name
 
 
-def test_toy_training(case64, toy_data):
+def test_toy_training(case64, toy_data, make_net, golden):
     X, y = toy_data
-    net = toy_net(case64)
+    net = toy_net(make_net, case64)
     stats = net.train(X, y, X, y, learning_rate=1e-1, reg=5e-6, num_iters=100)
     assert abs(stats["loss_history"][0] - 1.2419938) < 1e-7
-    assert abs(stats["loss_history"][-1] - FINAL_TOY_LOSS) < 1e-9
+    assert abs(stats["loss_history"][-1] - golden["final_toy_loss"]) < 1e-9
     assert len(stats["loss_history"]) == 100
     # num_train 5 < batch 200: an "epoch" is one iteration, so accuracy is recorded every step
     assert len(stats["train_acc_history"]) == len(stats["val_acc_history"]) == 100
@@ -63,9 +49,9 @@ def test_toy_training(case64, toy_data):
     assert stats["val_acc_history"][-1] == 1.0
 
 
-def test_numerical_gradient_restores_params(case64, toy_data):
+def test_numerical_gradient_restores_params(case64, toy_data, make_net):
     X, y = toy_data
-    net = toy_net(case64)
+    net = toy_net(make_net, case64)
     before = {k: np.array(v) for k, v in ((k, _host(v)) for k, v in net.params.items())}
     eval_numerical_gradient(lambda W: net.loss(X, y)[0], net.params["W2"], verbose=False)
     for name, value in net.params.items():

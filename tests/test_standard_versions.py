@@ -6,8 +6,6 @@ import pytest
 
 from twolayer_xp import eval_numerical_gradient, kernels, rel_error
 
-from conftest import make_net
-
 
 @pytest.fixture(params=["2023.12", "2024.12"])
 def api_version(request):
@@ -15,7 +13,7 @@ def api_version(request):
         yield request.param
 
 
-def test_train_and_gradcheck_on_device1(api_version, toy_data):
+def test_train_and_gradcheck_on_device1(api_version, toy_data, make_net):
     X, y = toy_data
     np.random.seed(0)
     net = make_net("strict-device1", 4, 10, 3, std=1e-1)

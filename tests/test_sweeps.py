@@ -6,10 +6,8 @@ import pytest
 from twolayer_xp import sweeps
 from twolayer_xp.data import Dataset
 
-from conftest import blobs
 
-
-def small_dataset():
+def small_dataset(blobs):
     X, y = blobs(n=300, d=8, c=3, seed=3)
     X = X.astype(np.float32)
     return Dataset(
@@ -26,9 +24,15 @@ def small_dataset():
     )
 
 
-def test_grid_search_ranks_and_flags_divergence():
+def test_grid_search_ranks_and_flags_divergence(blobs):
     results = sweeps.grid_search(
-        small_dataset(), [1e-3, 0.3, 1e9], [0.0, 1e-2], hidden_size=16, num_iters=150, batch_size=32, std=0.1
+        small_dataset(blobs),
+        [1e-3, 0.3, 1e9],
+        [0.0, 1e-2],
+        hidden_size=16,
+        num_iters=150,
+        batch_size=32,
+        std=0.1,
     )
     assert len(results) == 6
     by_lr = {lr: [r for r in results if r["learning_rate"] == lr] for lr in (1e-3, 0.3, 1e9)}
@@ -41,6 +45,6 @@ def test_grid_search_ranks_and_flags_divergence():
     assert all(np.isfinite(r["train_acc"]) for r in results)
 
 
-def test_grid_search_needs_values():
+def test_grid_search_needs_values(blobs):
     with pytest.raises(ValueError, match="at least one value"):
-        sweeps.grid_search(small_dataset(), [], [0.0], hidden_size=4, num_iters=1)
+        sweeps.grid_search(small_dataset(blobs), [], [0.0], hidden_size=4, num_iters=1)

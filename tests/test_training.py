@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from twolayer_xp import TrainingDivergedError, TwoLayerNet, to_numpy
-from twolayer_xp.backend import Backend, HostRNG
+from twolayer_xp.backend import Backend
+from twolayer_xp.rng import HostRNG
 
-from conftest import blobs, make_net
 
-
-def test_epoch_schedule_and_learning_rate_decay():
+def test_epoch_schedule_and_learning_rate_decay(blobs):
     """Accuracy and decay every max(N/B, 1) iterations, counted as CS231n's float modulo does."""
     X, y = blobs(n=100, d=5, c=3)
     net = TwoLayerNet(5, 8, 3, rng=0)
@@ -18,12 +17,12 @@ def test_epoch_schedule_and_learning_rate_decay():
     )
     # iterations_per_epoch = 10.0: records at it = 0, 10, 20, 30, 40
     assert len(stats["train_acc_history"]) == len(stats["val_acc_history"]) == 5
-    assert net.learning_rate == 1.0 * 0.5**5
+    assert net.state.learning_rate == 1.0 * 0.5**5
     assert all(v in {k / 10 for k in range(11)} for v in stats["train_acc_history"])
     assert all(v in {k / 30 for k in range(31)} for v in stats["val_acc_history"])
 
 
-def test_host_syncs_only_at_sync_points(case, monkeypatch):
+def test_host_syncs_only_at_sync_points(case, monkeypatch, make_net, blobs):
     """No per-step round-trip: 250 steps with sync_every=100 bring data back 3 times."""
     calls = {"to_numpy": 0, "indices": 0}
     real_to_numpy, real_indices = Backend.to_numpy, HostRNG.minibatch_indices
@@ -59,7 +58,7 @@ def test_host_syncs_only_at_sync_points(case, monkeypatch):
     assert len(stats["loss_history"]) == 250 and len(stats["val_acc_history"]) == 25
 
 
-def test_verbose_prints_cs231n_lines(capsys):
+def test_verbose_prints_cs231n_lines(capsys, blobs):
     X, y = blobs(n=50, d=4, c=3)
     TwoLayerNet(4, 5, 3, rng=0).train(X, y, X, y, num_iters=250, batch_size=10, verbose=True, sync_every=64)
     lines = capsys.readouterr().out.splitlines()
@@ -71,7 +70,7 @@ def test_verbose_prints_cs231n_lines(capsys):
     assert all(line.split("loss ")[1].replace(".", "").isdigit() for line in lines)
 
 
-def diverging_run(case, on_divergence):
+def diverging_run(make_net, blobs, case, on_divergence):
     X, y = blobs(n=200, d=10, c=4)
     net = make_net(case, 10, 20, 4, std=1.0, rng=0)
     stats = None
@@ -86,8 +85,8 @@ def diverging_run(case, on_divergence):
 
 
 @pytest.mark.parametrize("on_divergence", ["warn", "raise"])
-def test_divergence_stops_and_rolls_back_to_finite_params(case, on_divergence):
-    net, stats, message = diverging_run(case, on_divergence)
+def test_divergence_stops_and_rolls_back_to_finite_params(case, on_divergence, blobs, make_net):
+    net, stats, message = diverging_run(make_net, blobs, case, on_divergence)
     assert "try a smaller learning_rate" in message
     assert len(stats["loss_history"]) < 300
     assert np.all(np.isfinite(stats["loss_history"]))
@@ -98,7 +97,7 @@ def test_divergence_stops_and_rolls_back_to_finite_params(case, on_divergence):
     assert np.all(np.isfinite(net.loss(X)))
 
 
-def test_resumed_run_equals_uninterrupted_run():
+def test_resumed_run_equals_uninterrupted_run(blobs):
     """Two halves, the second starting where the first stopped, give the same params."""
     X, y = blobs(n=300, d=8, c=3, seed=4)
     common = dict(reg=1e-3, batch_size=40, learning_rate_decay=0.9)
@@ -112,7 +111,7 @@ def test_resumed_run_equals_uninterrupted_run():
         y,
         X[:60],
         y[:60],
-        learning_rate=split.learning_rate,
+        learning_rate=split.state.learning_rate,
         num_iters=63,
         start_iteration=split.iteration,
         **common,
@@ -121,10 +120,12 @@ def test_resumed_run_equals_uninterrupted_run():
         np.testing.assert_array_equal(split.params[name], whole.params[name])
     assert first["loss_history"] + second["loss_history"] == whole_stats["loss_history"]
     assert first["val_acc_history"] + second["val_acc_history"] == whole_stats["val_acc_history"]
-    assert split.learning_rate == whole.learning_rate and split.iteration == whole.iteration == 100
+    assert (
+        split.state.learning_rate == whole.state.learning_rate and split.iteration == whole.iteration == 100
+    )
 
 
-def test_indices_come_in_blocks_when_a_run_is_huge(monkeypatch):
+def test_indices_come_in_blocks_when_a_run_is_huge(monkeypatch, blobs):
     """Past MAX_INDICES_PER_TRANSFER the indices come in blocks; the trajectory is unchanged."""
     from twolayer_xp import training
 
@@ -138,7 +139,7 @@ def test_indices_come_in_blocks_when_a_run_is_huge(monkeypatch):
     np.testing.assert_array_equal(net.params["W1"], ref.params["W1"])
 
 
-def test_nan_in_training_features_is_reported_as_bad_input(case):
+def test_nan_in_training_features_is_reported_as_bad_input(case, make_net, blobs):
     """The training set is not scanned up front (0.1 s for CIFAR-10); a NaN row that is sampled
     turns the loss non-finite, and the loop then names the input instead of blaming the rate."""
     X, y = blobs(n=100, d=5, c=3)
@@ -149,7 +150,7 @@ def test_nan_in_training_features_is_reported_as_bad_input(case):
     assert all(np.all(np.isfinite(to_numpy(p))) for p in net.params.values())
 
 
-def test_nan_in_validation_features_fails_before_training(case):
+def test_nan_in_validation_features_fails_before_training(case, make_net, blobs):
     X, y = blobs(n=100, d=5, c=3)
     X_val = X[:20].copy()
     X_val[0, 0] = np.inf

@@ -5,8 +5,6 @@ import pytest
 
 from twolayer_xp import TwoLayerNet
 
-from conftest import make_net
-
 
 @pytest.mark.parametrize(
     "args,kwargs,error,words",
@@ -38,7 +36,7 @@ def test_float64_on_a_float32_only_device():
 
 
 @pytest.fixture
-def net(case):
+def net(case, make_net):
     return make_net(case, 4, 5, 3, rng=0)
 
 

@@ -2,24 +2,38 @@
 
 The same ``TwoLayerNet`` trains with numpy on a CPU or CuPy on an NVIDIA GPU (and on torch or
 array-api-strict): ``TwoLayerNet(D, H, C, device="cuda")``.
+
+Names are imported on first use, so ``twolayer-xp`` starts (and a Ctrl-C during start-up is
+handled by the CLI) before numpy and the array libraries load.
 """
 
-from .backend import Backend, CudaUnavailableError, cuda_available, resolve, to_numpy
-from .gradcheck import eval_numerical_gradient, rel_error
-from .model import TwoLayerNet
-from .training import TrainingDivergedError
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Backend",
-    "CudaUnavailableError",
-    "TrainingDivergedError",
-    "TwoLayerNet",
-    "cuda_available",
-    "eval_numerical_gradient",
-    "rel_error",
-    "resolve",
-    "to_numpy",
-    "__version__",
-]
+_EXPORTS = {
+    "Backend": "backend",
+    "CudaUnavailableError": "backend",
+    "cuda_available": "backend",
+    "resolve": "backend",
+    "to_numpy": "backend",
+    "eval_numerical_gradient": "gradcheck",
+    "rel_error": "gradcheck",
+    "TwoLayerNet": "model",
+    "FitResult": "training",
+    "TrainingDivergedError": "training",
+    "TrainingState": "training",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

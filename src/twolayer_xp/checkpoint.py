@@ -1,4 +1,4 @@
-"""Checkpoints: one ``.npz`` of plain arrays plus a JSON header, written atomically.
+"""Checkpoints: a net's params and training state as one ``.npz`` plus a JSON header, and back.
 
 Loading never unpickles (``allow_pickle=False``): params are numpy arrays, everything else
 (sizes, dtype, hyperparameters, RNG state, history) is JSON in a 0-d string array. A write goes
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from .files import atomic_write
+from .kernels import PARAMS as PARAM_NAMES
 
 FORMAT = "twolayer-xp-checkpoint"
 VERSION = 1
-PARAM_NAMES = ("W1", "b1", "W2", "b2")
 
 
 class CheckpointError(ValueError):
@@ -88,3 +88,53 @@ def _check_params(path: Path, params: dict[str, Any]) -> None:
     for name, p in params.items():
         if p.dtype.kind != "f" or not np.all(np.isfinite(p)):
             raise CheckpointError(f"{path}: param {name} is not a finite float array")
+
+
+# ------------------------------------------------------------------------------------------
+# A net <-> a checkpoint
+
+
+def save_net(path: str | os.PathLike, net, arrays: dict | None = None) -> Path:
+    """Write ``net``'s params (as numpy), dtype, training state (iteration, learning rate, RNG)
+    and ``net.metadata`` to ``path``, atomically; ``arrays`` adds named numpy arrays (e.g. a
+    mean image). Returns the path written."""
+    from .backend import to_numpy
+
+    header = {
+        "dtype": net.dtype_name,
+        "iteration": net.state.iteration,
+        "learning_rate": net.state.learning_rate,
+        "rng_state": net.state.rng.get_state(),
+        "saved_from": {"backend": net.backend.name, "device": net.device},
+        "metadata": net.metadata,
+    }
+    params = {name: to_numpy(p) for name, p in net.live_params().items()}
+    return save(path, params, header, arrays)
+
+
+def load_net(path: str | os.PathLike, *, device: Any = "cpu", backend: Any = None, dtype: Any = None):
+    """(net, extra arrays) from a checkpoint, on any device; dtype None keeps the saved one."""
+    from .model import TwoLayerNet
+    from .rng import HostRNG
+
+    params, header, arrays = load(path)
+    D, H = params["W1"].shape
+    net = TwoLayerNet(
+        D,
+        H,
+        params["W2"].shape[1],
+        std=0.0,
+        device=device,
+        backend=backend,
+        dtype=header["dtype"] if dtype is None else dtype,
+        rng=0,
+    )
+    net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
+    try:
+        net.state.rng = HostRNG.from_state(header["rng_state"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path} holds an unusable random state ({exc})") from None
+    net.state.iteration = int(header.get("iteration", 0))
+    net.state.learning_rate = header.get("learning_rate")
+    net.metadata = header.get("metadata") or {}
+    return net, arrays

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validation
 from .files import atomic_write
 
 DATASETS = ("digits", "cifar10")
@@ -28,6 +29,7 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 CIFAR10_ROW = 3 * 32 * 32
+CIFAR10_SPLIT = {"num_train": 49000, "num_val": 1000, "num_test": 1000}  # CS231n's
 
 # digits: a fixed split, independent of the model's seed, so test accuracy is comparable.
 # 1,300 training rows make an epoch a whole number of batches of 100 (CS231n's schedule counts
@@ -128,9 +130,9 @@ def default_data_dir() -> Path:
 
 def load_cifar10(
     data_dir: str | os.PathLike | None = None,
-    num_train: int = 49000,
-    num_val: int = 1000,
-    num_test: int = 1000,
+    num_train: int = CIFAR10_SPLIT["num_train"],
+    num_val: int = CIFAR10_SPLIT["num_val"],
+    num_test: int = CIFAR10_SPLIT["num_test"],
     dtype: str = "float32",
     download: bool = True,
 ) -> Dataset:
@@ -141,9 +143,9 @@ def load_cifar10(
     Memory: batches are read one at a time into one uint8 array, then cast straight into the
     float output, so the peak stays under about 2x the float32 training set.
     """
-    for arg, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    num_train, num_val, num_test = validation.check_all(
+        num_train=num_train, num_val=num_val, num_test=num_test
+    ).values()
     folder = find_or_fetch_cifar10(data_dir, download=download)
     names = _read_batch(folder / "batches.meta", meta=True)
 

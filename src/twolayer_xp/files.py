@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -50,3 +51,68 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+LOCK_NAME = ".twolayer-xp.lock"
+
+
+@contextlib.contextmanager
+def claim_folder(path: str | os.PathLike, continuing: bool, outputs: tuple[str, ...]):
+    """Claim ``path`` for one run: create it if needed, take its lock file (O_EXCL, so of two
+    runs started together exactly one proceeds), refuse a folder holding another run's
+    ``outputs`` unless ``continuing`` it, and remove temp files a killed write left behind.
+    On the way out the lock goes, and a folder this claim created and left empty goes too."""
+    path = Path(path)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = _take_lock(path)
+    except OSError as exc:
+        raise ValueError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
+    try:
+        if not continuing and any((path / name).exists() for name in outputs):
+            raise ValueError(
+                f"output folder {path} already holds a run's files; choose another --out, "
+                f"or continue that run with --resume {path / outputs[0]}"
+            )
+        for stale in path.glob(".*.tmp"):  # atomic_write's temp files; we hold the lock
+            stale.unlink(missing_ok=True)
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)
+        if created and not any(path.iterdir()):
+            path.rmdir()
+
+
+def _take_lock(folder: Path) -> Path:
+    lock = folder / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None:
+                raise ValueError(f"output folder {folder} is in use by another run (pid {owner})") from None
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    raise ValueError(f"output folder {folder} is in use by another run")
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The pid holding ``lock`` if that process is alive, else None."""
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid

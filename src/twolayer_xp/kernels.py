@@ -18,7 +18,13 @@ from __future__ import annotations
 from array_api_compat import array_namespace, device
 
 WEIGHTS = ("W1", "W2")
-PARAMS = ("W1", "b1", "W2", "b2")
+PARAMS = ("W1", "b1", "W2", "b2")  # CS231n's order, also the order of grads and checkpoints
+SIZES = ("input_size", "hidden_size", "output_size")
+
+
+def param_shapes(D: int, H: int, C: int) -> dict:
+    """The shape of each parameter of one net: W1 (D, H), b1 (H,), W2 (H, C), b2 (C,)."""
+    return {"W1": (D, H), "b1": (H,), "W2": (H, C), "b2": (C,)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,19 +144,11 @@ def loss_and_grads(params, X, y, reg=0.0):
     return data_loss + _l2_penalty(xp, params, reg), grads
 
 
-def sgd_update(params, grads, learning_rate):
-    """In place: p -= learning_rate * grads[p] for every parameter."""
-    xp = array_namespace(params["W1"])
-    for name in PARAMS:
-        lr = _per_net(xp, learning_rate, 2 if name in WEIGHTS else 1)
-        params[name] -= lr * grads[name]
-
-
 def sgd_step(params, X, y, learning_rate, reg=0.0):
     """One SGD step on the minibatch (X, y), in place on ``params``; returns the loss (...,).
 
     The loss is the one at the parameters before the update, as ``loss_and_grads`` reports it.
-    Same update as ``loss_and_grads`` + ``sgd_update``, arranged for fewer passes over W1 (the
+    Same update as ``loss_and_grads`` followed by p -= lr * grads[p], arranged for fewer passes over W1 (the
     big array): the L2 term becomes a decay, W <- (1 - 2*lr*reg) * W - lr*dW_data, applied to W1
     right after X @ W1 while W1 is still in cache (nothing later in the step reads W1); and the
     learning rate scales d scores, an (N, C) array, before the matmuls that produce dW.

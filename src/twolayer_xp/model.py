@@ -1,14 +1,17 @@
 """TwoLayerNet: a drop-in for the CS231n class, on any array-API backend.
 
 affine (D -> H) -> ReLU -> affine (H -> C) -> softmax cross-entropy, L2 on the weights.
+The model holds its params and the CS231n API; files are checkpoint.py's job, the loop
+training.py's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import checkpoint, kernels, training, validation
-from .backend import Backend, HostRNG, as_host_array, dtype_name, is_array, resolve, to_numpy
+from . import kernels, placement, training, validation
+from .backend import Backend, dtype_name, resolve
+from .rng import HostRNG
 
 
 class TwoLayerNet:
@@ -21,9 +24,12 @@ class TwoLayerNet:
     (``np.random.seed`` reproduces CS231n), an int seed, a Generator or a RandomState.
 
     ``params`` holds the live arrays on the device: W1 (D, H), b1 (H,), W2 (H, C), b2 (C,).
-    Methods accept numpy arrays or arrays of the model's backend; outputs follow the input
-    (numpy in -> numpy out, device array in -> device array out).
+    ``state`` is where training continues from (iteration, decayed learning rate, rng).
+    ``metadata`` is free-form JSON kept in checkpoints. Methods accept numpy arrays or arrays
+    of the model's backend; outputs follow the input (numpy in -> numpy out, device in -> device out).
     """
+
+    size = None  # one net; a Population has K members
 
     def __init__(
         self,
@@ -37,45 +43,53 @@ class TwoLayerNet:
         dtype: Any = "float64",
         rng: Any = None,
     ):
-        D = validation.positive_int("input_size", input_size)
-        H = validation.positive_int("hidden_size", hidden_size)
-        C = validation.positive_int("output_size", output_size)
-        std = validation.real("std", std, nonnegative=True)
+        D, H, C = (
+            validation.check(n, v)
+            for n, v in zip(kernels.SIZES, (input_size, hidden_size, output_size), strict=False)
+        )
+        std = validation.check("std", std)
         self.backend: Backend = resolve(device, backend)
         self.dtype = self.backend.dtype(dtype)
-        self.rng = HostRNG(rng)
+        self.shapes = kernels.param_shapes(D, H, C)
+        self.state = training.TrainingState(HostRNG(rng))
+        self.metadata: dict = {}
         xp, dev = self.backend.xp, self.backend.device
         # CS231n order: randn(D, H) for W1, then randn(H, C) for W2, drawn in float64 on the host.
-        W1 = std * self.rng.standard_normal((D, H))
-        W2 = std * self.rng.standard_normal((H, C))
+        weights = {name: std * self.state.rng.standard_normal(self.shapes[name]) for name in kernels.WEIGHTS}
+        validation.initial_weights(weights, self.dtype_name, D)
         self.params = {
-            "W1": self.backend.asarray(W1, dtype=self.dtype),
-            "b1": xp.zeros((H,), dtype=self.dtype, device=dev),
-            "W2": self.backend.asarray(W2, dtype=self.dtype),
-            "b2": xp.zeros((C,), dtype=self.dtype, device=dev),
+            name: self.backend.asarray(weights[name], dtype=self.dtype)
+            if name in weights
+            else xp.zeros(shape, dtype=self.dtype, device=dev)
+            for name, shape in self.shapes.items()
         }
-        # Where a resumed run continues from: iterations done and the decayed learning rate.
-        self.iteration = 0
-        self.learning_rate: float | None = None
-        self.metadata: dict = {}  # free-form JSON kept in checkpoints (run config, history)
 
     # -- sizes ------------------------------------------------------------------------------
 
     @property
     def input_size(self) -> int:
-        return self.params["W1"].shape[0]
+        return self.shapes["W1"][0]
 
     @property
     def hidden_size(self) -> int:
-        return self.params["W1"].shape[1]
+        return self.shapes["W1"][1]
 
     @property
     def output_size(self) -> int:
-        return self.params["W2"].shape[1]
+        return self.shapes["W2"][1]
 
     @property
     def device(self) -> str:
         return self.backend.device_label
+
+    @property
+    def dtype_name(self) -> str:
+        return dtype_name(self.dtype)
+
+    @property
+    def iteration(self) -> int:
+        """Iterations trained so far (``state.iteration``)."""
+        return self.state.iteration
 
     def __repr__(self) -> str:
         return (
@@ -83,36 +97,34 @@ class TwoLayerNet:
             f"backend={self.backend.name!r}, device={self.device!r}, dtype={self.dtype_name!r})"
         )
 
-    @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
-
     # -- CS231n API ---------------------------------------------------------------------------
 
     def loss(self, X: Any, y: Any = None, reg: float = 0.0):
-        """Scores (N, C) when y is None; else (loss: float, grads: dict shaped like params).
+        """Scores (N, C) when y is None; else (loss: float, grads: dict W1, b1, W2, b2).
 
         X: (N, D); y: (N,) integer labels in [0, C); reg: L2 strength (loss adds
-        reg * (sum W1**2 + sum W2**2)).
+        reg * (sum W1**2 + sum W2**2)). ``float(loss)`` is one host sync: the CS231n contract.
         """
-        Xd, on_host = self.features(X)
+        Xd, on_host = placement.features(self.backend, self.dtype, X, self.input_size)
         if y is None:
-            return self._out(kernels.scores(self._live_params(), Xd), on_host)
-        reg = validation.real("reg", reg, nonnegative=True)
-        yd = self.labels(y, Xd.shape[0])
-        loss, grads = kernels.loss_and_grads(self._live_params(), Xd, yd, reg)
-        return float(loss), {name: self._out(g, on_host) for name, g in grads.items()}
+            return placement.output(kernels.scores(self.live_params(), Xd), on_host)
+        reg = validation.check("reg", reg)
+        yd = placement.labels(self.backend, y, Xd.shape[0], self.output_size)
+        loss, grads = kernels.loss_and_grads(self.live_params(), Xd, yd, reg)
+        return float(loss), {name: placement.output(grads[name], on_host) for name in kernels.PARAMS}
 
     def predict(self, X: Any):
-        """Predicted labels (N,): argmax of the scores."""
-        Xd, on_host = self.features(X)
-        return self._out(kernels.predict(self._live_params(), Xd), on_host)
+        """Predicted labels (N,): argmax of the scores. No host sync for a device X."""
+        # A finiteness check of a device X would cost a sync; predict never syncs.
+        Xd, on_host = placement.features(
+            self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X)
+        )
+        return placement.output(kernels.predict(self.live_params(), Xd), on_host)
 
     def accuracy(self, X: Any, y: Any) -> float:
-        """Fraction of rows of X whose predicted label equals y (one host sync)."""
-        Xd, _ = self.features(X)
-        yd = self.labels(y, Xd.shape[0])
-        return int(kernels.count_correct(self._live_params(), Xd, yd)) / Xd.shape[0]
+        """Fraction of rows of X whose predicted label equals y."""
+        Xd, yd = self.place(X, y, "X")
+        return int(kernels.count_correct(self.live_params(), Xd, yd)) / Xd.shape[0]
 
     def train(
         self,
@@ -133,7 +145,8 @@ class TwoLayerNet:
         Each iteration samples ``batch_size`` rows with replacement; every
         ``max(N / batch_size, 1)`` iterations it records the minibatch and validation accuracy
         and multiplies the learning rate by ``learning_rate_decay``. ``options`` are the extras
-        of ``training.fit`` (progress, on_divergence, sync_every).
+        of ``training.fit`` (start_iteration, progress, on_divergence, sync_every). On
+        divergence the histories hold the finite part and ``on_divergence`` says what happens.
         """
         return training.fit(
             self,
@@ -148,74 +161,53 @@ class TwoLayerNet:
             batch_size=batch_size,
             verbose=verbose,
             **options,
-        )
+        ).history
 
-    # -- checkpoints -----------------------------------------------------------------------------
+    # -- checkpoints: thin wrappers for the notebook habit -----------------------------------------
 
-    def save(self, path, arrays: dict | None = None) -> None:
-        """Write params (as numpy), dtype, training position, RNG state and ``self.metadata`` to
-        ``path`` (.npz), atomically; ``arrays`` adds named numpy arrays (e.g. a mean image)."""
-        header = {
-            "dtype": self.dtype_name,
-            "iteration": self.iteration,
-            "learning_rate": self.learning_rate,
-            "rng_state": self.rng.get_state(),
-            "saved_from": {"backend": self.backend.name, "device": self.device},
-            "metadata": self.metadata,
-        }
-        params = {name: to_numpy(p) for name, p in self._live_params().items()}
-        checkpoint.save(path, params, header, arrays)
+    def save(self, path, arrays: dict | None = None):
+        """Write this net to ``path`` (an .npz; see ``checkpoint.save_net``); returns the path."""
+        from . import checkpoint
+
+        return checkpoint.save_net(path, self, arrays)
 
     @classmethod
     def load(cls, path, *, device: Any = "cpu", backend: Any = None, dtype: Any = None) -> TwoLayerNet:
-        """A model from a checkpoint, on any device (trained on a GPU, loaded on a CPU, or back).
-        dtype: None keeps the saved one. The extra arrays are in ``net.checkpoint_arrays``."""
-        params, header, arrays = checkpoint.load(path)
-        D, H = params["W1"].shape
-        net = cls(
-            D,
-            H,
-            params["W2"].shape[1],
-            std=0.0,
-            device=device,
-            backend=backend,
-            dtype=header["dtype"] if dtype is None else dtype,
-            rng=0,
-        )
-        net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
-        try:
-            net.rng = HostRNG.from_state(header["rng_state"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise checkpoint.CheckpointError(f"{path} holds an unusable random state ({exc})") from None
-        net.iteration = int(header.get("iteration", 0))
-        net.learning_rate = header.get("learning_rate")
-        net.metadata = header.get("metadata") or {}
-        net.checkpoint_arrays = arrays
-        return net
+        """A net from a checkpoint, on any device (trained on a GPU, loaded on a CPU, or back).
+        dtype: None keeps the saved one. Extra arrays: ``checkpoint.load_net``."""
+        from . import checkpoint
 
-    # -- placement -----------------------------------------------------------------------------
+        return checkpoint.load_net(path, device=device, backend=backend, dtype=dtype)[0]
 
-    def features(self, X: Any, name: str = "X", check_finite: bool = True):
-        """(X on the device in the model's dtype, whether X came from the host), after checks."""
-        on_host = not self.backend.owns(X)
-        if on_host and not is_array(X):
-            X = as_host_array(name, X)
-        validation.features(name, X, self.input_size, check_finite)
-        return self.backend.asarray(X, dtype=self.dtype), on_host
+    # -- what the training loop and the checkpoint need -------------------------------------------
 
-    def labels(self, y: Any, num_rows: int, name: str = "y"):
-        """y on the device (integer dtype kept), after checks against ``num_rows`` and C."""
-        if not self.backend.owns(y) and not is_array(y):
-            y = as_host_array(name, y)
-        validation.labels(name, y, num_rows, self.output_size)
-        return self.backend.asarray(y)
+    def place(self, X: Any, y: Any, name: str = "X", check_finite: bool = True):
+        """(X, y) on the device after checks; ``name`` names X in errors (y is named after it)."""
+        Xd, _ = placement.features(self.backend, self.dtype, X, self.input_size, name, check_finite)
+        return Xd, placement.labels(self.backend, y, Xd.shape[0], self.output_size, "y" + name[1:])
 
-    def _out(self, x: Any, on_host: bool):
-        return to_numpy(x) if on_host else x
+    def step(self, params, X, y, learning_rate, reg):
+        return kernels.sgd_step(params, X, y, learning_rate, reg)
 
-    def _live_params(self) -> dict:
-        # A notebook may assign a numpy array into params (e.g. loaded weights): adopt it once.
-        for name, p in self.params.items():
-            if not self.backend.owns(p) or p.dtype != self.dtype:
-                self.params[name] = self.backend.asarray(p, dtype=self.dtype, copy=True)
+    def count_correct(self, params, X, y):
+        return kernels.count_correct(params, X, y)
+
+    def restore(self, params: dict, source: dict, member=None) -> None:
+        """Copy ``source``'s values into the live ``params`` (their identity kept)."""
+        for name in kernels.PARAMS:
+            params[name][...] = source[name]
+
+    def live_params(self) -> dict:
+        """``params`` checked and on the device. A notebook may assign numpy arrays into params
+        (e.g. loaded weights): they are adopted once, cast to the model's dtype."""
+        for name, shape in self.shapes.items():
+            if name not in self.params:
+                raise KeyError(f'params["{name}"] is missing; expected an array of shape {shape}')
+            p = self.params[name]
+            if not (self.backend.owns(p) and p.dtype == self.dtype):
+                p = self.params[name] = self.backend.asarray(
+                    validation.param(name, p, shape), dtype=self.dtype, copy=True
+                )
+            if tuple(p.shape) != shape:
+                raise ValueError(f'params["{name}"] must have shape {shape}, got {tuple(p.shape)}')
         return self.params

@@ -1,22 +1,34 @@
-"""The minibatch SGD loop, CS231n semantics, with no host round-trip per step.
+"""The minibatch SGD loop, CS231n semantics, written once for one net or a population of K.
 
 Data goes to the device once; all minibatch indices of a run go in one transfer; losses and
 accuracy counts stay on the device and come back every ``sync_every`` iterations (one sync),
 which is also when progress is reported, verbose lines printed and divergence detected.
+
+The loop trains any *trainee* (``TwoLayerNet`` or ``Population``) that provides: ``backend``,
+``dtype``, ``state`` (a TrainingState), ``size`` (None for one net, K for a population),
+``live_params()``, ``place(X, y, name)``, ``step(params, X, y, lr, reg)``,
+``count_correct(params, X, y)`` and ``restore(params, source, member)``. With a population,
+hyperparameters and results gain a trailing member axis, and divergence is handled per member.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import sys
 import warnings
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from . import kernels, validation
+import numpy as np  # host side: histories and schedules
+
+from . import validation
+from .rng import HostRNG
 
 # Indices drawn per transfer: a whole run up to 2**22 indices (32 MB of int64), else in blocks.
 MAX_INDICES_PER_TRANSFER = 2**22
+HISTORY_KEYS = ("loss_history", "train_acc_history", "val_acc_history")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -28,72 +40,29 @@ class TrainingDivergedError(RuntimeError):
         self.iteration = iteration
 
 
-def fit(
-    net,
-    X: Any,
-    y: Any,
-    X_val: Any,
-    y_val: Any,
-    *,
-    learning_rate: float,
-    learning_rate_decay: float,
-    reg: float,
-    num_iters: int,
-    batch_size: int,
-    verbose: bool = False,
-    start_iteration: int = 0,
-    progress: Callable[[dict], None] | None = None,
-    on_divergence: str = "warn",
-    sync_every: int = 100,
-) -> dict:
-    """Train ``net`` in place; returns {'loss_history', 'train_acc_history', 'val_acc_history'}.
+@dataclass
+class TrainingState:
+    """Where training continues from: the host random stream, iterations done, and the
+    learning rate after its decays (None before the first iteration; (K,) for a population)."""
 
-    start_iteration: iterations already done (a resumed run), so epochs and learning-rate decay
-    fall where they would have in one uninterrupted run. progress: called at each sync with
-    {'iteration', 'num_iters', 'losses' (the new ones), 'val_acc' (latest or None)}.
-    on_divergence: 'warn' (stop, roll back, warn and return) or 'raise' (TrainingDivergedError).
-    On divergence the params roll back to the last sync point whose loss was finite.
-    """
-    learning_rate = validation.real("learning_rate", learning_rate, positive=True)
-    learning_rate_decay = validation.real("learning_rate_decay", learning_rate_decay, positive=True)
-    reg = validation.real("reg", reg, nonnegative=True)
-    num_iters = validation.positive_int("num_iters", num_iters)
-    batch_size = validation.positive_int("batch_size", batch_size)
-    sync_every = validation.positive_int("sync_every", sync_every)
-    if isinstance(start_iteration, bool) or not isinstance(start_iteration, int) or start_iteration < 0:
-        raise ValueError(f"start_iteration must be an int >= 0, got {start_iteration!r}")
-    if on_divergence not in ("warn", "raise"):
-        raise ValueError(f"on_divergence must be 'warn' or 'raise', got {on_divergence!r}")
-
-    # Placed on the device once, for the whole run. A full NaN scan of a 600 MB training set
-    # costs ~0.1 s, so it runs only if the loss turns non-finite (see _diverged): a NaN row
-    # that is sampled always shows up in the loss.
-    X, _ = net.features(X, "X", check_finite=False)
-    y = net.labels(y, X.shape[0], "y")
-    X_val, _ = net.features(X_val, "X_val")
-    y_val = net.labels(y_val, X_val.shape[0], "y_val")
-    plan = _Plan(
-        learning_rate,
-        learning_rate_decay,
-        reg,
-        num_iters,
-        batch_size,
-        start_iteration,
-        sync_every,
-        verbose,
-        progress,
-        on_divergence,
-    )
-    with net.backend.quiet_overflow():
-        return _loop(net, X, y, X_val, y_val, plan)
+    rng: HostRNG
+    iteration: int = 0
+    learning_rate: Any = None
 
 
-class _Plan(NamedTuple):
-    """fit's checked arguments."""
+class FitResult(NamedTuple):
+    history: dict  # HISTORY_KEYS -> lists (one net) or (K, T) arrays (population)
+    diverged: Any  # bool (one net) or bool array (K,)
+    message: str | None  # what happened, when something diverged
 
-    learning_rate: float
-    decay: float
-    reg: float
+
+@dataclass
+class _Plan:
+    """fit's checked arguments: scalars for one net, (K,) host arrays for a population."""
+
+    learning_rate: Any
+    decay: Any
+    reg: Any
     num_iters: int
     batch_size: int
     start_iteration: int
@@ -101,108 +70,281 @@ class _Plan(NamedTuple):
     verbose: bool
     progress: Callable[[dict], None] | None
     on_divergence: str
+    extra: dict = field(default_factory=dict)
 
 
-def _loop(net, X, y, X_val, y_val, plan: _Plan) -> dict:
-    lr, reg, num_iters, batch_size = plan.learning_rate, plan.reg, plan.num_iters, plan.batch_size
-    start_iteration, sync_every = plan.start_iteration, plan.sync_every
-    backend, xp = net.backend, net.backend.xp
-    num_train, num_val = X.shape[0], X_val.shape[0]
-    iterations_per_epoch = max(num_train / batch_size, 1)  # float, as in CS231n
-    params = net._live_params()
-    history = {"loss_history": [], "train_acc_history": [], "val_acc_history": []}
-    # The last two sync points' params: one of them produced the last finite loss.
-    snapshots = deque([_Snapshot(0, _copy(xp, params), lr, 0)], maxlen=2)
-    pending_losses, pending_counts = [], []
-    block = max(1, min(num_iters, MAX_INDICES_PER_TRANSFER // batch_size))
+def fit(
+    trainee,
+    X: Any,
+    y: Any,
+    X_val: Any,
+    y_val: Any,
+    *,
+    learning_rate,
+    learning_rate_decay,
+    reg,
+    num_iters: int,
+    batch_size: int,
+    verbose: bool = False,
+    start_iteration: int | None = None,
+    progress: Callable[[dict], None] | None = None,
+    on_divergence: str = "warn",
+    sync_every: int = 100,
+) -> FitResult:
+    """Train ``trainee`` in place and return its histories and whether it diverged.
 
-    for i in range(num_iters):
-        if i % block == 0:  # a block's minibatch indices, drawn on the host, sent in one transfer
-            n = min(block, num_iters - i)
-            indices = backend.asarray(net.rng.minibatch_indices(num_train, n * batch_size))
-        offset = (i % block) * batch_size
-        batch = indices[offset : offset + batch_size]
-        X_batch = xp.take(X, batch, axis=0)
-        y_batch = xp.take(y, batch, axis=0)
-        pending_losses.append(kernels.sgd_step(params, X_batch, y_batch, lr, reg))
-
-        it = start_iteration + i
-        if it % iterations_per_epoch == 0:
-            # CS231n: accuracy of the current minibatch after its update, and on the val set.
-            pending_counts.append(kernels.count_correct(params, X_batch, y_batch))
-            pending_counts.append(kernels.count_correct(params, X_val, y_val))
-            lr *= plan.decay
-
-        done = i + 1
-        if done % sync_every == 0 or done == num_iters:
-            first_new = len(history["loss_history"])
-            losses = backend.to_numpy(xp.stack(pending_losses)).tolist()
-            counts = backend.to_numpy(xp.stack(pending_counts)).tolist() if pending_counts else []
-            pending_losses, pending_counts = [], []
-            history["loss_history"].extend(losses)
-            history["train_acc_history"].extend(c / batch_size for c in counts[0::2])
-            history["val_acc_history"].extend(c / num_val for c in counts[1::2])
-            bad = next((k for k, v in enumerate(losses) if not math.isfinite(v)), None)
-            if plan.verbose:
-                _print_verbose(start_iteration + first_new, losses, bad, start_iteration + num_iters)
-            if bad is not None:
-                return _diverged(
-                    net, X, history, snapshots, first_new + bad, start_iteration, plan.on_divergence
-                )
-            snapshots.append(_Snapshot(done, _copy(xp, params), lr, len(history["val_acc_history"])))
-            net.iteration, net.learning_rate = start_iteration + done, lr
-            if plan.progress is not None:
-                val = history["val_acc_history"][-1] if history["val_acc_history"] else None
-                total = start_iteration + num_iters
-                plan.progress(
-                    {"iteration": net.iteration, "num_iters": total, "losses": losses, "val_acc": val}
-                )
-    return history
-
-
-def _copy(xp, params: dict) -> dict:
-    return {name: xp.asarray(p, copy=True) for name, p in params.items()}
-
-
-def _print_verbose(first_it: int, losses: list, bad: int | None, num_iters: int) -> None:
-    for k, loss in enumerate(losses[: None if bad is None else bad + 1]):
-        if (first_it + k) % 100 == 0:
-            print("iteration %d / %d: loss %f" % (first_it + k, num_iters, loss))
-
-
-def _diverged(net, X, history, snapshots, bad_index, start_iteration, on_divergence):
-    """Roll params back to the newest snapshot whose loss was finite, then warn or raise.
-
-    Snapshot k holds the params after k updates, which are the params loss[k] was computed
-    from; the first non-finite loss at ``bad_index`` condemns every snapshot with k >= bad_index.
+    start_iteration: iterations already done (default: ``trainee.state.iteration``), so epochs
+    and learning-rate decay fall where they would have in one uninterrupted run. progress:
+    called at each sync with {'iteration', 'num_iters', 'losses' (the new ones), 'val_acc'}.
+    on_divergence: 'warn' (roll back, warn, return) or 'raise' (TrainingDivergedError; one net
+    only). Rollback goes to the last sync point whose loss was finite.
     """
-    while len(snapshots) > 1 and snapshots[-1].done >= bad_index:
-        snapshots.pop()
-    kept = snapshots[-1]
-    for name, p in kept.params.items():
-        net.params[name] = p
-    net.iteration, net.learning_rate = start_iteration + kept.done, kept.learning_rate
-    validation.finite("X", X)  # bad input, not divergence: say so
-    truncated = {
-        "loss_history": history["loss_history"][: kept.done],
-        "train_acc_history": history["train_acc_history"][: kept.epochs],
-        "val_acc_history": history["val_acc_history"][: kept.epochs],
-    }
-    where = start_iteration + bad_index
-    message = (
-        f"training diverged at iteration {where} (loss {history['loss_history'][bad_index]}); "
-        f"params rolled back to iteration {net.iteration}; try a smaller learning_rate"
+    hyper = _hyperparameters(trainee.size, learning_rate, learning_rate_decay, reg)
+    num_iters, batch_size, sync_every = (
+        validation.check(n, v)
+        for n, v in (("num_iters", num_iters), ("batch_size", batch_size), ("sync_every", sync_every))
     )
-    if kept.done >= bad_index:  # even the starting params give a non-finite loss
-        message = f"loss is not finite at iteration {where}, before any update could be undone; check the inputs' scale and std"
-    if on_divergence == "raise":
-        raise TrainingDivergedError(message, truncated, where)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-    return truncated
+    start = (
+        trainee.state.iteration
+        if start_iteration is None
+        else validation.check("start_iteration", start_iteration)
+    )
+    if on_divergence not in ("warn", "raise"):
+        raise ValueError(f"on_divergence must be 'warn' or 'raise', got {on_divergence!r}")
+    # Placed on the device once, for the whole run. A full NaN scan of a 600 MB training set
+    # costs ~0.1 s, so it runs only if the loss turns non-finite (see _Divergence): a NaN row
+    # that is sampled always shows up in the loss.
+    X, y = trainee.place(X, y, "X", check_finite=False)
+    X_val, y_val = trainee.place(X_val, y_val, "X_val")
+    plan = _Plan(*hyper, num_iters, batch_size, start, sync_every, verbose, progress, on_divergence)
+    with trainee.backend.quiet_overflow():
+        return _Loop(trainee, X, y, X_val, y_val, plan).run()
+
+
+def _hyperparameters(size, learning_rate, decay, reg):
+    names = ("learning_rate", "learning_rate_decay", "reg")
+    if size is None:
+        return tuple(validation.check(n, v) for n, v in zip(names, (learning_rate, decay, reg), strict=False))
+    return tuple(
+        validation.per_member(n, v, size) for n, v in zip(names, (learning_rate, decay, reg), strict=False)
+    )
 
 
 class _Snapshot(NamedTuple):
     done: int  # iterations of this call completed
     params: dict
-    learning_rate: float
+    learning_rate: Any
     epochs: int  # accuracy entries recorded so far
+
+
+class _Loop:
+    def __init__(self, trainee, X, y, X_val, y_val, plan: _Plan):
+        self.t, self.plan = trainee, plan
+        self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
+        self.xp = trainee.backend.xp
+        self.params = trainee.live_params()
+        self.num_train, self.num_val = X.shape[0], X_val.shape[0]
+        self.lr = plan.learning_rate if trainee.size is None else plan.learning_rate.copy()
+        self.lr_device = self._lr_on_device()
+        self.reg = (
+            plan.reg if trainee.size is None else trainee.backend.asarray(plan.reg, dtype=trainee.dtype)
+        )
+        self.losses, self.counts = [], []  # host blocks, concatenated at the end
+        # The last two sync points' params: one of them produced the last finite loss.
+        self.snapshots = deque([_Snapshot(0, self._copy(), self._lr_now(), 0)], maxlen=2)
+        self.frozen = {}  # population member -> _Snapshot it was rolled back to
+
+    def run(self) -> FitResult:
+        p, xp = self.plan, self.xp
+        iterations_per_epoch = max(self.num_train / p.batch_size, 1)  # float, as in CS231n
+        block = max(1, min(p.num_iters, MAX_INDICES_PER_TRANSFER // p.batch_size))
+        pending_losses, pending_counts = [], []
+        for i in range(p.num_iters):
+            if i % block == 0:  # a block's minibatch indices, drawn on the host, sent in one transfer
+                n = min(block, p.num_iters - i)
+                indices = self.t.backend.asarray(
+                    self.t.state.rng.minibatch_indices(self.num_train, n * p.batch_size)
+                )
+            offset = (i % block) * p.batch_size
+            batch = indices[offset : offset + p.batch_size]
+            X_batch = xp.take(self.X, batch, axis=0)
+            y_batch = xp.take(self.y, batch, axis=0)
+            pending_losses.append(self.t.step(self.params, X_batch, y_batch, self.lr_device, self.reg))
+            if (p.start_iteration + i) % iterations_per_epoch == 0:
+                # CS231n: accuracy of the current minibatch after its update, and on the val set.
+                pending_counts.append(self.t.count_correct(self.params, X_batch, y_batch))
+                pending_counts.append(self.t.count_correct(self.params, self.X_val, self.y_val))
+                self.lr = self.lr * p.decay
+                self.lr_device = self._lr_on_device()
+            done = i + 1
+            if done % p.sync_every == 0 or done == p.num_iters:
+                result = self._sync(done, pending_losses, pending_counts)
+                pending_losses, pending_counts = [], []
+                if result is not None:
+                    return result
+        return self._finish(None)
+
+    # -- sync points -------------------------------------------------------------------------
+
+    def _sync(self, done, pending_losses, pending_counts):
+        backend, xp, p = self.t.backend, self.xp, self.plan
+        first_new = sum(block.shape[0] for block in self.losses)
+        losses = backend.to_numpy(xp.stack(pending_losses))
+        self.losses.append(losses)
+        if pending_counts:
+            self.counts.append(backend.to_numpy(xp.stack(pending_counts)))
+        finite = np.isfinite(losses)
+        if p.verbose:
+            _print_verbose(p.start_iteration + first_new, losses, p.start_iteration + p.num_iters)
+        if not finite.all():
+            result = self._diverged(first_new, finite)
+            if result is not None:
+                return result
+        self._restore_frozen()
+        self.snapshots.append(_Snapshot(done, self._copy(), self._lr_now(), self._epochs()))
+        self.t.state.iteration, self.t.state.learning_rate = p.start_iteration + done, self._lr_now()
+        if p.progress is not None:
+            counts = np.concatenate(self.counts) if self.counts else None
+            val = None if counts is None else _best_over_members(counts[1::2][-1]) / self.num_val
+            p.progress(
+                {
+                    "iteration": self.t.state.iteration,
+                    "num_iters": p.start_iteration + p.num_iters,
+                    "losses": _best_per_step(losses).tolist(),
+                    "val_acc": val,
+                }
+            )
+        return None
+
+    def _diverged(self, first_new: int, finite: np.ndarray):
+        """Roll back what diverged; a net stops here, a population goes on without the member."""
+        if self.t.size is None:
+            bad = first_new + int(np.argmin(finite))
+            self.kept = self._rollback(bad, None)
+            validation.finite("X", self.X)  # bad input, not divergence: say so
+            return self._finish(self._message(bad, self.kept, "params"))
+        for k in np.flatnonzero(~finite.all(axis=0)):
+            if k not in self.frozen:
+                bad = first_new + int(np.argmin(finite[:, k]))
+                self.frozen[int(k)] = (bad, self._rollback(bad, int(k)))
+        if len(self.frozen) == self.t.size:
+            validation.finite("X", self.X)
+            return self._finish(f"all {self.t.size} members diverged; try smaller learning rates")
+        return None
+
+    def _rollback(self, bad_index: int, member):
+        """Snapshot k holds the params after k updates, the ones loss[k] was computed from: the
+        first non-finite loss at ``bad_index`` condemns every snapshot with k >= bad_index."""
+        kept = next((s for s in reversed(self.snapshots) if s.done < bad_index), self.snapshots[0])
+        self.t.restore(self.params, kept.params, member)
+        return kept
+
+    def _restore_frozen(self):
+        for member, (_, kept) in self.frozen.items():  # frozen members stay at their rollback point
+            self.t.restore(self.params, kept.params, member)
+
+    def _finish(self, message: str | None) -> FitResult:
+        p = self.plan
+        losses = np.concatenate(self.losses) if self.losses else np.zeros((0,))
+        counts = np.concatenate(self.counts) if self.counts else np.zeros((0,) + losses.shape[1:])
+        train_acc, val_acc = counts[0::2] / p.batch_size, counts[1::2] / self.num_val
+        if self.t.size is None:
+            diverged = message is not None
+            if diverged:
+                kept = self.kept
+                losses, train_acc, val_acc = (
+                    losses[: kept.done],
+                    train_acc[: kept.epochs],
+                    val_acc[: kept.epochs],
+                )
+                self.t.state.iteration, self.t.state.learning_rate = (
+                    p.start_iteration + kept.done,
+                    kept.learning_rate,
+                )
+            history = dict(
+                zip(HISTORY_KEYS, (losses.tolist(), train_acc.tolist(), val_acc.tolist()), strict=False)
+            )
+        else:
+            self._restore_frozen()
+            diverged = np.zeros(self.t.size, dtype=bool)
+            losses, train_acc, val_acc = losses.T.copy(), train_acc.T.copy(), val_acc.T.copy()
+            for k, (_, kept) in self.frozen.items():
+                diverged[k] = True
+                losses[k, kept.done :], train_acc[k, kept.epochs :], val_acc[k, kept.epochs :] = (
+                    np.nan,
+                    np.nan,
+                    np.nan,
+                )
+            if self.frozen and message is None:
+                message = f"{len(self.frozen)} of {self.t.size} members diverged (members {sorted(self.frozen)}); each was rolled back to its last finite state and frozen"
+            history = dict(zip(HISTORY_KEYS, (losses, train_acc, val_acc), strict=False))
+        if message is not None:
+            if p.on_divergence == "raise":
+                raise TrainingDivergedError(message, history, self.t.state.iteration)
+            warnings.warn(message, RuntimeWarning, stacklevel=_caller_stacklevel())
+        return FitResult(history, diverged, message)
+
+    def _message(self, bad: int, kept: _Snapshot, what: str) -> str:
+        where = self.plan.start_iteration + bad
+        if kept.done >= bad:  # even the starting params give a non-finite loss
+            return f"loss is not finite at iteration {where}, before any update could be undone; check the inputs' scale and std"
+        loss = self.losses[-1].reshape(-1)[bad - sum(b.shape[0] for b in self.losses[:-1])]
+        return (
+            f"training diverged at iteration {where} (loss {loss}); {what} rolled back to iteration "
+            f"{self.plan.start_iteration + kept.done}; try a smaller learning_rate"
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _copy(self) -> dict:
+        return {name: self.xp.asarray(p, copy=True) for name, p in self.params.items()}
+
+    def _lr_now(self):
+        return self.lr if self.t.size is None else self.lr.copy()
+
+    def _lr_on_device(self):
+        # One net: a Python float (bit-identical to CS231n's arithmetic). A population: (K,) on
+        # the device, sent once per epoch (a few bytes, no sync).
+        return self.lr if self.t.size is None else self.t.backend.asarray(self.lr, dtype=self.t.dtype)
+
+    def _epochs(self) -> int:
+        return sum(block.shape[0] for block in self.counts) // 2
+
+
+def _best_per_step(losses: np.ndarray) -> np.ndarray:
+    """One loss per step for progress reports: the net's, or the population's best finite one."""
+    if losses.ndim == 1:
+        return losses
+    finite = np.where(np.isfinite(losses), losses, np.inf)
+    return np.min(finite, axis=1)
+
+
+def _best_over_members(counts) -> float:
+    return float(np.max(counts)) if np.ndim(counts) else float(counts)
+
+
+def _print_verbose(first_it: int, losses: np.ndarray, num_iters: int) -> None:
+    for k, loss in enumerate(losses):
+        if (first_it + k) % 100 == 0:
+            if np.ndim(loss) == 0:
+                print("iteration %d / %d: loss %f" % (first_it + k, num_iters, loss))
+            else:
+                print(
+                    "iteration %d / %d: loss min %f, median %f"
+                    % (first_it + k, num_iters, np.nanmin(loss), np.nanmedian(loss))
+                )
+        if not np.all(np.isfinite(loss)) and np.ndim(loss) == 0:
+            break
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stacklevel() -> int:
+    """The stacklevel that points a warning at the first frame outside this package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)).startswith(
+        _PACKAGE_DIR
+    ):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -1,8 +1,8 @@
-"""Argument checks that name the argument and say what was expected.
+"""Argument checks, declared once as a table and used by the Python API and the CLI alike.
 
-Bad input must fail here, loudly, rather than become a NaN several layers down. Checks of array
-contents run on whichever device the array lives on and cost one host sync, so callers run
-them once per call (once per ``train``), never per step.
+Bad input must fail here, loudly and naming the argument, rather than become a NaN several
+layers down. Checks of array contents run on whichever device the array lives on and cost one
+host sync, so callers run them once per call (once per ``train``), never per step.
 """
 
 from __future__ import annotations
@@ -10,31 +10,127 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np  # host side: per-member hyperparameters are small host arrays
 from array_api_compat import array_namespace
 
-
-def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
+from .backend import is_array
 
 
-def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False) -> float:
-    """A finite Python float; ``positive``/``nonnegative`` add the bound to the check."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if nonnegative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+class Constraint(NamedTuple):
+    kind: type  # int or float
+    low: float  # lower bound
+    strict: bool  # low itself excluded
+
+
+POSITIVE_INT = Constraint(int, 0, True)
+COUNT = Constraint(int, 0, False)
+POSITIVE = Constraint(float, 0.0, True)
+NONNEGATIVE = Constraint(float, 0.0, False)
+
+# Every scalar argument of the API and the CLI, by name. Population arguments may also be one
+# value per member (see ``per_member``).
+CONSTRAINTS = {
+    "input_size": POSITIVE_INT,
+    "hidden_size": POSITIVE_INT,
+    "output_size": POSITIVE_INT,
+    "size": POSITIVE_INT,
+    "num_iters": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "sync_every": POSITIVE_INT,
+    "checkpoint_every": POSITIVE_INT,
+    "num_train": POSITIVE_INT,
+    "num_val": POSITIVE_INT,
+    "num_test": POSITIVE_INT,
+    "start_iteration": COUNT,
+    "seed": COUNT,
+    "std": NONNEGATIVE,
+    "reg": NONNEGATIVE,
+    "learning_rate": POSITIVE,
+    "learning_rate_decay": POSITIVE,
+}
+
+
+def check(name: str, value: Any) -> Any:
+    """``value`` as a plain int/float after the checks ``CONSTRAINTS[name]`` declares."""
+    rule = CONSTRAINTS[name]
+    if rule.kind is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        value = int(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if value < rule.low or (rule.strict and value == rule.low):
+        bound = {POSITIVE_INT: "a positive int", COUNT: "an int >= 0"}.get(rule) or (
+            f"{'>' if rule.strict else '>='} {rule.low:g}"
+        )
+        raise ValueError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def check_all(**values: Any) -> dict:
+    return {name: check(name, value) for name, value in values.items()}
+
+
+def per_member(name: str, value: Any, size: int) -> np.ndarray:
+    """A scalar or ``size`` values, each checked as ``name``: float64 host array (size,)."""
+    if isinstance(value, (numbers.Real, np.generic)) or (hasattr(value, "ndim") and value.ndim == 0):
+        values = [value] * size
+    else:
+        try:
+            values = (
+                list(np.asarray(value, dtype=object).reshape(-1)) if hasattr(value, "shape") else list(value)
+            )
+        except TypeError:
+            raise TypeError(
+                f"{name} must be a number or a sequence of {size}, got {type(value).__name__}"
+            ) from None
+        if len(values) != size:
+            raise ValueError(f"{name} must be one value or {size} (one per member), got {len(values)}")
+    return np.array(
+        [check(name, v.item() if isinstance(v, np.generic) else v) for v in values], dtype=np.float64
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Arrays
+
+
+def initial_weights(weights: dict, dtype: str, num_features: int) -> None:
+    """Refuse a ``std`` whose weights, or the scores they give on inputs of order 1, overflow
+    ``dtype``: such a net starts at inf/NaN, and training would only report it later."""
+    top = float(np.finfo(dtype).max)
+    scale = [float(np.max(np.abs(w), initial=0.0)) for w in weights.values()]
+    bound = num_features * scale[0] * len(weights["W2"]) * scale[1]  # |scores| for |x| <= 1
+    if not all(s < top for s in scale) or not bound < top:
+        raise ValueError(
+            f"std is so large that the initial weights or scores overflow {dtype}; use a smaller std"
+        )
+
+
+def param(name: str, value, shape: tuple):
+    """A parameter array a user assigned: real numbers of ``shape``, else an error naming it."""
+    label = f'params["{name}"]'
+    array = value if is_array(value) else as_host_array(label, value)
+    xp = _namespace(label, array)
+    if not xp.isdtype(array.dtype, ("real floating", "integral")):
+        raise TypeError(f"{label} must hold real numbers, got dtype {array.dtype}")
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{label} must have shape {tuple(shape)}, got {tuple(array.shape)}")
+    return array
+
+
+def as_host_array(name: str, x: Any) -> np.ndarray:
+    """A user's list or nested sequence as a numpy array; TypeError naming ``name`` otherwise."""
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from None
 
 
 def features(name: str, X: Any, num_features: int, check_finite: bool = True) -> None:

@@ -1,6 +1,6 @@
 """Turn pytest-benchmark JSON into a markdown table and a bar chart.
 
-    python -m twolayer_xp.bench_report bench.json [--out DIR]
+    python -m twolayer_xp.bench.report bench.json [--out DIR]
 
 Writes DIR/bench.md and DIR/bench.png (DIR defaults to the JSON's folder) and prints the table.
 """
@@ -12,6 +12,8 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from . import peer_label
 
 
 def load(path: str | Path) -> dict:
@@ -37,7 +39,7 @@ def step_rows(data: dict) -> list[dict]:
         if info.get("implementation") != "ours":
             continue
         shape, median = tuple(info["shape"]), bench["stats"]["median"]
-        peer_label = "torch-eager-cuda" if info["backend"] in ("cupy", "torch-cuda") else "torch-eager"
+        peer = peer_label(info["backend"])
         rows.append(
             {
                 "backend": info["backend"],
@@ -48,8 +50,8 @@ def step_rows(data: dict) -> list[dict]:
                 "gflops": info.get("gflops"),
                 "x_floor": info.get("x_floor"),
                 "x_peer": info.get("x_peer"),
-                "peer_ms": peers[(peer_label, shape, info["dtype"])] * 1e3
-                if (peer_label, shape, info["dtype"]) in peers
+                "peer_ms": peers[(peer, shape, info["dtype"])] * 1e3
+                if (peer, shape, info["dtype"]) in peers
                 else None,
             }
         )
@@ -128,7 +130,7 @@ def figure(data: dict):
         key = f"{r['shape'][0]}x{r['shape'][2]}\n{r['dtype']}"
         series[f"ours ({r['backend']})"][key] = r["samples_per_second"]
         if r["peer_ms"]:
-            peer = "torch eager (cuda)" if r["backend"] in ("cupy", "torch-cuda") else "torch eager (cpu)"
+            peer = peer_label(r["backend"]).replace("-", " ")
             series[peer][key] = r["shape"][0] / (r["peer_ms"] / 1e3)
     keys = list(dict.fromkeys(k for s in series.values() for k in s))
     fig = Figure(figsize=(max(8, 1.2 * len(keys)), 5), layout="constrained")
@@ -150,7 +152,7 @@ def figure(data: dict):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m twolayer_xp.bench_report", description=__doc__.splitlines()[0]
+        prog="python -m twolayer_xp.bench.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument("results", help="JSON written by pytest --benchmark-json")
     parser.add_argument("--out", help="folder for bench.md and bench.png (default: next to the JSON)")
@@ -158,11 +160,11 @@ def main(argv=None) -> int:
     try:
         data = load(args.results)
     except ValueError as exc:
-        print(f"bench_report: error: {exc}", file=sys.stderr)
+        print(f"bench.report: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.results).parent
     text = markdown(data)
-    from . import files, plots
+    from .. import files, plots
 
     files.atomic_write(out / "bench.md", lambda f: f.write(text.encode()))
     if step_rows(data):

@@ -1,9 +1,9 @@
-"""Timing helpers shared by ``benchmarks/``, the notebook and ``bench_report``.
+"""Timing helpers shared by ``benchmarks/``, the notebook and ``bench.report``.
 
 A "step" is what one SGD iteration costs on an already-sampled minibatch: forward, softmax
 cross-entropy, L2, backward and the in-place update. The "floor" is the two GEMMs that dominate
-it, ``X @ W1`` and ``X.T @ dH``, into preallocated outputs: no implementation of the step can
-beat it on the same library. Every timed call ends with ``backend.synchronize()``, so GPU
+it, ``X @ W1`` and ``X.T @ dH``, into preallocated outputs (``benchmarks/floor.py``): no
+implementation of the step can beat it on the same library. Every timed call ends with ``backend.synchronize()``, so GPU
 timings measure the work and not its launch.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
-from .backend import Backend, resolve
+from .. import kernels
+from ..backend import Backend, resolve
 
 # name -> (N, D, H, C): minibatch rows, features, hidden units, classes
 SHAPES = {
@@ -77,24 +77,6 @@ def step_fn(problem: Problem) -> Callable[[], None]:
         sync()
 
     return step
-
-
-def floor_fn(problem: Problem) -> Callable[[], None]:
-    """The two dominant GEMMs of a step, into preallocated outputs, synchronized."""
-    b, xp = problem.backend, problem.backend.xp
-    N, D, H, _ = problem.shape
-    X, W1 = problem.X, problem.params["W1"]
-    dH = b.asarray(np.random.default_rng(1).standard_normal((N, H)), dtype=problem.dtype)
-    hidden = xp.zeros((N, H), dtype=problem.dtype, device=b.device)
-    dW1 = xp.zeros((D, H), dtype=problem.dtype, device=b.device)
-    Xt = xp.matrix_transpose(X)
-
-    def floor():
-        b.matmul_into(X, W1, hidden)
-        b.matmul_into(Xt, dH, dW1)
-        b.synchronize()
-
-    return floor
 
 
 def time_interleaved(

@@ -1,0 +1,139 @@
+"""The Backend interface: an array namespace bound to one device, one subclass per library."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, ClassVar
+
+import array_api_compat as aac
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+class CudaUnavailableError(RuntimeError):
+    """CUDA was asked for but cannot be used here; the message is one line with the fix."""
+
+
+class Backend:
+    """An array namespace ``xp`` bound to one ``device`` of one library.
+
+    Subclasses own their library's quirks (device names, host transfer, synchronization);
+    everything else in the package computes on ``xp`` and creates arrays with ``device=``.
+    """
+
+    name: ClassVar[str]  # the user-facing backend name, e.g. "numpy"
+    module: ClassVar[str]  # the library's import name, for version reports
+
+    def __init__(self, xp: Any, device: Any):
+        self.xp, self.device = xp, device
+
+    # -- what a subclass provides ------------------------------------------------------------
+
+    @classmethod
+    def owns_type(cls, x: Any) -> bool:
+        """True when ``x`` is an array of this library (on any device)."""
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, kind: str | None, index: int | None, device: Any) -> Backend:
+        """From ``kind`` ("cpu"/"cuda") and GPU ``index``, or from a library ``device`` object."""
+        raise NotImplementedError
+
+    @classmethod
+    def host(cls, x: Any) -> np.ndarray:
+        """``x`` (an array of this library) as a numpy array on the host."""
+        return np.asarray(x)
+
+    @property
+    def device_label(self) -> str:
+        """Short, user-facing device name: 'cpu', 'cuda:0', 'device1', ..."""
+        return "cpu"
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so that a timer measures the work and not its launch."""
+
+    def quiet_overflow(self):
+        """A context that silences the library's own overflow warnings: training detects
+        non-finite losses itself and says so in one message."""
+        return contextlib.nullcontext()
+
+    def gpu_name(self) -> str | None:
+        """The GPU's marketing name, for reports; None on a CPU."""
+        return None
+
+    def supported_dtypes(self) -> tuple[str, ...]:
+        info = self.xp.__array_namespace_info__()
+        return tuple(sorted(info.dtypes(device=self.device, kind="real floating")))
+
+    # -- shared behaviour -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device_label})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Backend) and (self.name, self.device_label) == (
+            other.name,
+            other.device_label,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.device_label))
+
+    def owns(self, x: Any) -> bool:
+        return self.owns_type(x)
+
+    def dtype(self, dtype: Any) -> Any:
+        """The namespace's float dtype for ``dtype`` ('float32', 'float64', or a dtype object)."""
+        name = dtype_name(dtype)
+        supported = self.supported_dtypes()
+        if name not in supported:
+            raise ValueError(
+                f"dtype={name!r} is not supported on device {self.device_label} of "
+                f"{self.name}; use one of {list(supported)}"
+            )
+        return getattr(self.xp, name)
+
+    def asarray(self, x: Any, dtype: Any = None, copy: bool | None = None) -> Any:
+        """Place a host (numpy) or same-library array on this device; ``copy=True`` before mutating."""
+        if isinstance(dtype, str):
+            dtype = self.dtype(dtype)
+        return self.xp.asarray(x, dtype=dtype, device=self.device, copy=copy)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Bring an array of this backend (or a Python scalar) to the host: the one sync."""
+        return self.host(x) if self.owns_type(x) else np.asarray(x)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of numpy, array-api-compat and this library, for run records."""
+        versions = {"numpy": np.__version__, "array_api_compat": aac.__version__}
+        if self.module != "numpy":
+            versions[self.name] = getattr(importlib.import_module(self.module), "__version__", "unknown")
+        return versions
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float32' or 'float64' for a name or any library's float dtype; ValueError otherwise."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        name = str(dtype).rsplit(".", 1)[-1].strip("'>")
+        name = {"float": "float64", "double": "float64"}.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return name
+
+
+def import_or_explain(module: str, fix: str):
+    """Import ``module`` or raise ImportError in one line with the command that fixes it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"backend {module!r} is not installed ({one_line(exc)}); fix: {fix}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    text = text[0] if text else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,36 @@
+"""array-api-strict: the standard and nothing more, with fake devices that catch misplacement."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Backend, import_or_explain
+
+
+class StrictBackend(Backend):
+    name = "array_api_strict"
+    module = "array_api_strict"
+
+    @classmethod
+    def owns_type(cls, x) -> bool:
+        return type(x).__module__.startswith("array_api_strict")
+
+    @classmethod
+    def create(cls, kind, index, device) -> Backend:
+        if kind == "cuda":
+            raise ValueError("backend 'array_api_strict' has no CUDA device; use one of its Device objects")
+        xs = import_or_explain("array_api_strict", "pip install array-api-strict")
+        return cls(xs, device if device is not None else xs.Device("CPU_DEVICE"))
+
+    @classmethod
+    def host(cls, x) -> np.ndarray:
+        import array_api_strict as xs
+
+        return np.asarray(x.to_device(xs.Device("CPU_DEVICE")))  # numpy refuses other devices
+
+    @property
+    def device_label(self) -> str:
+        return getattr(self.device, "_device", str(self.device))
+
+    def quiet_overflow(self):
+        return np.errstate(over="ignore", invalid="ignore")  # strict computes with numpy underneath

@@ -1,0 +1,61 @@
+"""PyTorch, on its CPU or a CUDA device."""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+
+from .base import Backend, CudaUnavailableError, import_or_explain
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    module = "torch"
+
+    @classmethod
+    def owns_type(cls, x) -> bool:
+        return aac.is_torch_array(x)
+
+    @classmethod
+    def create(cls, kind, index, device) -> Backend:
+        torch = import_or_explain("torch", "pip install torch")
+        import array_api_compat.torch as xp
+
+        if device is None:
+            device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise CudaUnavailableError(
+                    "CUDA requested but this torch build sees no GPU; run on a machine with an "
+                    "NVIDIA GPU and a CUDA build of torch, or use device='cpu'"
+                )
+            count = torch.cuda.device_count()
+            if (device.index or 0) >= count:
+                raise CudaUnavailableError(
+                    f"CUDA device {device} requested but only {count} GPU(s) are visible"
+                )
+        return cls(xp, device)
+
+    @classmethod
+    def host(cls, x):
+        return x.detach().cpu().numpy()
+
+    @property
+    def device_label(self) -> str:
+        return str(self.device)
+
+    @property
+    def _on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def synchronize(self) -> None:
+        if self._on_gpu:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def gpu_name(self) -> str | None:
+        if not self._on_gpu:
+            return None
+        import torch
+
+        return torch.cuda.get_device_name(self.device)

@@ -1,0 +1,62 @@
+"""Memory a run needs, estimated before anything is allocated, so a size that cannot fit is
+refused in one line instead of failing deep inside numpy."""
+
+from __future__ import annotations
+
+import os
+
+# Copies of the params a run holds at once: live, two rollback snapshots, the step's updates.
+PARAM_COPIES = 4
+# (rows, H) temporaries of a step: hidden, ReLU mask, d hidden; plus the gathered rows.
+STEP_TEMPORARIES = 3
+
+
+def run_bytes(D: int, H: int, C: int, batch_size: int, rows: dict, itemsize: int, members: int = 1) -> int:
+    """Bytes one run (or a population of ``members`` nets) allocates beyond its data, which is
+    already loaded: params, step temporaries, the largest evaluation (rows x H of the biggest
+    split) and the minibatch indices (8 bytes each)."""
+    params = members * (D * H + H + H * C + C) * itemsize * PARAM_COPIES
+    step = batch_size * (D + members * H * STEP_TEMPORARIES) * itemsize + 8 * batch_size
+    evaluate = max(rows.values()) * members * (H + C) * itemsize
+    return params + step + evaluate
+
+
+def available_bytes() -> int | None:
+    """Memory the host can still hand out (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_run(config, num_features: int, num_classes: int, rows: dict, members: int = 1) -> None:
+    """ValueError in one line when ``config`` cannot fit in host memory (CPU runs; a GPU's
+    memory is only known once it is in use)."""
+    if config.device not in (None, "cpu"):
+        return
+    itemsize = 4 if config.dtype == "float32" else 8
+    need = run_bytes(
+        num_features, config.hidden_size, num_classes, config.batch_size, rows, itemsize, members
+    )
+    have = available_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"this run needs about {_size(need)} of memory (hidden_size={config.hidden_size}, "
+            f"batch_size={config.batch_size}, {sum(rows.values())} rows) but {_size(have)} is available; "
+            "use a smaller --hidden-size or --batch-size"
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"

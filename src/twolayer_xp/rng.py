@@ -1,0 +1,86 @@
+"""The host random stream: weights and minibatch indices drawn by numpy, then sent to the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class HostRNG:
+    """The host-side random stream used for weights and minibatches.
+
+    rng: None for numpy's legacy global state (what CS231n code seeds with ``np.random.seed``),
+    an int seed, a ``numpy.random.Generator`` or a ``numpy.random.RandomState``. Draws happen on
+    the host and are then sent to the device, so one seed gives one trajectory on every backend.
+    """
+
+    def __init__(self, rng: Any = None):
+        if rng is None:
+            self._source = np.random  # the module's functions share the state np.random.seed sets
+        elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
+            self._source = rng
+        elif isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+            if rng < 0:
+                raise ValueError(f"rng seed must be >= 0, got {rng}")
+            self._source = np.random.default_rng(int(rng))
+        else:
+            raise TypeError(
+                f"rng must be None, an int seed, a numpy Generator or RandomState; got {type(rng).__name__}"
+            )
+
+    @classmethod
+    def from_state(cls, snapshot: dict) -> HostRNG:
+        """A new stream that continues from ``get_state()``'s snapshot (never the global one)."""
+        if snapshot.get("kind") == "RandomState":
+            rng = cls(np.random.RandomState())
+        elif snapshot.get("kind") == "Generator":
+            name = snapshot["state"].get("bit_generator")
+            if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+                raise ValueError(f"unknown bit generator {name!r} in random state")
+            rng = cls(np.random.Generator(getattr(np.random, name)()))
+        else:
+            raise ValueError(f"random state of kind {snapshot.get('kind')!r} is not one this package writes")
+        rng.set_state(snapshot)
+        return rng
+
+    @property
+    def is_legacy(self) -> bool:
+        """A RandomState (or numpy's global one): CS231n's randn / choice streams."""
+        return self._source is np.random or isinstance(self._source, np.random.RandomState)
+
+    def standard_normal(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.is_legacy:
+            return self._source.randn(*shape)  # CS231n's np.random.randn stream
+        return self._source.standard_normal(shape)
+
+    def minibatch_indices(self, num_train: int, size: int) -> np.ndarray:
+        """``size`` row indices in [0, num_train), drawn with replacement.
+
+        Drawing n*B at once gives the same indices as n draws of B (tested), which is what lets a
+        run fetch all its minibatches in one transfer and still match CS231n's per-step
+        ``np.random.choice(num_train, batch_size)``.
+        """
+        if self.is_legacy:
+            return self._source.choice(num_train, size)
+        return self._source.integers(0, num_train, size=size)
+
+    def get_state(self) -> dict:
+        """A JSON-serializable snapshot of the stream (for checkpoints)."""
+        if self.is_legacy:
+            kind, keys, pos, has_gauss, cached = self._source.get_state()
+            return {
+                "kind": "RandomState",
+                "state": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            }
+        return {"kind": "Generator", "state": self._source.bit_generator.state}
+
+    def set_state(self, snapshot: dict) -> None:
+        kind = snapshot.get("kind")
+        if kind == "RandomState" and self.is_legacy:
+            name, keys, pos, has_gauss, cached = snapshot["state"]
+            self._source.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        elif kind == "Generator" and not self.is_legacy:
+            self._source.bit_generator.state = snapshot["state"]
+        else:
+            raise ValueError(f"random state of kind {kind!r} cannot restore a {type(self._source).__name__}")
