@@ -65,3 +65,27 @@ def write_archive(root, **kwargs):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(source, arcname="cifar-10-batches-py")
     return archive
+
+
+class Call:
+    """Pickles as ``fn(*args)`` (REDUCE), then ``__setstate__(state)`` (BUILD) when state is given:
+    how a crafted batch asks the unpickler for things a real one never does."""
+
+    def __init__(self, fn, *args, state=None):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
+
+
+def write_crafted(path, **extra):
+    """A valid 60-row batch whose dict also holds ``extra`` (bytes keys), pickled at protocol 2."""
+    batch = {
+        b"batch_label": b"synthetic",
+        b"labels": [i % 10 for i in range(60)],
+        b"data": image_rows(0, 60),
+        b"filenames": [b"img%d.png" % i for i in range(60)],
+    }
+    batch.update({key.encode(): value for key, value in extra.items()})
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)

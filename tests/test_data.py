@@ -1,5 +1,6 @@
 """Datasets: the digits split, and CIFAR-10 read from synthetic files in the real format."""
 
+import codecs
 import hashlib
 import pickle
 import tracemalloc
@@ -9,6 +10,8 @@ import pytest
 
 from twolayer_xp import data
 from twolayer_xp.data import DataError
+
+import cifar_fixture as cifar  # writers of crafted batches; a support module, not a test module
 
 
 def test_digits_split_is_fixed_and_centered():
@@ -152,3 +155,100 @@ def test_pickles_with_foreign_code_are_refused(tmp_path, cifar):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="dataset must be one of digits, cifar10"):
         data.load("mnist")
+
+
+# ------------------------------------------------------------------------------------------
+# Hardening (issue #11): a crafted batch is one DataError, whatever it asks for.
+
+RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]  # numpy's _reconstruct, pickled by name
+
+
+def chain(payload, *codecs_):
+    for codec in codecs_:
+        payload = cifar.Call(codecs.encode, payload, codec)
+    return payload
+
+
+def array_state(shape, dtype, raw):
+    return cifar.Call(RECONSTRUCT, np.ndarray, (0,), b"b", state=(1, shape, dtype, False, raw))
+
+
+CRAFTED = {
+    # _codecs.encode chained with doubling codecs: 1.5 KB asked for 32 GB this way
+    "codec-chain": ({"filenames": chain("ab" * 750, "latin1", "hex", "hex", "hex")}, "only str as 'latin1'"),
+    "unknown-codec": ({"filenames": chain("ab", "no-such-codec")}, "only str as 'latin1'"),
+    "utf16-doubles": ({"filenames": chain("ab" * 750, "utf-16")}, "only str as 'latin1'"),
+    # one memoized string encoded again and again: 40 MB from a 1 MB file
+    "memo-reuse": (
+        {"filenames": [chain("x" * (1 << 20), "latin1") for _ in range(40)]},
+        "more than 33280000 text",
+    ),
+    # numpy.ndarray called directly: an allocation of whatever shape (object arrays are zero-filled)
+    "ndarray-call": ({"junk": cifar.Call(np.ndarray, (10**15,), "u1")}, "not callable"),
+    "object-dtype": ({"junk": cifar.Call(np.dtype, "O", False, True)}, "numpy.dtype\\('O'\\)"),
+    "float-array": ({"junk": array_state((2,), np.dtype("f8"), bytes(16))}, "only uint8"),
+    "shape-too-big": ({"junk": array_state((10**12, 10**12), np.dtype("u1"), b"ab")}, "does not match"),
+    "not-a-shape": ({"junk": array_state("abc", np.dtype("u1"), b"abc")}, "not a tuple of sizes"),
+    "reconstruct-other": (
+        {"junk": cifar.Call(RECONSTRUCT, cifar.Call(codecs.encode, "a", "latin1"), (0,), b"b")},
+        "only numpy",
+    ),
+    "bad-latin1": ({"filenames": chain("\u20ac", "latin1")}, "UnicodeEncodeError"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED))
+def test_crafted_batches_are_one_line_data_errors(tmp_path, name, cifar):
+    extra, words = CRAFTED[name]
+    folder = cifar.write_cifar(tmp_path)
+    cifar.write_crafted(folder / "data_batch_1", **extra)
+    tracemalloc.start()
+    with pytest.raises(DataError, match=words) as excinfo:
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert "\n" not in str(excinfo.value) and "data_batch_1" in str(excinfo.value)
+    assert peak < 100e6, peak
+
+
+def test_arrays_beyond_one_batch_of_pixels_are_refused(tmp_path, monkeypatch, cifar):
+    """Each array's bytes count against one batch's pixels (memoized raw data reused for many
+    arrays would otherwise copy it each time); the cap is lowered here to keep the file small."""
+    monkeypatch.setattr(data, "MAX_BATCH_ARRAY_BYTES", 100 * 3072)
+    raw = bytes(60 * 3072)
+    copies = [array_state((60, 3072), np.dtype("u1"), raw) for _ in range(2)]
+    folder = cifar.write_cifar(tmp_path)
+    cifar.write_crafted(folder / "data_batch_1", copies=copies)
+    with pytest.raises(DataError, match="more than 307200 array bytes"):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+
+
+@pytest.mark.parametrize(
+    "batch,words",
+    [
+        ({b"data": cifar.image_rows(0, 3), b"labels": [[1], [2, 3], 4]}, "labels must be ints"),
+        ({b"data": cifar.image_rows(0, 2), b"labels": [True, 1]}, "labels must be ints"),
+        ({b"data": cifar.image_rows(0, 2), b"labels": [10**30, 1]}, "labels must be ints"),
+        ({b"data": cifar.image_rows(0, 2), b"labels": {1: 2}}, "b'labels' must be a list"),
+    ],
+)
+def test_labels_of_the_wrong_type(tmp_path, batch, words, cifar):
+    folder = cifar.write_cifar(tmp_path)
+    (folder / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match=words):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+
+
+def test_label_names_that_are_not_text(tmp_path, cifar):
+    folder = cifar.write_cifar(tmp_path)
+    names = [b"\xff\xfe"] + cifar.LABEL_NAMES[1:]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    with pytest.raises(DataError, match="10 ASCII label names"):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+
+
+def test_a_batch_file_larger_than_any_real_one(tmp_path, monkeypatch, cifar):
+    monkeypatch.setattr(data, "MAX_BATCH_FILE_BYTES", 1000)
+    cifar.write_cifar(tmp_path)
+    with pytest.raises(DataError, match="data_batch_1 is \\d+ bytes; a CIFAR-10 batch is at most 1000"):
+        data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)

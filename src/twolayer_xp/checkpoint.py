@@ -1,16 +1,19 @@
 """Checkpoints: a net's params and training state as one ``.npz`` plus a JSON header, and back.
 
-Loading never unpickles (``allow_pickle=False``): params are numpy arrays, everything else
-(sizes, dtype, hyperparameters, RNG state, history) is JSON in a 0-d string array. A write goes
-to a temporary file in the same folder that is fsynced and then renamed over the target, so a
-run killed mid-write leaves the previous checkpoint whole.
+Loading never unpickles: params are numpy arrays, everything else (sizes, dtype,
+hyperparameters, RNG state, history) is JSON in a 0-d string array. Loading trusts nothing in
+the file: every array's size and dtype is checked before its data is read (``safe_npz``) and the
+header is checked field by field against ``HEADER_SCHEMA``, so a bad file is one CheckpointError
+naming the file and the field. A write goes to a temporary file in the same folder that is
+fsynced and then renamed over the target, so a run killed mid-write leaves the previous
+checkpoint whole.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +21,163 @@ import numpy as np
 
 from .files import atomic_write
 from .kernels import PARAMS as PARAM_NAMES
+from .safe_npz import NpzError, read_npz
+from .training import HISTORY_KEYS
 
 FORMAT = "twolayer-xp-checkpoint"
 VERSION = 1
+
+# Caps on what loading may allocate. CIFAR-10 (D=3072) with H=10,000 hidden units in float64 is
+# 246 MB of params; 1 GiB leaves 4x headroom yet stays loadable on a laptop.
+MAX_BYTES = 1 << 30  # all arrays read from one checkpoint
+# The header is JSON text; its history holds one loss per iteration (~20 characters each), so
+# 32 Mi characters keep about 1.5 million iterations, 128 MiB as a numpy unicode array.
+MAX_HEADER_CHARS = 32 << 20
+MAX_EXTRA_BYTES = 64 << 20  # per extra array: a mean image is D floats (12 KB for CIFAR-10)
+MAX_EXTRAS = 16
+MAX_JSON_DEPTH = 64  # what this package writes is 4 deep
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable twolayer-xp checkpoint."""
 
 
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ints(v, length: int, bits: int) -> bool:
+    return isinstance(v, list) and len(v) == length and all(_int(k) and 0 <= k < 2**bits for k in v)
+
+
+def _random_state(v) -> bool:
+    """RandomState: MT19937 keys and position; Generator: a PCG64(DXSM) state (the only bit
+    generators whose state is plain JSON), which numpy itself must also accept."""
+    if not isinstance(v, dict) or set(v) != {"kind", "state"}:
+        return False
+    s = v["state"]
+    if v["kind"] == "RandomState":
+        return (
+            isinstance(s, list)
+            and len(s) == 5
+            and s[0] == "MT19937"
+            and _ints(s[1], 624, 32)
+            and _int(s[2])
+            and 0 <= s[2] <= 624  # numpy does not check: a larger one reads past the key array
+            and s[3] in (0, 1)
+            and _number(s[4])
+        )
+    if (
+        v["kind"] != "Generator"
+        or not isinstance(s, dict)
+        or s.get("bit_generator") not in ("PCG64", "PCG64DXSM")
+    ):
+        return False
+    inner = s.get("state")
+    if set(s) != {"bit_generator", "state", "has_uint32", "uinteger"} or not isinstance(inner, dict):
+        return False
+    if set(inner) != {"state", "inc"} or not _ints(list(inner.values()), 2, 128):
+        return False
+    try:
+        getattr(np.random, s["bit_generator"])().state = s
+    except Exception:
+        return False
+    return True
+
+
+def _metadata(v) -> bool:
+    if not isinstance(v, dict) or not isinstance(v.get("config", {}), dict):
+        return False
+    history = v.get("history", {})
+    return isinstance(history, dict) and all(
+        key in HISTORY_KEYS and isinstance(values, list) and all(map(_number, values))
+        for key, values in history.items()
+    )
+
+
+# The header, field by field, in the spirit of scikit-learn's ``_parameter_constraints``:
+# field -> (required, what it must be, check). load and save both go through this one table.
+HEADER_SCHEMA = {
+    "version": (True, f"the int {VERSION}", lambda v: _int(v) and v == VERSION),
+    "dtype": (True, "'float32' or 'float64'", lambda v: v in ("float32", "float64")),
+    "rng_state": (
+        True,
+        '{"kind": "RandomState", "state": ["MT19937", 624 uint32 keys, pos 0..624, 0 or 1, float]} '
+        'or {"kind": "Generator", "state": a PCG64 or PCG64DXSM bit_generator.state}',
+        _random_state,
+    ),
+    "iteration": (False, "an int >= 0", lambda v: _int(v) and v >= 0),
+    "learning_rate": (
+        False,
+        "null or a finite number >= 0",
+        lambda v: v is None or (_number(v) and math.isfinite(v) and v >= 0),
+    ),
+    "saved_from": (
+        False,
+        '{"backend": str, "device": str}',
+        lambda v: isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("backend", "device")),
+    ),
+    "metadata": (
+        False,
+        f"a JSON object whose config (if any) is an object and whose history (if any) maps "
+        f"{', '.join(HISTORY_KEYS)} to lists of numbers",
+        _metadata,
+    ),
+}
+
+
+def header_problem(header) -> str | None:
+    """What is wrong with a header (a one-line phrase), or None when it passes HEADER_SCHEMA."""
+    depth = _depth(header)
+    if depth > MAX_JSON_DEPTH:
+        return f"header is nested more than {MAX_JSON_DEPTH} levels deep"
+    for field, (required, expected, check) in HEADER_SCHEMA.items():
+        if field not in header:
+            if required:
+                return f"header field {field} is missing; expected {expected}"
+        elif not check(header[field]):
+            return f"header field {field} must be {expected}, got {_short(header[field])}"
+    return None
+
+
+def _depth(value) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def save(path: str | os.PathLike, params: dict, header: dict, arrays: dict | None = None) -> Path:
-    """Write params (numpy), ``header`` (JSON-serializable) and extra ``arrays`` to ``path``."""
+    """Write params (numpy), ``header`` (JSON-serializable) and extra ``arrays``; return the path.
+
+    Like ``np.savez``, ``.npz`` is appended to a path that does not end with it. Anything ``load``
+    would refuse (an object or string extra array, a header outside HEADER_SCHEMA, arrays over
+    the caps) is a ValueError naming it, and nothing is written.
+    """
     path = Path(path)
+    if not path.name.endswith(".npz"):
+        path = path.with_name(path.name + ".npz")
     contents = {name: np.asarray(params[name]) for name in PARAM_NAMES}
     for name, value in (arrays or {}).items():
         contents[f"extra_{name}"] = np.asarray(value)
-    header = {"format": FORMAT, "version": VERSION, **header}
-    contents["header"] = np.asarray(json.dumps(header))
+    text = json.dumps({"format": FORMAT, "version": VERSION, **header})
+    contents["header"] = np.asarray(text)
+    problem = _arrays_problem({name: (a.shape, a.dtype) for name, a in contents.items()})
+    problem = problem or header_problem(json.loads(text))
+    if problem:
+        raise ValueError(f"cannot save checkpoint {path}: {problem}")
     atomic_write(path, lambda f: np.savez(f, **contents))
     return path
 
@@ -43,51 +186,83 @@ def load(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     """(params, header, extra arrays) from a checkpoint; CheckpointError if it is not ours."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        npz = path.with_name(path.name + ".npz")
+        hint = f" (did you mean {npz}?)" if npz.is_file() else ""
+        raise CheckpointError(f"checkpoint {path} does not exist{hint}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            contents = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable twolayer-xp checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+        contents = read_npz(path, _wanted, _check_arrays)
+    except NpzError as exc:
+        reason = " ".join(str(exc).split())
+        raise CheckpointError(f"{path} is not a readable twolayer-xp checkpoint ({reason})") from None
+    if "header" not in contents:
+        raise CheckpointError(f"{path} is not a twolayer-xp checkpoint (no header)")
     try:
-        header = json.loads(str(contents.pop("header")))
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} is not a twolayer-xp checkpoint (no header)") from None
+        header = json.loads(str(contents.pop("header")[()]))
+    except RecursionError:
+        raise CheckpointError(f"{path}: header JSON is nested too deeply to read") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: header is not JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a twolayer-xp checkpoint")
-    if header.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} is checkpoint version {header.get('version')}; this twolayer-xp reads {VERSION}"
-        )
-    absent = [key for key in ("dtype", "rng_state") if key not in header]
-    if absent:
-        raise CheckpointError(f"{path} is a damaged checkpoint: its header lacks {', '.join(absent)}")
+        raise CheckpointError(f"{path} is not a twolayer-xp checkpoint (its header has no format {FORMAT!r})")
+    problem = header_problem(header)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     missing = [name for name in PARAM_NAMES if name not in contents]
     if missing:
         raise CheckpointError(f"{path} lacks params {', '.join(missing)}")
     params = {name: contents.pop(name) for name in PARAM_NAMES}
-    _check_params(path, params)
+    for name, p in params.items():
+        if not np.all(np.isfinite(p)):
+            raise CheckpointError(f"{path}: param {name} is not a finite float array")
     extras = {name[len("extra_") :]: value for name, value in contents.items() if name.startswith("extra_")}
     return params, header, extras
 
 
-def _check_params(path: Path, params: dict[str, Any]) -> None:
-    W1, b1, W2, b2 = (params[name] for name in PARAM_NAMES)
-    shapes_ok = (
-        W1.ndim == 2
-        and W2.ndim == 2
-        and b1.shape == (W1.shape[1],)
-        and W2.shape[0] == W1.shape[1]
-        and b2.shape == (W2.shape[1],)
-    )
-    if not shapes_ok:
-        shapes = {name: p.shape for name, p in params.items()}
-        raise CheckpointError(f"{path} has inconsistent param shapes {shapes}")
-    for name, p in params.items():
-        if p.dtype.kind != "f" or not np.all(np.isfinite(p)):
-            raise CheckpointError(f"{path}: param {name} is not a finite float array")
+def _wanted(name: str) -> bool:
+    return name in PARAM_NAMES or name == "header" or name.startswith("extra_")
+
+
+def _check_arrays(headers: dict) -> None:
+    problem = _arrays_problem({name: (h.shape, h.dtype) for name, h in headers.items()})
+    if problem:
+        raise NpzError(problem)
+
+
+def _arrays_problem(arrays: dict[str, tuple[tuple, np.dtype]]) -> str | None:
+    """What is wrong with the arrays' (shape, dtype)s, judged before any data is read, or None."""
+    total, extras = 0, 0
+    for name, (shape, dtype) in arrays.items():
+        nbytes = math.prod(shape) * dtype.itemsize
+        total += nbytes
+        if name == "header" and (dtype.kind != "U" or shape != ()):
+            return f"array header must be a 0-d unicode string, got shape {shape} dtype {dtype}"
+        if name == "header" and dtype.itemsize // 4 > MAX_HEADER_CHARS:
+            return f"header is {dtype.itemsize // 4} characters long; at most {MAX_HEADER_CHARS}"
+        if name in PARAM_NAMES and (dtype.kind != "f" or dtype.itemsize not in (4, 8)):
+            return f"param {name} has dtype {dtype}; expected float32 or float64"
+        if name.startswith("extra_"):
+            extras += 1
+            if dtype.kind not in "biufc":
+                return f"extra array {name[6:]!r} has dtype {dtype}; expected a numeric dtype"
+            if nbytes > MAX_EXTRA_BYTES:
+                return f"extra array {name[6:]!r} is {nbytes} bytes; at most {MAX_EXTRA_BYTES}"
+    if extras > MAX_EXTRAS:
+        return f"it holds {extras} extra arrays; at most {MAX_EXTRAS}"
+    if total > MAX_BYTES:
+        return f"its arrays hold {total} bytes; at most {MAX_BYTES}"
+    if all(name in arrays for name in PARAM_NAMES):
+        W1, b1, W2, b2 = (arrays[name][0] for name in PARAM_NAMES)
+        if not (
+            len(W1) == 2
+            and len(W2) == 2
+            and min(W1 + W2) > 0
+            and b1 == W1[1:]
+            and W2[0] == W1[1]
+            and b2 == W2[1:]
+        ):
+            shapes = ", ".join(f"{name} {arrays[name][0]}" for name in PARAM_NAMES)
+            return f"param shapes {shapes} are inconsistent; expected W1 (D, H), b1 (H,), W2 (H, C), b2 (C,)"
+    return None
 
 
 # ------------------------------------------------------------------------------------------
