@@ -20,6 +20,7 @@ _EXPORTS = {
     "eval_numerical_gradient": "gradcheck",
     "rel_error": "gradcheck",
     "TwoLayerNet": "model",
+    "Population": "population",
     "FitResult": "training",
     "TrainingDivergedError": "training",
     "TrainingState": "training",

@@ -172,3 +172,73 @@ def sgd_step(params, X, y, learning_rate, reg=0.0):
 
 def _is_one(value):
     return isinstance(value, (int, float)) and value == 1
+
+
+# ------------------------------------------------------------------------------------------
+# A population of K nets sharing each minibatch, in the "wide" layout: W1 (D, K*H) and
+# b1 (K*H,) hold member k in columns k*H:(k+1)*H, so layer 1 of all K nets is ONE GEMM,
+# X (N, D) @ W1 (D, K*H), and so is its gradient X^T @ dH; W2 (K, H, C) and b2 (K, C) make
+# layer 2 a batched matmul. Hyperparameters lr and reg are (K,) arrays on the device.
+
+
+def _stacked(xp, h_wide, K):
+    """(N, K*H) -> (K, N, H): a view, member-major, for the batched layer 2."""
+    N = h_wide.shape[0]
+    return xp.permute_dims(xp.reshape(h_wide, (N, K, h_wide.shape[1] // K)), (1, 0, 2))
+
+
+def _widened(xp, d_stacked):
+    """(K, N, H) -> (N, K*H): back to layer 1's layout (one copy)."""
+    K, N, H = d_stacked.shape
+    return xp.reshape(xp.permute_dims(d_stacked, (1, 0, 2)), (N, K * H))
+
+
+def _per_column(xp, value, H):
+    """(K,) -> (K*H,): member k's value repeated over its H columns of W1."""
+    K = value.shape[0]
+    return xp.reshape(xp.broadcast_to(xp.reshape(value, (K, 1)), (K, H)), (K * H,))
+
+
+def population_scores_t(params, X):
+    """Class-major scores (K, C, N) of every member for X (N, D)."""
+    xp = array_namespace(X, params["W1"])
+    h, _ = _hidden(xp, params, X)
+    return _class_major_scores(xp, params, _stacked(xp, h, params["W2"].shape[0]))
+
+
+def population_predict(params, X):
+    """Predicted labels (K, N)."""
+    xp = array_namespace(X, params["W1"])
+    return xp.argmax(population_scores_t(params, X), axis=-2)
+
+
+def population_count_correct(params, X, y):
+    """Correct predictions per member: integer array (K,). Stays on the device."""
+    xp = array_namespace(X, y, params["W1"])
+    hits = xp.astype(population_predict(params, X) == y, y.dtype)
+    return xp.sum(hits, axis=-1)
+
+
+def population_sgd_step(params, X, y, learning_rate, reg):
+    """One SGD step of every member on the shared minibatch (X, y), in place; loss (K,).
+
+    The same arithmetic, member by member, as ``sgd_step`` (L2 as a decay applied to W1 right
+    after it is read, lr folded into d scores), arranged for the wide layout.
+    """
+    xp = array_namespace(X, y, params["W1"])
+    K, H = params["W2"].shape[0], params["W2"].shape[1]
+    lr, reg = xp.reshape(learning_rate, (K, 1, 1)), xp.reshape(reg, (K, 1, 1))
+    decay = 1 - 2 * lr * reg  # (K, 1, 1)
+    W1 = params["W1"]
+    h, relu_mask = _hidden(xp, params, X)  # (N, K*H)
+    l2_W1 = xp.reshape(xp.sum(xp.reshape(xp.sum(W1 * W1, axis=0), (K, H)), axis=-1), (K, 1, 1))
+    l2 = reg * (l2_W1 + xp.reshape(_sum_squares(xp, params["W2"]), (K, 1, 1)))
+    W1 *= _per_column(xp, xp.reshape(decay, (K,)), H)
+    h_k = _stacked(xp, h, K)
+    data_loss, dscores_t = _softmax_cross_entropy(xp, _class_major_scores(xp, params, h_k), y, scale=lr)
+    steps, dh_k = _backward_head(xp, params, h_k, dscores_t)  # dh needs W2 before its update
+    params["W2"] *= decay
+    steps = _backward_hidden(xp, X, relu_mask, _widened(xp, dh_k), steps)
+    for name in PARAMS:
+        params[name] -= steps[name]
+    return data_loss + xp.reshape(l2, (K,))

@@ -29,6 +29,10 @@ class HostRNG:
                 f"rng must be None, an int seed, a numpy Generator or RandomState; got {type(rng).__name__}"
             )
 
+    def __reduce__(self):
+        # numpy's global state is a module: a copy of a global-state stream stays global.
+        return HostRNG, (None if self._source is np.random else self._source,)
+
     @classmethod
     def from_state(cls, snapshot: dict) -> HostRNG:
         """A new stream that continues from ``get_state()``'s snapshot (never the global one)."""

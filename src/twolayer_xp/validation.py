@@ -79,7 +79,9 @@ def check_all(**values: Any) -> dict:
 
 def per_member(name: str, value: Any, size: int) -> np.ndarray:
     """A scalar or ``size`` values, each checked as ``name``: float64 host array (size,)."""
-    if isinstance(value, (numbers.Real, np.generic)) or (hasattr(value, "ndim") and value.ndim == 0):
+    if isinstance(value, (numbers.Real, np.generic, str, bytes)) or (
+        hasattr(value, "ndim") and value.ndim == 0
+    ):
         values = [value] * size
     else:
         try:

@@ -81,6 +81,13 @@ class Backend:
     def __hash__(self) -> int:
         return hash((self.name, self.device_label))
 
+    def __reduce__(self):
+        # The namespace module cannot be pickled: a copy resolves its library again (a fitted
+        # model pickles for joblib; deepcopy works).
+        from . import resolve
+
+        return resolve, (self.device, self.name)
+
     def owns(self, x: Any) -> bool:
         return self.owns_type(x)
 
