@@ -205,6 +205,8 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         saved = state.get("net_")
         if isinstance(saved, dict):
             W1, W2 = saved["params"]["W1"], saved["params"]["W2"]
+            rng = state.get("_rng")
+            drawn_from = rng.get_state()  # the constructor draws weights we replace: undo that
             net = TwoLayerNet(
                 W1.shape[0],
                 W1.shape[1],
@@ -213,8 +215,9 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
                 device=saved["device"],
                 backend=saved["backend"],
                 dtype=saved["dtype"],
-                rng=state.get("_rng"),
+                rng=rng,
             )
+            rng.set_state(drawn_from)
             for name, p in saved["params"].items():
                 net.params[name] = net.backend.asarray(p, dtype=net.dtype, copy=True)
             net.learning_rate, net.iteration = saved["learning_rate"], saved["iteration"]
