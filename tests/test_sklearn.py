@@ -187,9 +187,7 @@ def test_array_api_dispatch_computes_and_answers_on_the_inputs_device(blobs, lib
     assert score > 0.95
     # The same seed gives the same net as on numpy (one host random stream for every backend).
     reference = TwoLayerClassifier(**FAST).fit(X_np, y_np)
-    np.testing.assert_allclose(
-        to_numpy(outputs["predict_proba"]), reference.predict_proba(X_np), atol=1e-3
-    )
+    np.testing.assert_allclose(to_numpy(outputs["predict_proba"]), reference.predict_proba(X_np), atol=1e-3)
 
 
 def test_dispatch_with_numpy_input_stays_numpy(blobs):
