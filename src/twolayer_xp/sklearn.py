@@ -30,7 +30,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
     """affine (D -> hidden_size) -> ReLU -> affine (-> C) -> softmax, trained by minibatch SGD.
 
     The defaults suit standardized features (e.g. after ``StandardScaler``): on scikit-learn's
-    digits they reach about 0.98 cross-validated accuracy in a fraction of a second per fit.
+    digits they reach about 0.975 cross-validated accuracy in a fraction of a second per fit.
 
     hidden_size: H. learning_rate, learning_rate_decay (per epoch), reg (L2: loss adds
     reg * (sum W1**2 + sum W2**2)), num_iters (SGD steps per ``fit``), batch_size (rows per step,
@@ -49,11 +49,11 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         hidden_size=100,
-        learning_rate=0.3,
+        learning_rate=1.0,
         learning_rate_decay=1.0,
         reg=1e-4,
-        num_iters=1000,
-        batch_size=200,
+        num_iters=300,
+        batch_size=300,
         std=1e-2,
         device="cpu",
         backend=None,
