@@ -1,0 +1,225 @@
+"""TwoLayerClassifier: the CS231n two-layer net as a scikit-learn classifier, on any array-API backend.
+
+Needs scikit-learn (``pip install "twolayer-xp[sklearn]"``). Without array-API dispatch the
+estimator takes what scikit-learn takes and returns numpy; it still computes on ``device`` /
+``backend`` (e.g. ``device="cuda"``). With ``sklearn.set_config(array_api_dispatch=True)`` and
+torch, CuPy or array-api-strict inputs, the data's namespace and device win: fitting and
+prediction run there, and fitted ``classes_`` and every output are arrays of that namespace.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from array_api_compat import array_namespace
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._array_api import (
+    _is_numpy_namespace,
+    check_same_namespace,
+    get_namespace_and_device,
+    move_to,
+)
+from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from twolayer_xp import TwoLayerNet, to_numpy
+
+
+class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
+    """affine (D -> hidden_size) -> ReLU -> affine (-> C) -> softmax, trained by minibatch SGD.
+
+    The defaults suit standardized features (e.g. after ``StandardScaler``): on scikit-learn's
+    digits they reach about 0.975 cross-validated accuracy in a fraction of a second per fit.
+
+    hidden_size: H. learning_rate, learning_rate_decay (per epoch), reg (L2: loss adds
+    reg * (sum W1**2 + sum W2**2)), num_iters (SGD steps per ``fit``), batch_size (rows per step,
+    drawn with replacement), std (initial weights ~ std * N(0, 1)): as in ``TwoLayerNet.train``.
+    device, backend, dtype: where and in what precision the net computes (``TwoLayerNet``'s
+    arguments); under array-API dispatch a non-numpy input's namespace and device replace
+    ``device`` and ``backend``. random_state: None, an int or a RandomState (weights, minibatches).
+
+    Fitted: ``classes_`` (C,), ``n_features_in_``, ``feature_names_in_`` (for named columns),
+    ``net_`` (the ``TwoLayerNet``), ``loss_curve_`` (the loss at every SGD step, all fit and
+    partial_fit calls since the last fit) and ``n_iter_`` (SGD steps, likewise).
+    ``TwoLayerNet.train`` wants a validation set; it gets the first ``batch_size`` training rows,
+    whose accuracy only fills its history, which the estimator does not keep.
+    """
+
+    def __init__(
+        self,
+        hidden_size=100,
+        learning_rate=1.0,
+        learning_rate_decay=1.0,
+        reg=1e-4,
+        num_iters=300,
+        batch_size=300,
+        std=1e-2,
+        device="cpu",
+        backend=None,
+        dtype="float32",
+        random_state=None,
+    ):
+        self.hidden_size = hidden_size
+        self.learning_rate = learning_rate
+        self.learning_rate_decay = learning_rate_decay
+        self.reg = reg
+        self.num_iters = num_iters
+        self.batch_size = batch_size
+        self.std = std
+        self.device = device
+        self.backend = backend
+        self.dtype = dtype
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Train a new net for ``num_iters`` SGD steps. X: (N, D); y: (N,) any labels. Returns self."""
+        X, y, xp, dev = self._check_data(X, y, reset=True)
+        self.classes_ = xp.unique_values(y) if not isinstance(y, np.ndarray) else np.unique(y)
+        self._start(X, xp, dev)
+        self._train(X, self._encode(y, xp), self.num_iters, self.learning_rate)
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch (ceil(N / batch_size) SGD steps) on X: (N, D), y: (N,), continuing the
+        learning rate's decay. ``classes`` (all labels y will ever hold) is required on the
+        first call. Returns self."""
+        first = _check_partial_fit_first_call(self, classes)
+        X, y, xp, dev = self._check_data(X, y, reset=first)
+        if first:
+            if not isinstance(y, np.ndarray):
+                self.classes_ = move_to(self.classes_, xp=xp, device=dev)
+            self._start(X, xp, dev)
+        learning_rate = self.net_.learning_rate or self.learning_rate  # decayed by earlier calls
+        steps = max(1, math.ceil(X.shape[0] / self.batch_size))
+        self._train(X, self._encode(y, xp), steps, learning_rate)
+        return self
+
+    def _check_data(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset)
+        xp, _, dev = get_namespace_and_device(X)
+        if not _is_numpy_namespace(xp):  # array-API dispatch: labels follow the features
+            y = move_to(y, xp=xp, device=dev)
+        check_classification_targets(y)
+        return X, y, xp, dev
+
+    def _start(self, X, xp, dev):
+        on_host = _is_numpy_namespace(xp)
+        self._rng = check_random_state(self.random_state)
+        self.net_ = TwoLayerNet(
+            X.shape[1],
+            self.hidden_size,
+            self.classes_.shape[0],
+            std=self.std,
+            device=self.device if on_host else dev,
+            backend=self.backend if on_host else xp,
+            dtype=self.dtype,
+            rng=self._rng,
+        )
+        self.loss_curve_, self.n_iter_ = [], 0
+
+    def _encode(self, y, xp):
+        """y: (N,) labels -> (N,) integer indices into classes_; ValueError for unknown labels."""
+        if isinstance(y, np.ndarray):
+            xp = np
+        idx = xp.searchsorted(self.classes_, y)
+        found = xp.take(self.classes_, xp.clip(idx, 0, self.classes_.shape[0] - 1), axis=0) == y
+        if not bool(xp.all(found)):
+            raise ValueError(f"y contains labels not in classes_ {self.classes_!r}")
+        return idx
+
+    def _train(self, X, y, num_iters, learning_rate):
+        k = min(X.shape[0], self.batch_size)
+        history = self.net_.train(
+            X,
+            y,
+            X[:k, ...],
+            y[:k],
+            learning_rate=learning_rate,
+            learning_rate_decay=self.learning_rate_decay,
+            reg=self.reg,
+            num_iters=num_iters,
+            batch_size=self.batch_size,
+        )
+        self.loss_curve_ = self.loss_curve_ + history["loss_history"]
+        self.n_iter_ += len(history["loss_history"])
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def _scores(self, X, method):
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="classes_", method=method)
+        X = validate_data(self, X, reset=False)
+        scores = self.net_.loss(X)
+        return scores, array_namespace(scores)
+
+    def decision_function(self, X):
+        """Class scores (N, C) for X: (N, D); for two classes, (N,): score of classes_[1] minus
+        score of classes_[0]."""
+        scores, _ = self._scores(X, "decision_function")
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict(self, X):
+        """Labels (N,) from classes_: the highest-scoring class of each row of X: (N, D)."""
+        scores, xp = self._scores(X, "predict")
+        return xp.take(self.classes_, xp.argmax(scores, axis=1), axis=0)
+
+    def predict_log_proba(self, X):
+        """Log of predict_proba, (N, C), computed stably."""
+        scores, xp = self._scores(X, "predict_log_proba")
+        shifted = scores - xp.max(scores, axis=1, keepdims=True)
+        return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+    def predict_proba(self, X):
+        """Softmax of the scores, (N, C); columns follow classes_."""
+        scores, xp = self._scores(X, "predict_proba")
+        e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
+        return e / xp.sum(e, axis=1, keepdims=True)
+
+    # -- pickling (joblib) ------------------------------------------------------------------------
+
+    def __getstate__(self):
+        """The net travels as numpy params plus where it lived (its backend holds modules)."""
+        state = dict(super().__getstate__())  # a copy: the live estimator keeps its net
+        net = state.get("net_")
+        if isinstance(net, TwoLayerNet):
+            backend = net.backend
+            state["net_"] = {
+                "params": {name: to_numpy(p) for name, p in net.params.items()},
+                "backend": backend.name,
+                "device": backend.device_label if backend.name in ("numpy", "cupy") else backend.device,
+                "dtype": net.dtype_name,
+                "learning_rate": net.learning_rate,
+                "iteration": net.iteration,
+            }
+        return state
+
+    def __setstate__(self, state):
+        saved = state.get("net_")
+        if isinstance(saved, dict):
+            W1, W2 = saved["params"]["W1"], saved["params"]["W2"]
+            rng = state.get("_rng")
+            drawn_from = rng.get_state()  # the constructor draws weights we replace: undo that
+            net = TwoLayerNet(
+                W1.shape[0],
+                W1.shape[1],
+                W2.shape[1],
+                std=0.0,
+                device=saved["device"],
+                backend=saved["backend"],
+                dtype=saved["dtype"],
+                rng=rng,
+            )
+            rng.set_state(drawn_from)
+            for name, p in saved["params"].items():
+                net.params[name] = net.backend.asarray(p, dtype=net.dtype, copy=True)
+            net.learning_rate, net.iteration = saved["learning_rate"], saved["iteration"]
+            state["net_"] = net
+        super().__setstate__(state)
