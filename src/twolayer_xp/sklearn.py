@@ -23,7 +23,7 @@ from sklearn.utils._array_api import (
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from twolayer_xp import TwoLayerNet, to_numpy
+from twolayer_xp import TwoLayerNet
 
 
 class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
@@ -97,7 +97,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
             if not isinstance(y, np.ndarray):
                 self.classes_ = move_to(self.classes_, xp=xp, device=dev)
             self._start(X, xp, dev)
-        learning_rate = self.net_.learning_rate or self.learning_rate  # decayed by earlier calls
+        learning_rate = self.net_.state.learning_rate or self.learning_rate  # decayed by earlier calls
         steps = max(1, math.ceil(X.shape[0] / self.batch_size))
         self._train(X, self._encode(y, xp), steps, learning_rate)
         return self
@@ -182,44 +182,3 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         scores, xp = self._scores(X, "predict_proba")
         e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
         return e / xp.sum(e, axis=1, keepdims=True)
-
-    # -- pickling (joblib) ------------------------------------------------------------------------
-
-    def __getstate__(self):
-        """The net travels as numpy params plus where it lived (its backend holds modules)."""
-        state = dict(super().__getstate__())  # a copy: the live estimator keeps its net
-        net = state.get("net_")
-        if isinstance(net, TwoLayerNet):
-            backend = net.backend
-            state["net_"] = {
-                "params": {name: to_numpy(p) for name, p in net.params.items()},
-                "backend": backend.name,
-                "device": backend.device_label if backend.name in ("numpy", "cupy") else backend.device,
-                "dtype": net.dtype_name,
-                "learning_rate": net.learning_rate,
-                "iteration": net.iteration,
-            }
-        return state
-
-    def __setstate__(self, state):
-        saved = state.get("net_")
-        if isinstance(saved, dict):
-            W1, W2 = saved["params"]["W1"], saved["params"]["W2"]
-            rng = state.get("_rng")
-            drawn_from = rng.get_state()  # the constructor draws weights we replace: undo that
-            net = TwoLayerNet(
-                W1.shape[0],
-                W1.shape[1],
-                W2.shape[1],
-                std=0.0,
-                device=saved["device"],
-                backend=saved["backend"],
-                dtype=saved["dtype"],
-                rng=rng,
-            )
-            rng.set_state(drawn_from)
-            for name, p in saved["params"].items():
-                net.params[name] = net.backend.asarray(p, dtype=net.dtype, copy=True)
-            net.learning_rate, net.iteration = saved["learning_rate"], saved["iteration"]
-            state["net_"] = net
-        super().__setstate__(state)
