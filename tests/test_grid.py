@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from twolayer_xp import sweeps
+from twolayer_xp import grid
 from twolayer_xp.data import Dataset
 
 
@@ -25,7 +25,7 @@ def small_dataset(blobs):
 
 
 def test_grid_search_ranks_and_flags_divergence(blobs):
-    results = sweeps.grid_search(
+    results = grid.grid_search(
         small_dataset(blobs),
         [1e-3, 0.3, 1e9],
         [0.0, 1e-2],
@@ -47,4 +47,4 @@ def test_grid_search_ranks_and_flags_divergence(blobs):
 
 def test_grid_search_needs_values(blobs):
     with pytest.raises(ValueError, match="at least one value"):
-        sweeps.grid_search(small_dataset(blobs), [], [0.0], hidden_size=4, num_iters=1)
+        grid.grid_search(small_dataset(blobs), [], [0.0], hidden_size=4, num_iters=1)
