@@ -37,10 +37,10 @@ def test_grid_search_ranks_and_flags_divergence(blobs):
     assert len(results) == 6
     by_lr = {lr: [r for r in results if r["learning_rate"] == lr] for lr in (1e-3, 0.3, 1e9)}
     assert all(r["diverged"] for r in by_lr[1e9]) and not any(r["diverged"] for r in by_lr[0.3])
-    best = sweeps.best(results)
+    best = grid.best(results)
     assert best["learning_rate"] == 0.3 and best["val_acc"] > 0.9
     assert best["val_acc"] == max(r["val_acc"] for r in results)
-    table = sweeps.table(results)
+    table = grid.table(results)
     assert table.splitlines()[2].startswith("| 3.0e-01") and "diverged" in table
     assert all(np.isfinite(r["train_acc"]) for r in results)
 

@@ -66,7 +66,7 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
 
 
 def sweep_heatmap(results: list[dict], value: str = "val_acc") -> Figure:
-    """Validation accuracy over the learning-rate x regularization grid of ``sweeps.grid_search``."""
+    """Validation accuracy over the learning-rate x regularization grid of ``grid.grid_search``."""
     lrs = sorted({r["learning_rate"] for r in results})
     regs = sorted({r["reg"] for r in results})
     grid = np.full((len(lrs), len(regs)), np.nan)
