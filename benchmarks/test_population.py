@@ -15,7 +15,15 @@ from twolayer_xp.bench.timing import time_interleaved
 from conftest import QUICK
 
 SHAPES = {"digits": (100, 64, 128, 10), "cifar": (200, 3072, 100, 10)}
-CASES = [("digits", 1), ("digits", 4), ("digits", 16), ("digits", 64), ("cifar", 1), ("cifar", 4), ("cifar", 16)]
+CASES = [
+    ("digits", 1),
+    ("digits", 4),
+    ("digits", 16),
+    ("digits", 64),
+    ("cifar", 1),
+    ("cifar", 4),
+    ("cifar", 16),
+]
 TARGETS = {("digits", 64): 2.0, ("cifar", 16): 1.15}  # issue 9: population speed-up wanted
 if QUICK:
     CASES = [("digits", 4)]
@@ -48,12 +56,21 @@ def test_population_vs_sequential(benchmark, shape_name, K):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         benchmark.group = f"population {shape_name} K={K}"
-        benchmark.extra_info.update({"implementation": "population", "shape": list(SHAPES[shape_name]), "K": K})
+        benchmark.extra_info.update(
+            {"implementation": "population", "shape": list(SHAPES[shape_name]), "K": K}
+        )
         benchmark.pedantic(population, rounds=2 if QUICK else 5, iterations=1, warmup_rounds=1)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         population()
-        benchmark.extra_info["page_faults_per_step"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / ITERS
-        times = time_interleaved({"population": population, "sequential": sequential}, rounds=2 if QUICK else 4, repeats=1 if QUICK else 3, warmup=1)
+        benchmark.extra_info["page_faults_per_step"] = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        ) / ITERS
+        times = time_interleaved(
+            {"population": population, "sequential": sequential},
+            rounds=2 if QUICK else 4,
+            repeats=1 if QUICK else 3,
+            warmup=1,
+        )
     speedup = times["sequential"] / times["population"]
     benchmark.extra_info.update(
         {

@@ -228,11 +228,11 @@ class Population:
         Xd, _ = placement.features(self.backend, self.dtype, X, self.input_size, name, check_finite)
         return Xd, placement.labels(self.backend, y, Xd.shape[0], self.output_size, "y" + name[1:])
 
-    def step(self, params, X, y, learning_rate, reg):
-        return kernels.population_sgd_step(params, X, y, learning_rate, reg)
+    def step(self, params, X, y, learning_rate, reg, ctx=None):
+        return kernels.population_sgd_step(params, X, y, learning_rate, reg, ctx)
 
-    def count_correct(self, params, X, y):
-        return kernels.population_count_correct(params, X, y)
+    def count_correct(self, params, X, y, ctx=None):
+        return kernels.population_count_correct(params, X, y, ctx)
 
     def restore(self, params: dict, source: dict, member=None) -> None:
         """Copy ``source``'s values into the live ``params``: all, or member ``member``'s."""

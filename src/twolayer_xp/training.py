@@ -6,8 +6,8 @@ which is also when progress is reported, verbose lines printed and divergence de
 
 The loop trains any *trainee* (``TwoLayerNet`` or ``Population``) that provides: ``backend``,
 ``dtype``, ``state`` (a TrainingState), ``size`` (None for one net, K for a population),
-``live_params()``, ``place(X, y, name)``, ``step(params, X, y, lr, reg)``,
-``count_correct(params, X, y)`` and ``restore(params, source, member)``. With a population,
+``live_params()``, ``place(X, y, name)``, ``step(params, X, y, lr, reg, ctx)``,
+``count_correct(params, X, y, ctx)`` and ``restore(params, source, member)``. With a population,
 hyperparameters and results gain a trailing member axis, and divergence is handled per member.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np  # host side: histories and schedules
 
-from . import validation
+from . import kernels, validation
 from .rng import HostRNG
 
 # Indices drawn per transfer: a whole run up to 2**22 indices (32 MB of int64), else in blocks.
@@ -142,6 +142,7 @@ class _Loop:
         self.t, self.plan = trainee, plan
         self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
         self.xp = trainee.backend.xp
+        self.ctx = kernels.context(y, trainee.output_size, self.xp)  # resolved once per loop
         self.params = trainee.live_params()
         self.num_train, self.num_val = X.shape[0], X_val.shape[0]
         self.lr = plan.learning_rate if trainee.size is None else plan.learning_rate.copy()
@@ -169,11 +170,13 @@ class _Loop:
             batch = indices[offset : offset + p.batch_size]
             X_batch = xp.take(self.X, batch, axis=0)
             y_batch = xp.take(self.y, batch, axis=0)
-            pending_losses.append(self.t.step(self.params, X_batch, y_batch, self.lr_device, self.reg))
+            pending_losses.append(
+                self.t.step(self.params, X_batch, y_batch, self.lr_device, self.reg, self.ctx)
+            )
             if (p.start_iteration + i) % iterations_per_epoch == 0:
                 # CS231n: accuracy of the current minibatch after its update, and on the val set.
-                pending_counts.append(self.t.count_correct(self.params, X_batch, y_batch))
-                pending_counts.append(self.t.count_correct(self.params, self.X_val, self.y_val))
+                pending_counts.append(self.t.count_correct(self.params, X_batch, y_batch, self.ctx))
+                pending_counts.append(self.t.count_correct(self.params, self.X_val, self.y_val, self.ctx))
                 self.lr = self.lr * p.decay
                 self.lr_device = self._lr_on_device()
             done = i + 1
