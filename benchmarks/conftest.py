@@ -18,6 +18,7 @@ from twolayer_xp.bench.timing import SHAPES  # noqa: E402
 
 QUICK = os.environ.get("TWOLAYER_XP_BENCH_QUICK") == "1"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_JAX = importlib.util.find_spec("jax") is not None  # an optional peer
 
 
 def _torch_cuda():

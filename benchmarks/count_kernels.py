@@ -56,6 +56,22 @@ def count(fn) -> collections.Counter:
     return ops
 
 
+def population_step(K: int, shape=(200, 3072, 100, 10)):
+    """A population step of K members on torch (CPU), ready to be counted."""
+    import numpy as np
+
+    from twolayer_xp import Population, kernels
+
+    N, D, H, C = shape
+    pop = Population(D, H, C, size=K, std=1e-3, backend="torch", dtype="float32", rng=0)
+    rng = np.random.default_rng(0)
+    X, y = pop.place(rng.standard_normal((N, D)), rng.integers(0, C, size=N), "X")
+    lr = pop.backend.asarray(np.full(K, 1e-4), dtype="float32")
+    reg = pop.backend.asarray(np.full(K, 1e-3), dtype="float32")
+    ctx = kernels.context(y, C)
+    return lambda: kernels.population_sgd_step(pop.params, X, y, lr, reg, ctx)
+
+
 def main() -> int:
     try:
         import torch  # noqa: F401
@@ -67,12 +83,15 @@ def main() -> int:
     from twolayer_xp.bench.timing import make_problem
 
     problem = make_problem(resolve("cpu", "torch"), (200, 3072, 100, 10), "float32")
-    step = lambda: kernels.sgd_step(problem.params, problem.X, problem.y, 1e-4, 1e-3)  # noqa: E731
-    step()
-    ops = count(step)
-    print(f"one sgd_step: {sum(ops.values())} device operations")
-    for name, n in ops.most_common():
-        print(f"  {n:3d}  {name}")
+    steps = {"one net (sgd_step)": lambda: kernels.sgd_step(problem.params, problem.X, problem.y, 1e-4, 1e-3)}
+    for K in (1, 64):
+        steps[f"population K={K} (population_sgd_step)"] = population_step(K)
+    for label, step in steps.items():
+        step()
+        ops = count(step)
+        print(f"{label}: {sum(ops.values())} device operations")
+        for name, n in ops.most_common():
+            print(f"  {n:3d}  {name}")
     return 0
 
 

@@ -35,3 +35,43 @@ def torch_eager_step(shape, dtype="float32", device="cpu", seed=0, learning_rate
         sync()
 
     return step
+
+
+def jax_jit_step(shape, dtype="float32", seed=0, learning_rate=1e-4, reg=1e-3):
+    """The whole step (forward, CE + L2, grad, SGD) as one ``jax.jit`` function on the CPU,
+    params threaded through (functional update), blocked until ready. Same host data."""
+    import jax
+    import jax.numpy as jnp
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    N, D, H, C = shape
+    rng = np.random.default_rng(seed)
+    put = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
+    params = [
+        put(1e-2 * rng.standard_normal((D, H))),
+        put(np.zeros(H)),
+        put(1e-2 * rng.standard_normal((H, C))),
+        put(np.zeros(C)),
+    ]
+    X, y = put(rng.standard_normal((N, D))), jnp.asarray(rng.integers(0, C, size=N))
+
+    def loss(p):
+        W1, b1, W2, b2 = p
+        scores = jnp.maximum(X @ W1 + b1, 0) @ W2 + b2
+        logp = jax.nn.log_softmax(scores)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1)) + reg * (
+            jnp.sum(W1 * W1) + jnp.sum(W2 * W2)
+        )
+
+    @jax.jit
+    def update(p):
+        return [w - learning_rate * g for w, g in zip(p, jax.grad(loss)(p), strict=True)]
+
+    state = {"p": params}
+
+    def step():
+        state["p"] = update(state["p"])
+        jax.block_until_ready(state["p"])
+
+    return step

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from floor import floor_fn
-from peers import torch_eager_step
+from peers import jax_jit_step, torch_eager_step
 
 from twolayer_xp.backend import resolve
 from twolayer_xp.bench import peer_label
 from twolayer_xp.bench.timing import SHAPES, flops_per_step, make_problem, step_fn, time_interleaved
 
-from conftest import BACKENDS, HAS_TORCH, QUICK, rounds
+from conftest import BACKENDS, HAS_JAX, HAS_TORCH, QUICK, rounds
 
 
 def record(benchmark, shape, dtype, implementation, backend_label, fn, n_rounds):
@@ -44,6 +44,13 @@ def test_step(benchmark, shape_name, dtype, backend_label):
         )
         benchmark.extra_info["interleaved_ms"]["torch_eager"] = vs["torch_eager"] * 1e3
         benchmark.extra_info["x_peer"] = vs["torch_eager"] / vs["ours"]  # > 1: we are faster
+    if HAS_JAX and backend_label in ("numpy", "torch"):  # an optional CPU peer
+        jit = jax_jit_step(shape, dtype)
+        vs = time_interleaved(
+            {"ours": ours, "jax_jit": jit}, rounds=n_rounds, repeats=repeats, settle=0.02 if QUICK else 0.25
+        )
+        benchmark.extra_info["interleaved_ms"]["jax_jit"] = vs["jax_jit"] * 1e3
+        benchmark.extra_info["x_jax"] = vs["jax_jit"] / vs["ours"]  # > 1: we are faster
 
 
 def test_floor(benchmark, shape_name, dtype, backend_label):

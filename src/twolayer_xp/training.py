@@ -28,6 +28,7 @@ from .rng import HostRNG
 
 # Indices drawn per transfer: a whole run up to 2**22 indices (32 MB of int64), else in blocks.
 MAX_INDICES_PER_TRANSFER = 2**22
+GATHER_BYTES = 4 << 20  # minibatch rows gathered per take
 HISTORY_KEYS = ("loss_history", "train_acc_history", "val_acc_history")
 
 
@@ -156,27 +157,30 @@ class _Loop:
         self.frozen = {}  # population member -> _Snapshot it was rolled back to
 
     def run(self) -> FitResult:
-        p, xp = self.plan, self.xp
-        iterations_per_epoch = max(self.num_train / p.batch_size, 1)  # float, as in CS231n
-        block = max(1, min(p.num_iters, MAX_INDICES_PER_TRANSFER // p.batch_size))
+        p, xp, B = self.plan, self.xp, self.plan.batch_size
+        iterations_per_epoch = max(self.num_train / B, 1)  # float, as in CS231n
+        block = max(1, min(p.num_iters, MAX_INDICES_PER_TRANSFER // B))
+        # Rows are gathered a few MiB at a time (one take, then a view per step): a gather per
+        # step costs more than the step itself at small shapes.
+        row_bytes = self.X.shape[1] * xp.finfo(self.X.dtype).bits // 8
+        chunk = max(1, min(block, GATHER_BYTES // (row_bytes * B)))
+        step, count, params, ctx = self.t.step, self.t.count_correct, self.params, self.ctx
         pending_losses, pending_counts = [], []
         for i in range(p.num_iters):
-            if i % block == 0:  # a block's minibatch indices, drawn on the host, sent in one transfer
+            j = i % block
+            if j == 0:  # a block's minibatch indices, drawn on the host, sent in one transfer
                 n = min(block, p.num_iters - i)
-                indices = self.t.backend.asarray(
-                    self.t.state.rng.minibatch_indices(self.num_train, n * p.batch_size)
-                )
-            offset = (i % block) * p.batch_size
-            batch = indices[offset : offset + p.batch_size]
-            X_batch = xp.take(self.X, batch, axis=0)
-            y_batch = xp.take(self.y, batch, axis=0)
-            pending_losses.append(
-                self.t.step(self.params, X_batch, y_batch, self.lr_device, self.reg, self.ctx)
-            )
+                indices = self.t.backend.asarray(self.t.state.rng.minibatch_indices(self.num_train, n * B))
+            if j % chunk == 0:
+                rows = indices[j * B : min(j + chunk, n) * B]
+                X_chunk, y_chunk = xp.take(self.X, rows, axis=0), xp.take(self.y, rows, axis=0)
+            o = (j % chunk) * B
+            X_batch, y_batch = X_chunk[o : o + B, ...], y_chunk[o : o + B]
+            pending_losses.append(step(params, X_batch, y_batch, self.lr_device, self.reg, ctx))
             if (p.start_iteration + i) % iterations_per_epoch == 0:
                 # CS231n: accuracy of the current minibatch after its update, and on the val set.
-                pending_counts.append(self.t.count_correct(self.params, X_batch, y_batch, self.ctx))
-                pending_counts.append(self.t.count_correct(self.params, self.X_val, self.y_val, self.ctx))
+                pending_counts.append(count(params, X_batch, y_batch, ctx))
+                pending_counts.append(count(params, self.X_val, self.y_val, ctx))
                 self.lr = self.lr * p.decay
                 self.lr_device = self._lr_on_device()
             done = i + 1

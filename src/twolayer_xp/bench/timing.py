@@ -71,9 +71,10 @@ def make_problem(backend: Backend | str, shape: tuple, dtype: str = "float32", s
 def step_fn(problem: Problem) -> Callable[[], None]:
     """One synchronized SGD step of our kernels, in place on the problem's params."""
     p, sync = problem, problem.backend.synchronize
+    ctx = kernels.context(p.y, p.shape[3], p.backend.xp)  # as the training loop resolves it
 
     def step():
-        kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg)
+        kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg, ctx)
         sync()
 
     return step
