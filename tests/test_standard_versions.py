@@ -1,4 +1,4 @@
-"""The kernels use nothing newer than the 2023.12 array API standard (the oldest we support)."""
+"""The kernels use nothing newer than the 2023.12 array API standard (the oldest we support), and run under every later one strict knows."""
 
 import array_api_strict as xs
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from twolayer_xp import eval_numerical_gradient, kernels, rel_error
 
 
-@pytest.fixture(params=["2023.12", "2024.12"])
+@pytest.fixture(params=["2023.12", "2024.12", "2025.12"])
 def api_version(request):
     with xs.ArrayAPIStrictFlags(api_version=request.param):
         yield request.param
