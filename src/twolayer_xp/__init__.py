@@ -7,6 +7,7 @@ array-api-strict): ``TwoLayerNet(D, H, C, device="cuda")``.
 from .backend import Backend, CudaUnavailableError, cuda_available, resolve, to_numpy
 from .gradcheck import eval_numerical_gradient, rel_error
 from .model import TwoLayerNet
+from .population import Population
 from .training import TrainingDivergedError
 
 __version__ = "0.1.0"
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "CudaUnavailableError",
+    "Population",
     "TrainingDivergedError",
     "TwoLayerNet",
     "cuda_available",
