@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--quiet", action="store_true", help="print only the summary line (and errors)")
+    sweep = commands.add_parser(
+        "sweep",
+        help="search learning rate x reg with Optuna on populations of nets, on one or many machines",
+        description="Hyperparameter search (Optuna) on one shared study; run the same command on "
+        "any number of machines to share the work.",
+    )
+    from . import sweep as sweep_command
+
+    sweep_command.add_arguments(sweep)
     return parser
 
 
@@ -168,6 +177,10 @@ def main(argv=None) -> int:
     from .training import TrainingDivergedError
 
     try:
+        if args.command == "sweep":
+            from . import sweep
+
+            return sweep.command(args)
         return _train(args)
     except TrainingDivergedError as exc:
         _fail(f"{exc}; the last finite state is saved in the run's model.npz")
