@@ -20,6 +20,7 @@ import argparse
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -209,7 +210,7 @@ def command(args: argparse.Namespace) -> int:
         print(
             f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are re-run "
             "after a restart): run the same command to continue",
-            flush=True,
+            file=sys.stderr,
         )
         return 130
     print(result["summary"])
