@@ -206,6 +206,11 @@ def command(args: argparse.Namespace) -> int:
     config = SweepConfig(**{k: getattr(args, k) for k in names if getattr(args, k, None) is not None})
     try:
         result = run_sweep(config, progress=not args.quiet)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise OSError(f"the study's storage failed ({reason}); run the same command to continue") from None
     except KeyboardInterrupt:
         print(
             f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are re-run "
@@ -351,7 +356,7 @@ def _open_study(optuna, storage, config: SweepConfig):
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True),  # spread out K asks at once
         "random": lambda: optuna.samplers.RandomSampler(),
-        "grid": lambda: _SlotGrid(config.grid_lr, config.grid_reg),
+        "grid": lambda: _slot_grid(config.grid_lr, config.grid_reg),
     }[config.sampler]()
     study = optuna.create_study(
         storage=storage, study_name=config.study, sampler=sampler, direction="maximize", load_if_exists=True
@@ -379,25 +384,24 @@ def _slot_holders(trials) -> set[int]:
     return {t.number for t in trials if "failed_trial" not in t.system_attrs} - turned_away
 
 
-class _SlotGrid:
-    """Grid 'sampler': slot s gets grid point s, so slots cover the grid exactly once."""
+def _slot_grid(lrs: list, regs: list):
+    """A grid 'sampler' giving slot s grid point s, so that the slots cover the grid exactly once
+    (Optuna's GridSampler picks points per worker and may run one twice across workers)."""
+    from optuna.samplers import BaseSampler
 
-    def __new__(cls, lrs, regs):
-        from optuna.samplers import BaseSampler
+    class SlotGrid(BaseSampler):
+        points = [{"learning_rate": lr, "reg": reg} for lr in lrs for reg in regs]
 
-        class SlotGrid(BaseSampler):
-            points = [{"learning_rate": lr, "reg": reg} for lr in lrs for reg in regs]
+        def infer_relative_search_space(self, study, trial):
+            return {}
 
-            def infer_relative_search_space(self, study, trial):
-                return {}
+        def sample_relative(self, study, trial, search_space):
+            return {}
 
-            def sample_relative(self, study, trial, search_space):
-                return {}
+        def sample_independent(self, study, trial, name, distribution):
+            return self.points[trial.user_attrs["worker"]["slot"]][name]
 
-            def sample_independent(self, study, trial, name, distribution):
-                return self.points[trial.user_attrs["worker"]["slot"]][name]
-
-        return SlotGrid()
+    return SlotGrid()
 
 
 class _Heartbeat:
@@ -476,20 +480,26 @@ class _Worker:
                 root = trials[trial.number].system_attrs.get("failed_trial", trial.number)
                 slot = sum(n < root for n in holders)
             if slot >= self.config.trials:  # came too late: every slot is taken
+                self.heartbeat.trial_ids.discard(trial._trial_id)
                 trial.set_user_attr("surplus", True)
                 self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
                 continue
             # Marks the trial as this worker's; "trial" tells a retry's copied mark from its own.
-            trial.set_user_attr("worker", {"host": HOST, "pid": PID, "slot": slot, "trial": trial.number})
-            claimed.append(trial)
+            try:
+                trial.set_user_attr("worker", {"host": HOST, "pid": PID, "slot": slot, "trial": trial.number})
+                lr = trial.suggest_float("learning_rate", *self.config.lr, log=True)
+                reg = trial.suggest_float("reg", *self.config.reg, log=True)
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                self.heartbeat.trial_ids.discard(trial._trial_id)
+                continue  # failed as stale by another worker meanwhile (clocks apart): re-queued
+            claimed.append((trial, lr, reg))
         return claimed
 
     def train(self, claimed: list) -> None:
         from .population import Population
 
         c, ds = self.config, self.ds
-        lrs = [t.suggest_float("learning_rate", *c.lr, log=True) for t in claimed]
-        regs = [t.suggest_float("reg", *c.reg, log=True) for t in claimed]
+        trials, lrs, regs = (list(column) for column in zip(*claimed, strict=True))
         start = time.perf_counter()
         pop = Population(
             ds.num_features, c.hidden_size, ds.num_classes, size=len(claimed), std=c.search["std"],
@@ -505,7 +515,7 @@ class _Worker:
         self.train_seconds += seconds
         self.last_train_seconds = seconds
         told = []
-        for k, trial in enumerate(claimed):
+        for k, trial in enumerate(trials):
             try:
                 trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
                 trial.set_user_attr("test_accuracy", float(acc["test"][k]))
@@ -522,4 +532,4 @@ class _Worker:
         if told:
             k = max(told, key=lambda k: acc["val"][k])
             accuracy = {split: float(a[k]) for split, a in acc.items()}
-            sweep_outputs.save_best(self.out, pop.net(k), claimed[k], accuracy, c, self.ds)
+            sweep_outputs.save_best(self.out, pop.net(k), trials[k], accuracy, c, self.ds)
