@@ -94,7 +94,7 @@ def sweep_figure(trials, config):
     if diverged:
         space.scatter([t.params["learning_rate"] for t in diverged], [t.params["reg"] for t in diverged],
                       marker="x", color="red", label="diverged")  # fmt: skip
-    space.set(xscale="log", yscale="log", xlim=config.lr, ylim=config.reg, xlabel="learning rate",
+    space.set(xscale="log", yscale="log", xlim=_padded(config.lr), ylim=_padded(config.reg), xlabel="learning rate",
               ylabel="regularization strength (reg)", title=f"{config.study}: {len(done)} completed trials")  # fmt: skip
     if done or diverged:
         space.legend(loc="best")
@@ -105,6 +105,11 @@ def sweep_figure(trials, config):
     progress.set(xlabel="trial number", ylabel="validation accuracy", title="Best validation accuracy so far")
     progress.legend(loc="lower right")
     return fig
+
+
+def _padded(bounds) -> tuple[float, float]:
+    """A log-axis range a little wider than the search range, so edge points show whole."""
+    return (bounds[0] / 1.25, bounds[1] * 1.25)
 
 
 def save_figure(trials, config, path: Path) -> None:
