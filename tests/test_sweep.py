@@ -204,3 +204,12 @@ def test_a_study_keeps_its_search_space(tmp_path, capsys):
     assert cli.main([*args, "--lr", "1e-3:1e-2"]) == 2
     line = one_error_line(capsys)
     assert "was created with lr=" in line and "another --study" in line
+
+
+def test_a_diverged_member_is_told_failed_not_zero(tmp_path, capsys):
+    args = ["--trials", "2", "--population", "2", "--num-iters", "60", "--lr", "1e3:1e5"]
+    assert cli.main(["sweep", "--out", str(tmp_path), "--quiet", *args]) == 0
+    assert "2 results (0 completed, 2 diverged); no completed trial" in capsys.readouterr().out
+    trials = study_trials(f"sqlite:///{tmp_path / 'study.db'}")
+    assert [(t.state.name, t.value, t.user_attrs["diverged"]) for t in trials] == [("FAIL", None, True)] * 2
+    assert not (tmp_path / "best").exists()  # no net worth keeping

@@ -37,7 +37,6 @@ DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 HEARTBEAT_SECONDS = 10
 STALE_HEARTBEATS = 3  # a trial whose heartbeat is this many intervals old belongs to a dead worker
 TRAIN_EVAL_ROWS = 5000  # train accuracy is measured on the first rows of the training split
-HOST, PID = socket.gethostname(), os.getpid()
 
 
 @dataclass
@@ -486,7 +485,10 @@ class _Worker:
                 continue
             # Marks the trial as this worker's; "trial" tells a retry's copied mark from its own.
             try:
-                trial.set_user_attr("worker", {"host": HOST, "pid": PID, "slot": slot, "trial": trial.number})
+                trial.set_user_attr(
+                    "worker",
+                    {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot, "trial": trial.number},
+                )
                 lr = trial.suggest_float("learning_rate", *self.config.lr, log=True)
                 reg = trial.suggest_float("reg", *self.config.reg, log=True)
             except self.optuna.exceptions.UpdateFinishedTrialError:

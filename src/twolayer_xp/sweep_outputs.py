@@ -11,7 +11,6 @@ import contextlib
 import csv
 import io
 import math
-import os
 import platform
 from pathlib import Path
 
@@ -145,8 +144,7 @@ def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
             "backend": net.backend.name,
             "device": net.device,
             "dtype": net.dtype_name,
-            "host": platform.node(),
-            "pid": os.getpid(),
+            "worker": trial.user_attrs.get("worker"),
             "versions": {"twolayer_xp": __version__, "python": platform.python_version()},
         }
         net.metadata = {**net.metadata, "sweep": metrics}
