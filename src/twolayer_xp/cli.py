@@ -70,7 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twolayer-xp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
+    _add_sweep(commands)
     return parser
+
+
+def _add_sweep(commands) -> None:
+    from . import sweep
+
+    parser = commands.add_parser(
+        "sweep",
+        help="search learning rate x reg with Optuna on populations of nets, on one or many machines",
+        description="Hyperparameter search (Optuna) on one shared study; run the same command on "
+        "any number of machines to share the work.",
+    )
+    sweep.add_arguments(parser)
 
 
 def _add_train(commands) -> None:
@@ -123,6 +136,10 @@ def main(argv=None) -> int:
         from .training import TrainingDivergedError
 
         try:
+            if args.command == "sweep":
+                from . import sweep
+
+                return sweep.command(args)
             return _train(args)
         except TrainingDivergedError as exc:
             _fail(f"{exc}; the last finite state is saved in the run's model.npz")

@@ -1,0 +1,222 @@
+"""What a sweep reports: its results read from the study, trials.csv, sweep.png, best/, bar and summary.
+
+A *result* is a trial that ran to an outcome: completed (told its validation accuracy) or
+diverged (told FAIL, marked ``diverged``). Other FAIL trials are a dead worker's (re-run as a
+retry) or surplus ones turned away unrun; neither counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import platform
+from pathlib import Path
+
+from . import __version__, files
+
+SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
+CSV_COLUMNS = (
+    "number", "outcome", "learning_rate", "reg", "val_accuracy", "train_accuracy", "test_accuracy",
+    "seconds", "host", "pid", "slot", "retry_of",
+)  # fmt: skip
+
+
+def outcome(trial) -> str:
+    """completed, diverged, dead worker, surplus, running or waiting."""
+    state, attrs = trial.state.name, trial.user_attrs
+    if state == "COMPLETE":
+        return "completed"
+    if state == "FAIL":
+        return "diverged" if attrs.get("diverged") else "surplus" if attrs.get("surplus") else "dead worker"
+    return state.lower()
+
+
+def count_results(trials) -> int:
+    return sum(outcome(t) in ("completed", "diverged") for t in trials)
+
+
+def best_trial(trials):
+    completed = [t for t in trials if outcome(t) == "completed"]
+    return max(completed, key=lambda t: (t.value, -t.number)) if completed else None
+
+
+def best_value(trials) -> float | None:
+    best = best_trial(trials)
+    return None if best is None else best.value
+
+
+def write_trials_csv(study, path: Path) -> None:
+    """One row per trial of the whole study (every worker's), rewritten atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        row = {
+            "number": t.number,
+            "outcome": outcome(t),
+            **{name: t.params.get(name) for name in ("learning_rate", "reg")},
+            "val_accuracy": t.value if t.state.name == "COMPLETE" else None,
+            **{name: a.get(name) for name in ("train_accuracy", "test_accuracy")},
+            **{name: a.get("worker", {}).get(name) for name in ("host", "pid", "slot")},
+            "seconds": None if seconds is None else round(seconds, 3),
+            "retry_of": t.system_attrs.get("failed_trial"),
+        }
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    files.atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def sweep_figure(trials, config):
+    """learning rate x reg on log axes coloured by val accuracy; best-so-far by trial number."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    space, progress = fig.subplots(1, 2)
+    done = [t for t in trials if outcome(t) == "completed"]
+    diverged = [t for t in trials if outcome(t) == "diverged"]
+    if done:
+        points = space.scatter(
+            [t.params["learning_rate"] for t in done], [t.params["reg"] for t in done],
+            c=[t.value for t in done], cmap="viridis", edgecolors="k", linewidths=0.3,
+        )  # fmt: skip
+        fig.colorbar(points, ax=space, label="validation accuracy")
+        best = best_trial(trials)
+        space.scatter(best.params["learning_rate"], best.params["reg"], marker="*", s=300,
+                      facecolors="none", edgecolors="red", label=f"best (#{best.number})")  # fmt: skip
+    if diverged:
+        space.scatter([t.params["learning_rate"] for t in diverged], [t.params["reg"] for t in diverged],
+                      marker="x", color="red", label="diverged")  # fmt: skip
+    space.set(xscale="log", yscale="log", xlim=_padded(config.lr), ylim=_padded(config.reg), xlabel="learning rate",
+              ylabel="regularization strength (reg)", title=f"{config.study}: {len(done)} completed trials")  # fmt: skip
+    if done or diverged:
+        space.legend(loc="best")
+    done.sort(key=lambda t: t.number)
+    running = [max(t.value for t in done[: i + 1]) for i in range(len(done))]
+    progress.plot([t.number for t in done], [t.value for t in done], ".", color="gray", label="trial")
+    progress.step([t.number for t in done], running, where="post", color="tab:blue", label="best so far")
+    progress.set(xlabel="trial number", ylabel="validation accuracy", title="Best validation accuracy so far")
+    progress.legend(loc="lower right")
+    return fig
+
+
+def _padded(bounds) -> tuple[float, float]:
+    """A log-axis range a little wider than the search range, so edge points show whole."""
+    return (bounds[0] / 1.25, bounds[1] * 1.25)
+
+
+def save_figure(trials, config, path: Path) -> None:
+    from . import plots
+
+    plots.save(sweep_figure(trials, config), path)
+
+
+def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
+    """best/model.npz and best/metrics.json, if ``trial`` beats the one saved there (file lock:
+    the workers sharing this folder replace it one at a time)."""
+    best = out / "best"
+    best.mkdir(parents=True, exist_ok=True)
+    with _locked(best / ".lock"):
+        saved = best / "metrics.json"
+        if saved.exists():
+            import json
+
+            previous = json.loads(saved.read_text())
+            if (previous["val_accuracy"], -previous["trial"]) >= (accuracy["val"], -trial.number):
+                return
+        metrics = {
+            "study": config.study,
+            "storage": _shown(config.storage),
+            "trial": trial.number,
+            "params": dict(trial.params),
+            "val_accuracy": accuracy["val"],
+            "train_accuracy": accuracy["train_eval"],
+            "test_accuracy": accuracy["test"],
+            "search": config.search,
+            "seed": config.seed,
+            "dataset_sizes": dataset.sizes(),
+            "backend": net.backend.name,
+            "device": net.device,
+            "dtype": net.dtype_name,
+            "worker": trial.user_attrs.get("worker"),
+            "versions": {"twolayer_xp": __version__, "python": platform.python_version()},
+        }
+        net.metadata = {**net.metadata, "sweep": metrics}
+        net.save(best / "model.npz", arrays={"mean_image": dataset.mean_image})
+        files.write_json(saved, metrics)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one worker per folder
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shown(url: str) -> str:
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+
+
+class TrialsBar:
+    """tqdm over the study's results (all workers'), updated once per population."""
+
+    def __init__(self, config, enabled: bool):
+        self.config, self.enabled, self.bar = config, enabled, None
+
+    def show(self, done: int, best: float | None) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=self.config.trials,
+                initial=done,
+                desc=self.config.study,
+                unit="trial",
+                dynamic_ncols=True,
+            )
+        self.bar.update(min(done, self.config.trials) - self.bar.n)
+        if best is not None:
+            self.bar.set_postfix({"best_val": f"{best:.4f}"}, refresh=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(config, trials, result: dict) -> str:
+    """The one line a sweep prints."""
+    counts = {name: sum(outcome(t) == name for t in trials) for name in ("completed", "diverged")}
+    best = result["best"]
+    rate = result["trials_run"] / result["seconds"] if result["seconds"] > 0 else math.nan
+    found = (
+        f"best #{best.number}: learning_rate={best.params['learning_rate']:.3g} reg={best.params['reg']:.3g} "
+        f"val {best.value:.4f} test {best.user_attrs.get('test_accuracy', math.nan):.4f}"
+        if best is not None
+        else "no completed trial"
+    )
+    return (
+        f"sweep {config.study} ({config.dataset}, {config.sampler}): {counts['completed'] + counts['diverged']} "
+        f"results ({counts['completed']} completed, {counts['diverged']} diverged); {found}; this worker ran "
+        f"{result['trials_run']} trials in {result['seconds']:.1f} s ({rate:.2f} trials/s); outputs in {config.out}"
+    )
