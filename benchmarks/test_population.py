@@ -30,17 +30,17 @@ if QUICK:
 ITERS = 5 if QUICK else 40
 
 
-def problem(shape_name: str):
-    N, D, H, C = SHAPES[shape_name]
+def problem(shape_key: str):
+    N, D, H, C = SHAPES[shape_key]
     rng = np.random.default_rng(0)
-    rows = 2000 if shape_name == "digits" else 5000
+    rows = 2000 if shape_key == "digits" else 5000
     X = rng.standard_normal((rows, D)).astype(np.float32)
     return X, rng.integers(0, C, size=rows), N, H, C
 
 
-@pytest.mark.parametrize("shape_name,K", CASES, ids=[f"{s}-K{k}" for s, k in CASES])
-def test_population_vs_sequential(benchmark, shape_name, K):
-    X, y, N, H, C = problem(shape_name)
+@pytest.mark.parametrize("shape_key,K", CASES, ids=[f"{s}-K{k}" for s, k in CASES])
+def test_population_vs_sequential(benchmark, shape_key, K):
+    X, y, N, H, C = problem(shape_key)
     lrs = np.geomspace(1e-3, 1e-1, K)
     kwargs = dict(num_iters=ITERS, batch_size=N, sync_every=ITERS)
 
@@ -55,9 +55,9 @@ def test_population_vs_sequential(benchmark, shape_name, K):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        benchmark.group = f"population {shape_name} K={K}"
+        benchmark.group = f"population {shape_key} K={K}"
         benchmark.extra_info.update(
-            {"implementation": "population", "shape": list(SHAPES[shape_name]), "K": K}
+            {"implementation": "population", "shape": list(SHAPES[shape_key]), "K": K}
         )
         benchmark.pedantic(population, rounds=2 if QUICK else 5, iterations=1, warmup_rounds=1)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -75,7 +75,7 @@ def test_population_vs_sequential(benchmark, shape_name, K):
     benchmark.extra_info.update(
         {
             "speedup": speedup,
-            "target": TARGETS.get((shape_name, K)),
+            "target": TARGETS.get((shape_key, K)),
             "sample_nets_per_second": N * K * ITERS / times["population"],
             "sequential_sample_nets_per_second": N * K * ITERS / times["sequential"],
         }

@@ -8,20 +8,21 @@ sampler: asks, tells, heartbeats, trials.csv) under 10% of its time. Both go to 
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, data, runs
+from twolayer_xp import TwoLayerNet, config, data
 
 from conftest import QUICK
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
 GRID_SIDE = 2 if QUICK else 8  # GRID_SIDE**2 configurations: 64
-POPULATION = 4 if QUICK else 16
-NUM_ITERS = 50 if QUICK else runs.DEFAULTS["digits"]["num_iters"]
+POPULATION = 4 if QUICK else int(os.environ.get("TWOLAYER_XP_BENCH_POPULATION", "64"))
+NUM_ITERS = 50 if QUICK else config.DEFAULTS["digits"]["num_iters"]
 
 
 def configurations():
@@ -36,7 +37,7 @@ def configurations():
 
 def one_at_a_time(ds, lrs, regs) -> list[float]:
     """CS231n's 'tune your hyperparameters' cell: a fresh net per pair, trained, scored on val."""
-    d = runs.DEFAULTS["digits"]
+    d = config.DEFAULTS["digits"]
     accuracies = []
     for lr in lrs:
         for reg in regs:

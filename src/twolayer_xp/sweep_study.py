@@ -252,11 +252,13 @@ class Worker:
             device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
         )  # fmt: skip
         (X, y), (X_val, y_val) = self.placed["train"], self.placed["val"]
-        stats = pop.train(
-            X, y, X_val, y_val, learning_rate=lrs, learning_rate_decay=c.search["learning_rate_decay"],
-            reg=regs, num_iters=c.num_iters, batch_size=c.batch_size,
-        )  # fmt: skip
-        acc = {split: pop.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
+        with warnings.catch_warnings(), pop.backend.quiet_overflow():
+            warnings.simplefilter("ignore", RuntimeWarning)  # diverged members are told FAIL instead
+            stats = pop.train(
+                X, y, X_val, y_val, learning_rate=lrs, learning_rate_decay=c.search["learning_rate_decay"],
+                reg=regs, num_iters=c.num_iters, batch_size=c.batch_size,
+            )  # fmt: skip
+            acc = {split: pop.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.last_train_seconds = seconds

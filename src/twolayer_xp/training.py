@@ -147,6 +147,9 @@ class _Loop:
         self.params = trainee.live_params()
         self.num_train, self.num_val = X.shape[0], X_val.shape[0]
         self.lr = plan.learning_rate if trainee.size is None else plan.learning_rate.copy()
+        # Frozen (diverged) members train on as zeros with learning rate 0, so their arithmetic
+        # stays finite and cheap (inf/NaN math is slow); their rollback state returns at the end.
+        self.active = None if trainee.size is None else np.ones(trainee.size)
         self.lr_device = self._lr_on_device()
         self.reg = (
             plan.reg if trainee.size is None else trainee.backend.asarray(plan.reg, dtype=trainee.dtype)
@@ -207,7 +210,6 @@ class _Loop:
             result = self._diverged(first_new, finite)
             if result is not None:
                 return result
-        self._restore_frozen()
         self.snapshots.append(_Snapshot(done, self._copy(), self._lr_now(), self._epochs()))
         self.t.state.iteration, self.t.state.learning_rate = p.start_iteration + done, self._lr_now()
         if p.progress is not None:
@@ -234,6 +236,9 @@ class _Loop:
             if k not in self.frozen:
                 bad = first_new + int(np.argmin(finite[:, k]))
                 self.frozen[int(k)] = (bad, self._rollback(bad, int(k)))
+                self.active[k] = 0.0
+                self.t.restore(self.params, self._zeros(), int(k))  # its state is in self.frozen
+        self.lr_device = self._lr_on_device()
         if len(self.frozen) == self.t.size:
             validation.finite("X", self.X)
             return self._finish(f"all {self.t.size} members diverged; try smaller learning rates")
@@ -247,8 +252,13 @@ class _Loop:
         return kept
 
     def _restore_frozen(self):
-        for member, (_, kept) in self.frozen.items():  # frozen members stay at their rollback point
+        for member, (_, kept) in self.frozen.items():  # frozen members end at their rollback point
             self.t.restore(self.params, kept.params, member)
+
+    def _zeros(self) -> dict:
+        if not hasattr(self, "zeros"):
+            self.zeros = {name: self.xp.zeros_like(p) for name, p in self.params.items()}
+        return self.zeros
 
     def _finish(self, message: str | None) -> FitResult:
         p = self.plan
@@ -312,7 +322,9 @@ class _Loop:
     def _lr_on_device(self):
         # One net: a Python float (bit-identical to CS231n's arithmetic). A population: (K,) on
         # the device, sent once per epoch (a few bytes, no sync).
-        return self.lr if self.t.size is None else self.t.backend.asarray(self.lr, dtype=self.t.dtype)
+        if self.t.size is None:
+            return self.lr
+        return self.t.backend.asarray(self.lr * self.active, dtype=self.t.dtype)
 
     def _epochs(self) -> int:
         return sum(block.shape[0] for block in self.counts) // 2

@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, keep_freed_host_memory
 
 
 class NumpyBackend(Backend):
@@ -21,6 +21,7 @@ class NumpyBackend(Backend):
     def create(cls, kind, index, device) -> Backend:
         if kind == "cuda":
             raise ValueError("backend 'numpy' runs on the CPU only; use device='cpu' (or backend='cupy')")
+        keep_freed_host_memory()
         return cls(_lean_namespace(), "cpu")
 
     def quiet_overflow(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import array_api_compat as aac
 
-from .base import Backend, CudaUnavailableError, import_or_explain
+from .base import Backend, CudaUnavailableError, import_or_explain, keep_freed_host_memory
 
 
 class TorchBackend(Backend):
@@ -33,6 +33,8 @@ class TorchBackend(Backend):
                 raise CudaUnavailableError(
                     f"CUDA device {device} requested but only {count} GPU(s) are visible"
                 )
+        if device.type == "cpu":
+            keep_freed_host_memory()
         return cls(xp, device)
 
     @classmethod
