@@ -2,11 +2,17 @@
 interrupts, the output folder and memory."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, checkpoint, cli, config, runs
+from twolayer_xp import TwoLayerNet, checkpoint, cli, config, files, runs
+
+RUN = [sys.executable, "-m", "twolayer_xp", "train", "--quiet"]
 
 
 def train(*args):
@@ -178,3 +184,89 @@ def test_cifar10_run_peak_memory_under_twice_the_training_set(tmp_path, cifar):
     assert peak < 2 * train_bytes + plot_allowance, (
         f"peak {peak / 2**20:.0f} MiB, data {train_bytes / 2**20:.0f} MiB"
     )
+
+
+# -- the output folder: one run at a time, no leftovers ---------------------------------------------
+
+
+def test_two_runs_started_together_in_one_folder(tmp_path):
+    """Of two runs started at once with the same --out exactly one proceeds; the other exits 2
+    with one line (the lock; or, had it started late, the first run's files)."""
+    out = tmp_path / "run"
+    procs = [
+        subprocess.Popen(
+            [*RUN, "--out", str(out), "--num-iters", "300"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    done = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert sorted(code for code, _, _ in done) == [0, 2], done
+    _, stdout, stderr = next(d for d in done if d[0] == 2)
+    lines = stderr.strip().splitlines()
+    assert stdout == "" and len(lines) == 1, stderr
+    assert "is in use by another run (pid" in lines[0] or "already holds a run's files" in lines[0]
+    assert json.loads((out / "metrics.json").read_text())["iterations"] == 300
+    assert not (out / files.LOCK_NAME).exists()
+
+
+def test_lock_of_a_live_run_refuses_and_a_stale_one_is_taken_over(tmp_path):
+    lock = tmp_path / files.LOCK_NAME
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        lock.write_text(str(alive.pid))
+        with pytest.raises(ValueError, match=f"in use by another run \\(pid {alive.pid}\\)"):
+            with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+                pass
+        assert lock.read_text() == str(alive.pid)  # a refused claim leaves the owner's lock alone
+        alive.kill()
+    alive.wait()
+    # the run that held it was killed: its lock is stale and the next run takes it
+    with files.claim_folder(tmp_path, False, runs.OUTPUTS) as out:
+        assert (out / files.LOCK_NAME).read_text() == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_a_lock_still_being_written_is_not_taken_as_stale(tmp_path):
+    """O_EXCL creates the lock empty and the pid follows: a second run that reads it in between
+    must not remove it (both would then proceed). An empty lock left by a crash long ago is stale."""
+    lock = tmp_path / files.LOCK_NAME
+    lock.write_text("")
+    with pytest.raises(ValueError, match="in use by another run"):
+        with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+            pass
+    assert lock.exists()
+    old = time.time() - 10 * files.LOCK_WRITE_GRACE_S
+    os.utime(lock, (old, old))
+    with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+        assert lock.read_text() == str(os.getpid())
+
+
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path):
+    # what atomic_write leaves when a run is killed between mkstemp and the rename
+    stale = [tmp_path / ".model.npz.k1lled.tmp", tmp_path / ".metrics.json.x9_2.tmp"]
+    for f in stale:
+        f.write_bytes(b"half a file")
+    assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(runs.OUTPUTS)
+
+
+@pytest.mark.parametrize("failure", ["too-big", "no-cuda"])
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monkeypatch, failure):
+    """Both errors come after the output folder was claimed (and created)."""
+    monkeypatch.chdir(tmp_path)
+    if failure == "too-big":
+        args, words = ["--hidden-size", 10**10], "hidden_size=10000000000"
+    else:
+        from twolayer_xp.backend.cupy_lib import check_cuda
+
+        check_cuda.cache_clear()
+        monkeypatch.setitem(sys.modules, "cupy", None)
+        args, words = ["--device", "cuda"], "CuPy is not installed"
+    assert train(*args, "--quiet") == 2
+    assert train(*args, "--quiet", "--out", tmp_path / "a" / "b") == 2
+    if failure == "no-cuda":
+        check_cuda.cache_clear()
+    assert words in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither runs/<dataset>-<time>/ nor runs/ nor a/b/
