@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -90,6 +91,7 @@ def test_divergence_exits_1_and_keeps_a_finite_checkpoint(tmp_path, capsys):
     assert metrics["status"] == "diverged"
     net = TwoLayerNet.load(tmp_path / "model.npz")  # loading checks every param is finite
     assert net.iteration < 2000
+    assert all(np.all(np.isfinite(p)) for p in net.params.values())
 
 
 def test_interrupted_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
@@ -270,3 +272,180 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monk
         check_cuda.cache_clear()
     assert words in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither runs/<dataset>-<time>/ nor runs/ nor a/b/
+
+
+# -- resume: one policy, and a run killed before its outputs --------------------------------------
+
+
+def test_checkpoint_every_may_change_on_resume(tmp_path, monkeypatch):
+    saved_at = []
+    real_save = checkpoint.save_net
+
+    def recording_save(path, net, *args, **kwargs):
+        saved_at.append(net.iteration)
+        return real_save(path, net, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_net", recording_save)
+    assert train("--out", tmp_path, "--num-iters", 30, "--checkpoint-every", 10, "--quiet") == 0
+    assert saved_at == [10, 20, 30]
+    model = tmp_path / "model.npz"
+    assert train("--resume", model, "--num-iters", 60, "--checkpoint-every", 15, "--quiet") == 0
+    assert saved_at == [10, 20, 30, 45, 60]
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["checkpoint_every"] == 15
+    assert "checkpoint_every" in config.RESUME_MAY_CHANGE
+
+
+def test_resume_of_a_completed_run_writes_its_missing_outputs(tmp_path, capsys):
+    """A run killed after its last checkpoint but before metrics.json and the plots."""
+    assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
+    model = (tmp_path / "model.npz").read_bytes()
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "loss.png").unlink()
+    capsys.readouterr()
+    assert train("--resume", tmp_path / "model.npz", "--quiet") == 0
+    assert "after 20 iterations" in capsys.readouterr().out
+    assert all((tmp_path / name).exists() for name in runs.OUTPUTS)
+    assert (tmp_path / "model.npz").read_bytes() == model  # nothing retrained
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and len(metrics["loss_history"]) == metrics["iterations"] == 20
+    # resumed into a new folder, the finished run's outputs (its checkpoint too) go there
+    assert train("--resume", tmp_path / "model.npz", "--out", tmp_path / "copy", "--quiet") == 0
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == sorted(runs.OUTPUTS)
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interrupt_at_sync", [1, 2])
+def test_ctrl_c_names_the_checkpoint_and_its_iteration(tmp_path, interrupt_at_sync):
+    """Segments of 20 iterations sync (call progress) at their end, just before the checkpoint."""
+    syncs = []
+
+    def progress(info):
+        syncs.append(info["iteration"])
+        if len(syncs) == interrupt_at_sync:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(runs.RunInterrupted) as excinfo:
+        runs.run(config.RunConfig(num_iters=60, checkpoint_every=20), out, progress=progress)
+    message = str(excinfo.value)
+    if interrupt_at_sync == 1:
+        assert message == "interrupted before the first checkpoint; nothing was saved"
+        assert not out.exists()
+    else:
+        model = out / "model.npz"
+        assert message == f"interrupted; {model} holds iteration 20: continue with --resume {model}"
+        assert TwoLayerNet.load(model).iteration == 20
+        assert not (out / files.LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("where", ["loading the data", "drawing the plots"])
+def test_ctrl_c_outside_the_training_loop(tmp_path, capsys, monkeypatch, where):
+    """Before training (a resumed run's checkpoint is untouched) or after it (the final
+    checkpoint is written): the message says so rather than 'nothing was saved'."""
+    model = tmp_path / "model.npz"
+    assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
+    capsys.readouterr()
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "loading the data":
+        monkeypatch.setattr(runs, "load_data", interrupt)
+        expected = f"interrupted; {model} is unchanged: continue with --resume {model}"
+    else:
+        from twolayer_xp import plots
+
+        monkeypatch.setattr(plots, "save", interrupt)
+        expected = f"interrupted; {model} holds iteration 40: continue with --resume {model}"
+    assert train("--resume", model, "--num-iters", 40, "--quiet") == 130
+    assert one_error_line(capsys) == f"twolayer-xp: error: {expected}"
+
+
+def test_sigint_during_training_exits_130_naming_the_checkpoint(tmp_path):
+    """A real Ctrl-C (SIGINT) to a running `twolayer-xp train`, once it has a checkpoint."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--num-iters", str(10**6), "--checkpoint-every", "100"]
+    with subprocess.Popen([*RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 60
+        while not (out / "model.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(2)  # SIGINT
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert stdout == "" and len(lines) == 1 and "Traceback" not in stderr, stderr
+    iteration = TwoLayerNet.load(out / "model.npz").iteration
+    assert lines[0].startswith(f"twolayer-xp: error: interrupted; {out / 'model.npz'} holds iteration ")
+    assert lines[0].endswith(f"iteration {iteration}: continue with --resume {out / 'model.npz'}")
+
+
+INTERRUPTED_IMPORT = """
+import runpy, sys
+
+class CtrlCOnImport:  # Ctrl-C while `twolayer-xp` is still importing numpy
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlCOnImport())
+sys.argv = ["twolayer-xp", "train", "--out", sys.argv[1]]
+runpy.run_module("twolayer_xp", run_name="__main__")
+"""
+
+
+def test_ctrl_c_during_start_up_imports(tmp_path):
+    """The package imports lazily, so `python -m twolayer_xp` is inside main's try before numpy
+    loads: Ctrl-C there is exit 130 and one line, not a traceback."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "twolayer-xp: error: interrupted before anything was saved\n"
+    assert not (tmp_path / "run").exists()
+
+
+# -- overflow: refused up front, and never a warning on stderr --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,code,words",
+    [
+        (["--std", "1e308"], 2, "std is so large that the initial weights or scores overflow float32"),
+        (["--learning-rate", "1e30", "--std", "1.0"], 1, "training diverged"),
+    ],
+)
+def test_overflow_is_one_line_without_runtime_warnings(tmp_path, args, code, words):
+    """stderr as a user sees it (pytest would capture the warnings in-process)."""
+    done = subprocess.run(
+        [*RUN, "--out", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == code, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, done.stderr
+    assert "RuntimeWarning" not in done.stderr
+
+
+def test_final_evaluation_of_overflowing_params_warns_nothing(tmp_path, capsys):
+    """Finite params whose scores overflow float32 (what a run that diverged slowly can keep):
+    the accuracies written at the end are computed without numpy's overflow warnings."""
+    assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
+    net, arrays = checkpoint.load_net(tmp_path / "model.npz")
+    big = float(np.finfo(np.float32).max) * 0.9
+    net.params["W1"][...] = 0
+    net.params["b1"][...] = 0
+    net.params["b1"][0] = 1  # one hidden unit on for every input
+    net.params["W2"][...] = 0
+    net.params["W2"][0] = big  # its scores: big, plus b2 = big: inf
+    net.params["b2"][...] = big
+    checkpoint.save_net(tmp_path / "model.npz", net, arrays=arrays)
+    (tmp_path / "metrics.json").unlink()
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train("--resume", tmp_path / "model.npz", "--quiet") == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
