@@ -83,6 +83,9 @@ def test_verbose_prints_cs231n_lines(tmp_path, capsys):
         (["--device", "tpu"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
         (["--num-train", "100"], "applies to cifar10 only"),
         (["--seed", "-1"], "seed must be an int >= 0"),
+        (["--std", "1e308"], "std is so large that the initial weights or scores overflow float32"),
+        (["--hidden-size", "10000000000"], "TiB of memory (hidden_size=10000000000, batch_size=100"),
+        (["--batch-size", "100000000000000"], "batch_size=100000000000000, 1797 rows) but"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words):
@@ -174,3 +177,23 @@ def test_cifar10_corrupt_batch(tmp_path, capsys, cifar):
     ]
     assert train(*args) == 2
     assert "test_batch is not a readable CIFAR-10 batch" in one_error_line(capsys)
+
+
+def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
+    from twolayer_xp import runs
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(runs, "load_data", exhausted)
+    assert train("--out", tmp_path / "run", "--quiet") == 2
+    assert "out of memory" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_num_train_past_the_data(tmp_path, capsys, cifar):
+    cifar.write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)  # 300 training rows
+    args = ["--dataset", "cifar10", "--data-dir", tmp_path / "data", "--num-train", 1000, "--num-val", 10]
+    assert train(*args, "--out", tmp_path / "run", "--quiet") == 2
+    line = one_error_line(capsys)
+    assert "num_train + num_val = 1010 but the training batches hold only 300 images" in line
