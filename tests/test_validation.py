@@ -100,3 +100,147 @@ def test_train_validation_set_is_checked(net):
         net.train(X4, Y, X4, Y + 5)
     with pytest.raises(ValueError, match="X_val"):
         net.train(X4, Y, np.ones((6, 3)), Y)
+
+
+# -- sizes and scales that cannot work ---------------------------------------------------------------
+
+
+def test_a_net_too_big_for_memory_is_refused_at_once():
+    """5 TB of weights: a one-line ValueError naming hidden_size, not a MemoryError (or, with
+    memory overcommit, a swapping machine) from the allocator."""
+    with pytest.raises(ValueError, match=r"hidden_size=10000000000, .* use a smaller hidden_size"):
+        TwoLayerNet(64, 10**10, 10)
+
+
+@pytest.mark.parametrize(
+    "std,dtype",
+    [
+        (1e308, "float64"),  # the weights themselves overflow
+        (1e200, "float32"),
+        (1e20, "float32"),  # weights fit float32, their scores (~64 * 10 * std**2) do not
+    ],
+)
+# numpy warns about the overflowing draw before the net refuses it (the CLI builds the net under
+# np.errstate; TwoLayerNet itself would need its draw under np.errstate to stay quiet)
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
+def test_std_whose_weights_or_scores_overflow(std, dtype):
+    with pytest.raises(
+        ValueError, match=f"std is so large that the initial weights or scores overflow {dtype}"
+    ):
+        TwoLayerNet(64, 10, 10, std=std, dtype=dtype)
+
+
+# -- params replaced by the user -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value,error,words",
+    [
+        (np.ones((4, 6)), ValueError, r'params\["W1"\] must have shape \(4, 5\), got \(4, 6\)'),
+        (np.full((4, 5), "a"), TypeError, r'params\["W1"\] must hold real numbers'),
+        ("weights", TypeError, r'params\["W1"\] must hold real numbers'),
+        (object(), TypeError, r'params\["W1"\] must'),
+    ],
+)
+def test_replaced_params_are_checked(net, value, error, words):
+    net.params["W1"] = value
+    with pytest.raises(error, match=words):
+        net.loss(X4, Y)
+
+
+def test_a_param_of_the_wrong_shape_on_the_device_is_refused(net):
+    net.params["b2"] = net.backend.xp.zeros((4,), dtype=net.dtype, device=net.backend.device)
+    with pytest.raises(ValueError, match=r'params\["b2"\] must have shape \(3,\), got \(4,\)'):
+        net.predict(X4)
+
+
+def test_a_list_of_lists_of_the_right_shape_is_adopted(net, assert_close):
+    net.params["W1"] = [[0.5] * 5 for _ in range(4)]
+    net.loss(X4, Y)
+    assert_close(net.params["W1"], np.full((4, 5), 0.5), backend=net.backend, dtype=net.dtype_name)
+
+
+def test_a_deleted_param_is_named(net):
+    del net.params["b1"]
+    with pytest.raises(KeyError, match=r'params\["b1"\] is missing; expected an array of shape \(5,\)'):
+        net.predict(X4)
+
+
+# -- CS231n contract details -----------------------------------------------------------------------
+
+
+def test_grads_come_in_cs231n_order(net):
+    assert list(net.loss(X4, Y, reg=0.1)[1]) == ["W1", "b1", "W2", "b2"]
+
+
+def test_divergence_returns_the_finite_part_and_warns_at_the_callers_line(case, make_net, blobs):
+    X, y = blobs(n=200, d=10, c=4)
+    net = make_net(case, 10, 20, 4, std=1.0, rng=0)
+    kwargs = dict(learning_rate=30.0, learning_rate_decay=1.0, num_iters=300, batch_size=20, sync_every=5)
+    with pytest.warns(RuntimeWarning, match="training diverged") as record:
+        stats = net.train(X, y, X, y, **kwargs)
+    assert 0 < len(stats["loss_history"]) < 300 and np.all(np.isfinite(stats["loss_history"]))
+    assert 0 < len(stats["val_acc_history"]) and net.iteration == len(stats["loss_history"])
+    assert [w.filename for w in record] == [__file__]
+
+
+# -- host syncs ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def syncs(monkeypatch):
+    """Names of the host syncs made: Backend.to_numpy, and (array-api-strict) an array turned
+    into a Python scalar by int(), float(), bool() or index()."""
+    import array_api_strict as xs
+
+    from twolayer_xp.backend import Backend
+
+    made = []
+    real_to_numpy = Backend.to_numpy
+
+    def to_numpy(self, x):
+        made.append("to_numpy")
+        return real_to_numpy(self, x)
+
+    monkeypatch.setattr(Backend, "to_numpy", to_numpy)
+    array_type = type(xs.asarray(0))
+    for name in ("__int__", "__float__", "__bool__", "__index__"):
+        real = getattr(array_type, name)
+
+        def scalar(self, *args, _name=name, _real=real):
+            made.append(_name)
+            return _real(self, *args)
+
+        monkeypatch.setattr(array_type, name, scalar)
+    return made
+
+
+@pytest.mark.parametrize("case_id", ["numpy", "strict-device1"])
+def test_accuracy_of_device_arrays_is_one_sync_and_predict_none(case_id, make_net, blobs, syncs):
+    X, y = blobs(n=60, d=4, c=3)
+    net = make_net(case_id, 4, 5, 3, std=0.5, rng=0)
+    expected = float(np.mean(net.predict(X) == y))
+    Xd, yd = net.backend.asarray(X, dtype=net.dtype), net.backend.asarray(y)
+    syncs.clear()
+    net.predict(Xd)
+    assert syncs == []
+    assert net.accuracy(Xd, yd) == expected
+    assert syncs == ["to_numpy"]
+    syncs.clear()
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\], found values in \[0, 3\]"):
+        net.accuracy(Xd, net.backend.asarray(np.where(y == 2, 3, y)))
+    assert syncs == ["to_numpy"]  # the label range came back with the count
+
+
+@pytest.mark.parametrize("case_id", ["numpy", "strict-device1"])
+def test_accuracy_checks_host_inputs_on_the_host(case_id, make_net, blobs, syncs):
+    X, y = blobs(n=60, d=4, c=3)
+    net = make_net(case_id, 4, 5, 3, rng=0)
+    syncs.clear()
+    net.accuracy(X, y)
+    assert syncs == ["to_numpy"]
+    if case_id != "numpy":  # a host X is scanned for NaN (on the host, no device sync)
+        with pytest.raises(ValueError, match="X contains 4 non-finite"):
+            net.accuracy(np.where(np.arange(60)[:, None] == 3, np.nan, X), y)
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\], found values in \[-1, 2\]"):
+        net.accuracy(X[:5], np.array([0, 1, 2, -1, 0]))

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -61,14 +62,18 @@ def claim_folder(path: str | os.PathLike, continuing: bool, outputs: tuple[str, 
     """Claim ``path`` for one run: create it if needed, take its lock file (O_EXCL, so of two
     runs started together exactly one proceeds), refuse a folder holding another run's
     ``outputs`` unless ``continuing`` it, and remove temp files a killed write left behind.
-    On the way out the lock goes, and a folder this claim created and left empty goes too."""
+    On the way out the lock goes, and the folders this claim created (``runs/`` included) go
+    too if they are left empty."""
     path = Path(path)
-    created = not path.exists()
+    created = _missing_folders(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         lock = _take_lock(path)
-    except OSError as exc:
-        raise ValueError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
+    except BaseException as exc:
+        _remove_if_empty(created)
+        if isinstance(exc, OSError):
+            raise ValueError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
+        raise
     try:
         if not continuing and any((path / name).exists() for name in outputs):
             raise ValueError(
@@ -80,8 +85,29 @@ def claim_folder(path: str | os.PathLike, continuing: bool, outputs: tuple[str, 
         yield path
     finally:
         lock.unlink(missing_ok=True)
-        if created and not any(path.iterdir()):
-            path.rmdir()
+        _remove_if_empty(created)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first: a parent can only be empty once its child is gone
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): keep it and its parents
+            return
+
+
+# A lock file with no pid yet is being written by the run that just created it (O_EXCL creates
+# the file, the pid follows a moment later); only a much older empty one was left by a crash.
+LOCK_WRITE_GRACE_S = 10.0
 
 
 def _take_lock(folder: Path) -> Path:
@@ -92,7 +118,8 @@ def _take_lock(folder: Path) -> Path:
         except FileExistsError:
             owner = _lock_owner(lock)
             if owner is not None:
-                raise ValueError(f"output folder {folder} is in use by another run (pid {owner})") from None
+                held_by = f" (pid {owner})" if owner > 0 else ""
+                raise ValueError(f"output folder {folder} is in use by another run{held_by}") from None
             lock.unlink(missing_ok=True)  # left by a run that was killed
             continue
         with os.fdopen(fd, "w") as f:
@@ -102,10 +129,20 @@ def _take_lock(folder: Path) -> Path:
 
 
 def _lock_owner(lock: Path) -> int | None:
-    """The pid holding ``lock`` if that process is alive, else None."""
+    """The pid holding ``lock`` if that process is alive, 0 if the lock is being written right
+    now (no pid in it yet), None if it is stale (its process is gone)."""
     try:
-        pid = int(lock.read_text().strip() or "0")
-    except (OSError, ValueError):
+        text = lock.read_text().strip()
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None  # released meanwhile: try again
+    except OSError:
+        return 0
+    if not text:
+        return 0 if age < LOCK_WRITE_GRACE_S else None
+    try:
+        pid = int(text)
+    except ValueError:
         return None
     if pid <= 0:
         return None

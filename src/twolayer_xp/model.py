@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kernels, placement, training, validation
+from . import kernels, placement, resources, training, validation
 from .backend import Backend, dtype_name, resolve
 from .rng import HostRNG
 
@@ -50,6 +50,7 @@ class TwoLayerNet:
         std = validation.check("std", std)
         self.backend: Backend = resolve(device, backend)
         self.dtype = self.backend.dtype(dtype)
+        resources.check_net(D, H, C, 4 if self.dtype_name == "float32" else 8, self.backend.name == "numpy")
         self.shapes = kernels.param_shapes(D, H, C)
         self.state = training.TrainingState(HostRNG(rng))
         self.metadata: dict = {}
@@ -122,9 +123,21 @@ class TwoLayerNet:
         return placement.output(kernels.predict(self.live_params(), Xd), on_host)
 
     def accuracy(self, X: Any, y: Any) -> float:
-        """Fraction of rows of X whose predicted label equals y."""
-        Xd, yd = self.place(X, y, "X")
-        return int(kernels.count_correct(self.live_params(), Xd, yd)) / Xd.shape[0]
+        """Fraction of rows of X whose predicted label equals y. One host sync: the count comes
+        back together with the range of a device y (a host y is checked on the host), and a
+        device X is not scanned for NaN (a NaN row just predicts some class)."""
+        Xd, _ = placement.features(
+            self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X)
+        )
+        if not self.backend.owns(y):
+            yd = placement.labels(self.backend, y, Xd.shape[0], self.output_size)
+            return int(self.backend.to_numpy(kernels.count_correct(self.live_params(), Xd, yd))) / Xd.shape[0]
+        xp = validation.label_array("y", y, Xd.shape[0])
+        count = kernels.count_correct(self.live_params(), Xd, y)
+        stats = xp.stack([xp.astype(v, xp.int64) for v in (count, xp.min(y), xp.max(y))])
+        count, low, high = (int(v) for v in self.backend.to_numpy(stats))
+        validation.label_range("y", low, high, self.output_size)
+        return count / Xd.shape[0]
 
     def train(
         self,

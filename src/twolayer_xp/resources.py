@@ -54,6 +54,21 @@ def check_run(config, num_features: int, num_classes: int, rows: dict, members: 
         )
 
 
+def check_net(D: int, H: int, C: int, itemsize: int, params_on_host: bool) -> None:
+    """ValueError in one line when a ``TwoLayerNet(D, H, C)`` cannot fit in host memory: its
+    weights are drawn on the host in float64 (two arrays: the draw and ``std *`` it), and a
+    host backend (numpy) then keeps the params there too. Asking the allocator instead would
+    fail with a MemoryError at best, and with overcommit let the system swap or kill at worst."""
+    weights = D * H + H * C
+    need = 2 * weights * 8 + (weights + H + C) * itemsize * params_on_host
+    have = available_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"a net with input_size={D}, hidden_size={H}, output_size={C} needs about {_size(need)} "
+            f"of host memory for its weights but {_size(have)} is available; use a smaller hidden_size"
+        )
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":

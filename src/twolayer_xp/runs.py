@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__, checkpoint, data, files, resources
 from . import config as configs
 from .checkpoint import CheckpointError
@@ -83,6 +85,17 @@ def run(
     'samples_per_second'. Raises TrainingDivergedError after saving the last finite state.
     """
     started = time.perf_counter()
+    try:
+        return _run(config, out_dir, resume, progress, verbose, started)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:  # before training started: nothing of this run was saved
+        if resume is None:
+            raise RunInterrupted("interrupted before the first checkpoint; nothing was saved") from None
+        raise RunInterrupted(f"interrupted; {resume} is unchanged: continue with --resume {resume}") from None
+
+
+def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunResult:
     net = None
     if resume is not None:
         net, config = _resumed(config, resume)
@@ -94,16 +107,19 @@ def run(
         ds = load_data(config)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         if net is None:
-            net = TwoLayerNet(
-                ds.num_features,
-                config.hidden_size,
-                ds.num_classes,
-                std=config.std,
-                device=config.device,
-                backend=config.backend,
-                dtype=config.dtype,
-                rng=config.seed,
-            )
+            # A std so large that the weights overflow is refused by the net in one line; numpy's
+            # own overflow warning about it would only be a second, confusing one.
+            with np.errstate(over="ignore", invalid="ignore"):
+                net = TwoLayerNet(
+                    ds.num_features,
+                    config.hidden_size,
+                    ds.num_classes,
+                    std=config.std,
+                    device=config.device,
+                    backend=config.backend,
+                    dtype=config.dtype,
+                    rng=config.seed,
+                )
         elif (net.input_size, net.output_size) != (ds.num_features, ds.num_classes):
             raise CheckpointError(
                 f"{resume} maps {net.input_size} features to {net.output_size} classes; the data has "
@@ -146,14 +162,28 @@ class _Session:
         }
         self.placed = {name: net.place(X, y, f"X_{name}") for name, (X, y) in splits.items()}
         self.first_iteration = net.iteration
+        # The newest checkpoint of this run and its iteration: the resumed file until this
+        # session writes its own.
         self.saved_at: int | None = net.iteration if resume is not None else None
+        self.saved_in: Path | None = Path(resume) if resume is not None else None
         self.train_start = time.perf_counter()
 
     def train(self, progress, verbose) -> RunResult:
+        """Train to num_iters, checkpointing on the way, then write the outputs. Ctrl-C anywhere
+        in here is a RunInterrupted saying which checkpoint holds which iteration."""
+        try:
+            return self._train(progress, verbose)
+        except KeyboardInterrupt:
+            raise RunInterrupted(self.interrupted_message()) from None
+
+    def _train(self, progress, verbose) -> RunResult:
         net, config = self.net, self.config
         if net.iteration >= config.num_iters:
             if self.resume is not None and not all((self.out / name).exists() for name in OUTPUTS):
-                return self.write_outputs("completed")  # killed before its outputs: finish them
+                # killed after its last checkpoint but before its outputs: finish them
+                if not (self.out / "model.npz").exists():  # resumed into another folder
+                    self.save()
+                return self.write_outputs("completed")
             raise ValueError(
                 f"the run already has {net.iteration} of num_iters={config.num_iters} iterations; "
                 "pass a larger --num-iters to train further"
@@ -184,8 +214,6 @@ class _Session:
             self.save()  # the params were rolled back to the last finite state
             self.write_outputs("diverged")
             raise
-        except KeyboardInterrupt:
-            raise RunInterrupted(self.interrupted_message()) from None
         return self.write_outputs("completed")
 
     def report(self, info: dict, progress) -> None:
@@ -205,21 +233,22 @@ class _Session:
 
     def save(self) -> None:
         checkpoint.save_net(self.out / "model.npz", self.net, arrays={"mean_image": self.ds.mean_image})
-        self.saved_at = self.net.iteration
+        self.saved_at, self.saved_in = self.net.iteration, self.out / "model.npz"
 
     def interrupted_message(self) -> str:
-        if self.saved_at is None:
+        if self.saved_in is None:
             return "interrupted before the first checkpoint; nothing was saved"
         return (
-            f"interrupted; {self.out / 'model.npz'} holds iteration {self.saved_at}: continue with "
-            f"--resume {self.out / 'model.npz'}"
+            f"interrupted; {self.saved_in} holds iteration {self.saved_at}: continue with "
+            f"--resume {self.saved_in}"
         )
 
     def write_outputs(self, status: str) -> RunResult:
         """metrics.json, loss.png and weights.png for the run as it stands."""
         net, config = self.net, self.config
         train_seconds = time.perf_counter() - self.train_start
-        accuracy = {split: net.accuracy(X, y) for split, (X, y) in self.placed.items()}
+        with net.backend.quiet_overflow():  # diverged params may overflow; the status says so
+            accuracy = {split: net.accuracy(X, y) for split, (X, y) in self.placed.items()}
         metrics = {
             "status": status,
             "config": config.as_dict(),

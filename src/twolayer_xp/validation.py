@@ -158,12 +158,23 @@ def finite(name: str, X: Any) -> None:
 
 def labels(name: str, y: Any, num_rows: int, num_classes: int) -> None:
     """y must be a 1-D integer array of ``num_rows`` labels in [0, num_classes)."""
+    xp = label_array(name, y, num_rows)
+    label_range(name, int(xp.min(y)), int(xp.max(y)), num_classes)
+
+
+def label_array(name: str, y: Any, num_rows: int):
+    """The checks of ``labels`` that need no look at the values (so no host sync): shape and
+    integer dtype. Returns y's namespace."""
     xp = _namespace(name, y)
     if y.ndim != 1 or y.shape[0] != num_rows:
         raise ValueError(f"{name} must have shape ({num_rows},) to match its features, got {tuple(y.shape)}")
     if not xp.isdtype(y.dtype, "integral"):
         raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    low, high = int(xp.min(y)), int(xp.max(y))
+    return xp
+
+
+def label_range(name: str, low: int, high: int, num_classes: int) -> None:
+    """The value check of ``labels``, given the labels' min and max (computed where y lives)."""
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"{name} must hold labels in [0, {num_classes - 1}], found values in [{low}, {high}]"
