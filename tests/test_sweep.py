@@ -78,7 +78,8 @@ def test_two_workers_sqlite_cover_a_grid_exactly_once(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     lrs, regs = [0.1, 0.3, 1.0, 3.0], [1e-5, 1e-4, 1e-3, 1e-2]
     grid = ["--sampler", "grid", "--grid-lr", ",".join(map(str, lrs)), "--grid-reg", ",".join(map(str, regs))]
-    trials = two_workers(tmp_path, storage, *grid, "--trials", 16, "--population", 2, "--num-iters", 300)
+    # enough work that a worker cannot finish the study while the other is still starting up
+    trials = two_workers(tmp_path, storage, *grid, "--trials", 16, "--population", 1, "--num-iters", 1500)
     results = check_results(trials, 16)
     assert {(t.params["learning_rate"], t.params["reg"]) for t in results} == {
         (a, b) for a in lrs for b in regs
@@ -89,7 +90,7 @@ def test_two_workers_sqlite_cover_a_grid_exactly_once(tmp_path):
 @pytest.mark.skipif(postgres.binaries() is None, reason="PostgreSQL's initdb and pg_ctl are not installed")
 def test_two_workers_postgresql(tmp_path):
     with postgres.server() as url:
-        trials = two_workers(tmp_path, url, "--trials", 12, "--population", 2, "--num-iters", 200)
+        trials = two_workers(tmp_path, url, "--trials", 12, "--population", 1, "--num-iters", 1500)
         results = check_results(trials, 12)
         assert len({t.user_attrs["worker"]["pid"] for t in results}) == 2
 

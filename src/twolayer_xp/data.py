@@ -30,6 +30,7 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 CIFAR10_ROW = 3 * 32 * 32
 CIFAR10_SPLIT = {"num_train": 49000, "num_val": 1000, "num_test": 1000}  # CS231n's
+CIFAR10_ROWS = {"train": 50000, "test": 10000}  # images in the five training batches / test_batch
 
 # digits: a fixed split, independent of the model's seed, so test accuracy is comparable.
 # 1,300 training rows make an epoch a whole number of batches of 100 (CS231n's schedule counts
@@ -146,6 +147,11 @@ def load_cifar10(
     num_train, num_val, num_test = validation.check_all(
         num_train=num_train, num_val=num_val, num_test=num_test
     ).values()
+    if num_train + num_val > CIFAR10_ROWS["train"] or num_test > CIFAR10_ROWS["test"]:  # before allocating
+        raise ValueError(
+            f"CIFAR-10 has {CIFAR10_ROWS['train']} training and {CIFAR10_ROWS['test']} test images; "
+            f"num_train + num_val = {num_train + num_val} and num_test = {num_test} were asked for"
+        )
     folder = find_or_fetch_cifar10(data_dir, download=download)
     names = _read_batch(folder / "batches.meta", meta=True)
 

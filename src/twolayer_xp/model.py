@@ -50,13 +50,13 @@ class TwoLayerNet:
         std = validation.check("std", std)
         self.backend: Backend = resolve(device, backend)
         self.dtype = self.backend.dtype(dtype)
-        resources.check_net(D, H, C, 4 if self.dtype_name == "float32" else 8, self.backend.name == "numpy")
+        resources.check_net(D, H, C, self.dtype_name, self.backend.host_memory)
         self.shapes = kernels.param_shapes(D, H, C)
         self.state = training.TrainingState(HostRNG(rng))
         self.metadata: dict = {}
         xp, dev = self.backend.xp, self.backend.device
         # CS231n order: randn(D, H) for W1, then randn(H, C) for W2, drawn in float64 on the host.
-        weights = {name: std * self.state.rng.standard_normal(self.shapes[name]) for name in kernels.WEIGHTS}
+        weights = {name: self.state.rng.scaled_normal(self.shapes[name], std) for name in kernels.WEIGHTS}
         validation.initial_weights(weights, self.dtype_name, D)
         self.params = {
             name: self.backend.asarray(weights[name], dtype=self.dtype)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np  # host side: per-member hyperparameters and results
 
-from . import kernels, placement, training, validation
+from . import kernels, placement, resources, training, validation
 from .backend import Backend, dtype_name, resolve
 from .model import TwoLayerNet
 from .rng import HostRNG
@@ -48,11 +48,12 @@ class Population:
         self.dtype = self.backend.dtype(dtype)
         self.state = training.TrainingState(HostRNG(rng))
         self.hyperparameters: dict = {"std": stds}
+        resources.check_net(D, K * H, C, self.dtype_name, self.backend.host_memory)
         shapes = kernels.param_shapes(D, H, C)
         W1s, W2s = [], []
         for k in range(K):  # member by member, W1 then W2: K TwoLayerNet constructions in a row
-            W1s.append(stds[k] * self.state.rng.standard_normal(shapes["W1"]))
-            W2s.append(stds[k] * self.state.rng.standard_normal(shapes["W2"]))
+            W1s.append(self.state.rng.scaled_normal(shapes["W1"], stds[k]))
+            W2s.append(self.state.rng.scaled_normal(shapes["W2"], stds[k]))
             validation.initial_weights({"W1": W1s[-1], "W2": W2s[-1]}, self.dtype_name, D)
         self._adopt(np.concatenate(W1s, axis=1), np.zeros(K * H), np.stack(W2s), np.zeros((K, C)), K)
 

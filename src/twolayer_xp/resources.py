@@ -54,12 +54,12 @@ def check_run(config, num_features: int, num_classes: int, rows: dict, members: 
         )
 
 
-def check_net(D: int, H: int, C: int, itemsize: int, params_on_host: bool) -> None:
+def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool) -> None:
     """ValueError in one line when a ``TwoLayerNet(D, H, C)`` cannot fit in host memory: its
     weights are drawn on the host in float64 (two arrays: the draw and ``std *`` it), and a
     host backend (numpy) then keeps the params there too. Asking the allocator instead would
     fail with a MemoryError at best, and with overcommit let the system swap or kill at worst."""
-    weights = D * H + H * C
+    weights, itemsize = D * H + H * C, 4 if dtype == "float32" else 8
     need = 2 * weights * 8 + (weights + H + C) * itemsize * params_on_host
     have = available_bytes()
     if have is not None and need > have:

@@ -53,6 +53,12 @@ class HostRNG:
         """A RandomState (or numpy's global one): CS231n's randn / choice streams."""
         return self._source is np.random or isinstance(self._source, np.random.RandomState)
 
+    def scaled_normal(self, shape: tuple[int, ...], std: float) -> np.ndarray:
+        """``std`` * N(0, 1) draws of ``shape`` (float64). An overflow to inf is left to the
+        caller's check (validation.initial_weights), without numpy's warning on the way."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return std * self.standard_normal(shape)
+
     def standard_normal(self, shape: tuple[int, ...]) -> np.ndarray:
         if self.is_legacy:
             return self._source.randn(*shape)  # CS231n's np.random.randn stream

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as configs
-from . import runs, sweep_outputs
+from . import runs, sweep_outputs, validation
 from .backend import resolve
 from .sweep_study import (
     HEARTBEAT_SECONDS,
@@ -31,6 +31,8 @@ SAMPLERS = ("tpe", "random", "grid")
 SEARCH_SPAN = (1e-2, 10.0)
 DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 TRAIN_EVAL_ROWS = 5000  # train accuracy is measured on the first rows of the training split
+# Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
+SHARED_SETTINGS = ("dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "seed")
 
 
 @dataclass
@@ -63,10 +65,9 @@ class SweepConfig:
             raise ValueError(f"--dataset must be one of {', '.join(configs.DEFAULTS)}; got {self.dataset!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        for name in ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed"):
+            if getattr(self, name) is not None:
+                validation.check(name, getattr(self, name))  # the table the API and train use
         defaults = configs.DEFAULTS[self.dataset]
         for name in ("hidden_size", "num_iters", "batch_size"):
             if getattr(self, name) is None:
@@ -133,16 +134,19 @@ def _values(flag: str, value) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every ``sweep`` flag, with its help, on ``parser`` (the CLI's ``sweep`` subparser)."""
     a = parser.add_argument
-    a("--dataset", choices=sorted(configs.DEFAULTS), default="digits", help="digits (default) or cifar10")
+    from .cli import add_settings, checked
+
+    shared = {name: configs.SETTINGS[name] for name in SHARED_SETTINGS}
+    add_settings({group: parser for group in {s.group for s in shared.values()}}, shared)
     a(
         "--trials",
-        type=int,
+        type=checked("trials"),
         metavar="N",
         help=f"the study's total of results across all workers (default {DEFAULT_TRIALS}; grid: its size)",
     )
     a(
         "--population",
-        type=int,
+        type=checked("population"),
         default=DEFAULT_POPULATION,
         metavar="K",
         help=f"trials trained together as one Population (default {DEFAULT_POPULATION})",
@@ -161,9 +165,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--reg", metavar="LOW:HIGH", help="L2 strength range, log scale (default: as for --lr)")
     a("--grid-lr", metavar="A,B,..", help="grid sampler: learning rates to try")
     a("--grid-reg", metavar="A,B,..", help="grid sampler: reg values to try (each pair exactly once)")
-    a("--hidden-size", type=int, metavar="H", help="hidden units (default: the dataset's)")
-    a("--num-iters", type=int, metavar="I", help="SGD iterations per trial (default: the dataset's)")
-    a("--batch-size", type=int, metavar="B", help="minibatch rows (default: the dataset's)")
     a(
         "--storage",
         metavar="URL",
@@ -175,17 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="study name; the same storage and name continue a sweep (default: twolayer-xp-<dataset>)",
     )
     a("--out", metavar="DIR", help="trials.csv, sweep.png and best/ go here (default: runs/sweep-<dataset>)")
-    a("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    a(
-        "--backend",
-        choices=["numpy", "cupy", "torch", "array_api_strict"],
-        help="array library (default: numpy on cpu, cupy on cuda)",
-    )
-    a("--dtype", choices=["float32", "float64"], default="float32", help="float32 (default) or float64")
-    a("--seed", type=int, default=0, help="seed of each population's weights and minibatches (default 0)")
     a(
         "--heartbeat",
-        type=int,
+        type=checked("heartbeat"),
         default=HEARTBEAT_SECONDS,
         metavar="S",
         help=f"seconds between a worker's liveness marks; a killed worker's trials are re-run {STALE_HEARTBEATS}x this later (default {HEARTBEAT_SECONDS})",

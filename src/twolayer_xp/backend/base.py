@@ -53,6 +53,11 @@ class Backend:
         """Short, user-facing device name: 'cpu', 'cuda:0', 'device1', ..."""
         return "cpu"
 
+    @property
+    def host_memory(self) -> bool:
+        """True when arrays live in the host's memory (a CPU device), so host limits apply."""
+        return True
+
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer measures the work and not its launch."""
 

@@ -37,6 +37,10 @@ class CupyBackend(Backend):
     def device_label(self) -> str:
         return f"cuda:{self.device.id}"
 
+    @property
+    def host_memory(self) -> bool:
+        return False
+
     def supported_dtypes(self) -> tuple[str, ...]:
         return ("float32", "float64")  # the namespace info needs a live GPU; CUDA has both
 

@@ -49,6 +49,10 @@ class TorchBackend(Backend):
     def _on_gpu(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def host_memory(self) -> bool:
+        return not self._on_gpu
+
     def synchronize(self) -> None:
         if self._on_gpu:
             import torch
