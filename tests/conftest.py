@@ -150,3 +150,26 @@ def cifar():
     import cifar_fixture
 
     return cifar_fixture
+
+
+@pytest.fixture(scope="session")
+def train():
+    """train(*args): ``twolayer-xp train`` in this process; returns its exit code."""
+    from twolayer_xp import cli
+
+    return lambda *args: cli.main(["train", *map(str, args)])
+
+
+@pytest.fixture(scope="session")
+def one_error_line():
+    """one_error_line(capsys): the single stderr line of a failed command (asserted to be one
+    line, to start with 'twolayer-xp', to say 'error', and to hold no traceback)."""
+
+    def check(capsys):
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith("twolayer-xp") and "error" in lines[0] and "Traceback" not in err
+        return lines[0]
+
+    return check

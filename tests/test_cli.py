@@ -8,18 +8,6 @@ import pytest
 from twolayer_xp import TwoLayerNet, cli
 
 
-def train(*args):
-    return cli.main(["train", *map(str, args)])
-
-
-def one_error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("twolayer-xp") and "error" in lines[0] and "Traceback" not in err
-    return lines[0]
-
-
 def test_module_entry_point_and_progress_bar(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "twolayer_xp", "train", "--num-iters", "150", "--out", str(tmp_path)],
@@ -60,7 +48,7 @@ def test_help_explains_every_flag(capsys):
         assert flag in text, flag
 
 
-def test_verbose_prints_cs231n_lines(tmp_path, capsys):
+def test_verbose_prints_cs231n_lines(tmp_path, capsys, train):
     assert train("--out", tmp_path, "--num-iters", 250, "--verbose") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("iteration 0 / 250: loss ") and out[2].startswith("iteration 200 / 250")
@@ -88,7 +76,7 @@ def test_verbose_prints_cs231n_lines(tmp_path, capsys):
         (["--batch-size", "100000000000000"], "batch_size=100000000000000, 1797 rows) but"),
     ],
 )
-def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words):
+def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words, train, one_error_line):
     with pytest.raises(SystemExit) as excinfo:
         code = train("--out", tmp_path / "run", "--quiet", *args)
         raise SystemExit(code)
@@ -96,7 +84,7 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, words):
     assert words in one_error_line(capsys)
 
 
-def test_cuda_without_cupy(tmp_path, capsys, monkeypatch):
+def test_cuda_without_cupy(tmp_path, capsys, monkeypatch, train, one_error_line):
     from twolayer_xp.backend.cupy_lib import check_cuda
 
     check_cuda.cache_clear()
@@ -122,7 +110,7 @@ def test_cuda_on_this_machine_fails_cleanly(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "fix:" in done.stderr
 
 
-def test_out_that_is_not_writable(tmp_path, capsys):
+def test_out_that_is_not_writable(tmp_path, capsys, train, one_error_line):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert train("--out", blocker / "run", "--quiet") == 2
@@ -130,20 +118,20 @@ def test_out_that_is_not_writable(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content", [b"garbage", b""])
-def test_resume_from_something_that_is_not_a_checkpoint(tmp_path, capsys, content):
+def test_resume_from_something_that_is_not_a_checkpoint(tmp_path, capsys, content, train, one_error_line):
     bad = tmp_path / "model.npz"
     bad.write_bytes(content)
     assert train("--resume", bad, "--quiet") == 2
     assert "not a readable twolayer-xp checkpoint" in one_error_line(capsys)
 
 
-def test_resume_of_a_model_saved_outside_a_run(tmp_path, capsys):
+def test_resume_of_a_model_saved_outside_a_run(tmp_path, capsys, train, one_error_line):
     TwoLayerNet(64, 5, 10, rng=0).save(tmp_path / "model.npz")
     assert train("--resume", tmp_path / "model.npz", "--quiet") == 2
     assert "not written by a twolayer-xp run" in one_error_line(capsys)
 
 
-def test_cifar10_missing_without_network(tmp_path, capsys, monkeypatch):
+def test_cifar10_missing_without_network(tmp_path, capsys, monkeypatch, train, one_error_line):
     import pooch
 
     def offline(*args, **kwargs):
@@ -157,7 +145,7 @@ def test_cifar10_missing_without_network(tmp_path, capsys, monkeypatch):
     assert "could not download CIFAR-10" in one_error_line(capsys)
 
 
-def test_cifar10_corrupt_batch(tmp_path, capsys, cifar):
+def test_cifar10_corrupt_batch(tmp_path, capsys, cifar, train, one_error_line):
     folder = cifar.write_cifar(tmp_path / "data")
     (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(")  # a pickle cut short
     args = [
@@ -179,7 +167,7 @@ def test_cifar10_corrupt_batch(tmp_path, capsys, cifar):
     assert "test_batch is not a readable CIFAR-10 batch" in one_error_line(capsys)
 
 
-def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
+def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch, train, one_error_line):
     from twolayer_xp import runs
 
     def exhausted(*args, **kwargs):
@@ -191,7 +179,7 @@ def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_num_train_past_the_data(tmp_path, capsys, cifar):
+def test_num_train_past_the_data(tmp_path, capsys, cifar, train, one_error_line):
     cifar.write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)  # 300 training rows
     args = ["--dataset", "cifar10", "--data-dir", tmp_path / "data", "--num-train", 1000, "--num-val", 10]
     assert train(*args, "--out", tmp_path / "run", "--quiet") == 2

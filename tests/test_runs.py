@@ -11,24 +11,12 @@ import warnings
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, checkpoint, cli, config, files, runs
+from twolayer_xp import TwoLayerNet, checkpoint, config, files, runs
 
 RUN = [sys.executable, "-m", "twolayer_xp", "train", "--quiet"]
 
 
-def train(*args):
-    return cli.main(["train", *map(str, args)])
-
-
-def one_error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("twolayer-xp") and "error" in lines[0] and "Traceback" not in err
-    return lines[0]
-
-
-def test_default_run_on_digits(tmp_path, capsys):
+def test_default_run_on_digits(tmp_path, capsys, train):
     """The README's main job: defaults on digits reach test accuracy >= 0.96 and write 4 files."""
     assert train("--out", tmp_path / "run", "--no-progress") == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -45,7 +33,7 @@ def test_default_run_on_digits(tmp_path, capsys):
     assert net.iteration == 2000 and net.hidden_size == 128
 
 
-def test_plots_show_what_they_claim(tmp_path):
+def test_plots_show_what_they_claim(tmp_path, train):
     from matplotlib.image import imread
 
     assert train("--out", tmp_path, "--quiet", "--num-iters", 300) == 0
@@ -60,7 +48,7 @@ def test_plots_show_what_they_claim(tmp_path):
     assert grid.shape == (11 * 9 - 1, 12 * 9 - 1) and grid.min() == 0 and grid.max() == pytest.approx(255)
 
 
-def test_resume_keeps_its_settings(tmp_path, capsys):
+def test_resume_keeps_its_settings(tmp_path, capsys, train, one_error_line):
     assert train("--out", tmp_path, "--num-iters", 30, "--quiet") == 0
     assert train("--resume", tmp_path / "model.npz", "--hidden-size", 10, "--quiet") == 2
     assert "--hidden-size cannot change when resuming" in one_error_line(capsys)
@@ -68,7 +56,7 @@ def test_resume_keeps_its_settings(tmp_path, capsys):
     assert "already has 30 of num_iters=30" in one_error_line(capsys)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
+def test_resumed_run_equals_uninterrupted_run(tmp_path, train):
     common = ["--dtype", "float64", "--quiet", "--checkpoint-every", 15, "--seed", 5]
     assert train("--out", tmp_path / "whole", "--num-iters", 60, *common) == 0
     assert train("--out", tmp_path / "split", "--num-iters", 25, *common) == 0
@@ -83,7 +71,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert a["test_accuracy"] == b["test_accuracy"] and b["resumed_from"].endswith("model.npz")
 
 
-def test_divergence_exits_1_and_keeps_a_finite_checkpoint(tmp_path, capsys):
+def test_divergence_exits_1_and_keeps_a_finite_checkpoint(tmp_path, capsys, train, one_error_line):
     assert train("--out", tmp_path, "--learning-rate", 1e30, "--std", 1.0, "--quiet") == 1
     line = one_error_line(capsys)
     assert "diverged" in line and "smaller learning_rate" in line
@@ -94,7 +82,7 @@ def test_divergence_exits_1_and_keeps_a_finite_checkpoint(tmp_path, capsys):
     assert all(np.all(np.isfinite(p)) for p in net.params.values())
 
 
-def test_interrupted_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+def test_interrupted_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch, train, one_error_line):
     real_train = TwoLayerNet.train
     calls = []
 
@@ -110,7 +98,7 @@ def test_interrupted_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch
     assert TwoLayerNet.load(tmp_path / "model.npz").iteration == 20
 
 
-def test_cifar10_on_synthetic_files(tmp_path, capsys, cifar):
+def test_cifar10_on_synthetic_files(tmp_path, capsys, cifar, train):
     cifar.write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)
     args = [
         "--dataset",
@@ -141,7 +129,7 @@ def test_cifar10_on_synthetic_files(tmp_path, capsys, cifar):
     assert len(metrics["val_acc_history"]) == 3  # an epoch is 250 / 25 = 10 iterations
 
 
-def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys, train, one_error_line):
     assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
     before = {name: (tmp_path / name).read_bytes() for name in runs.OUTPUTS}
     capsys.readouterr()
@@ -150,7 +138,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
     assert before == {name: (tmp_path / name).read_bytes() for name in runs.OUTPUTS}
 
 
-def test_resume_keeps_the_backend_unless_told_otherwise(tmp_path):
+def test_resume_keeps_the_backend_unless_told_otherwise(tmp_path, train):
     assert train("--out", tmp_path, "--num-iters", 20, "--backend", "array_api_strict", "--quiet") == 0
     assert train("--resume", tmp_path / "model.npz", "--num-iters", 40, "--quiet") == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -245,7 +233,7 @@ def test_a_lock_still_being_written_is_not_taken_as_stale(tmp_path):
         assert lock.read_text() == str(os.getpid())
 
 
-def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path):
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, train):
     # what atomic_write leaves when a run is killed between mkstemp and the rename
     stale = [tmp_path / ".model.npz.k1lled.tmp", tmp_path / ".metrics.json.x9_2.tmp"]
     for f in stale:
@@ -255,7 +243,7 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path):
 
 
 @pytest.mark.parametrize("failure", ["too-big", "no-cuda"])
-def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monkeypatch, failure):
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monkeypatch, failure, train):
     """Both errors come after the output folder was claimed (and created)."""
     monkeypatch.chdir(tmp_path)
     if failure == "too-big":
@@ -277,7 +265,7 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monk
 # -- resume: one policy, and a run killed before its outputs --------------------------------------
 
 
-def test_checkpoint_every_may_change_on_resume(tmp_path, monkeypatch):
+def test_checkpoint_every_may_change_on_resume(tmp_path, monkeypatch, train):
     saved_at = []
     real_save = checkpoint.save_net
 
@@ -295,7 +283,7 @@ def test_checkpoint_every_may_change_on_resume(tmp_path, monkeypatch):
     assert "checkpoint_every" in config.RESUME_MAY_CHANGE
 
 
-def test_resume_of_a_completed_run_writes_its_missing_outputs(tmp_path, capsys):
+def test_resume_of_a_completed_run_writes_its_missing_outputs(tmp_path, capsys, train):
     """A run killed after its last checkpoint but before metrics.json and the plots."""
     assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
     model = (tmp_path / "model.npz").read_bytes()
@@ -341,7 +329,7 @@ def test_ctrl_c_names_the_checkpoint_and_its_iteration(tmp_path, interrupt_at_sy
 
 
 @pytest.mark.parametrize("where", ["loading the data", "drawing the plots"])
-def test_ctrl_c_outside_the_training_loop(tmp_path, capsys, monkeypatch, where):
+def test_ctrl_c_outside_the_training_loop(tmp_path, capsys, monkeypatch, where, train, one_error_line):
     """Before training (a resumed run's checkpoint is untouched) or after it (the final
     checkpoint is written): the message says so rather than 'nothing was saved'."""
     model = tmp_path / "model.npz"
@@ -429,7 +417,7 @@ def test_overflow_is_one_line_without_runtime_warnings(tmp_path, args, code, wor
     assert "RuntimeWarning" not in done.stderr
 
 
-def test_final_evaluation_of_overflowing_params_warns_nothing(tmp_path, capsys):
+def test_final_evaluation_of_overflowing_params_warns_nothing(tmp_path, capsys, train):
     """Finite params whose scores overflow float32 (what a run that diverged slowly can keep):
     the accuracies written at the end are computed without numpy's overflow warnings."""
     assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0

@@ -134,7 +134,9 @@ SETTINGS = {
     "learning_rate": Setting("model", "SGD step size", metavar="LR", aliases=("--lr",)),
     "learning_rate_decay": Setting("model", "multiply the learning rate by F every epoch", metavar="F"),
     "reg": Setting("model", "L2 strength: loss += reg * (sum W1^2 + sum W2^2)"),
-    "num_iters": Setting("model", "SGD iterations per net (a resumed run: the total)", resume=True, metavar="N"),
+    "num_iters": Setting(
+        "model", "SGD iterations per net (a resumed run: the total)", resume=True, metavar="N"
+    ),
     "batch_size": Setting("model", "minibatch rows, sampled with replacement", metavar="B"),
     "seed": Setting(
         "model", "seed of weights and minibatches: one seed, one trajectory on any device (default 0)"

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from . import kernels, placement, resources, training, validation
-from .backend import Backend, dtype_name, resolve
+from .backend import Backend, resolve
 from .rng import HostRNG
 
 
-class TwoLayerNet:
+class TwoLayerNet(placement.Placed):
     """The CS231n two-layer fully connected net.
 
     input_size D, hidden_size H, output_size C; weights ~ std * N(0, 1), biases 0.
@@ -64,28 +64,6 @@ class TwoLayerNet:
             else xp.zeros(shape, dtype=self.dtype, device=dev)
             for name, shape in self.shapes.items()
         }
-
-    # -- sizes ------------------------------------------------------------------------------
-
-    @property
-    def input_size(self) -> int:
-        return self.shapes["W1"][0]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.shapes["W1"][1]
-
-    @property
-    def output_size(self) -> int:
-        return self.shapes["W2"][1]
-
-    @property
-    def device(self) -> str:
-        return self.backend.device_label
-
-    @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
 
     @property
     def iteration(self) -> int:
@@ -193,11 +171,6 @@ class TwoLayerNet:
         return checkpoint.load_net(path, device=device, backend=backend, dtype=dtype)[0]
 
     # -- what the training loop and the checkpoint need -------------------------------------------
-
-    def place(self, X: Any, y: Any, name: str = "X", check_finite: bool = True):
-        """(X, y) on the device after checks; ``name`` names X in errors (y is named after it)."""
-        Xd, _ = placement.features(self.backend, self.dtype, X, self.input_size, name, check_finite)
-        return Xd, placement.labels(self.backend, y, Xd.shape[0], self.output_size, "y" + name[1:])
 
     def step(self, params, X, y, learning_rate, reg, ctx=None):
         return kernels.sgd_step(params, X, y, learning_rate, reg, ctx)

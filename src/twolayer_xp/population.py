@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np  # host side: per-member hyperparameters and results
 
 from . import kernels, placement, resources, training, validation
-from .backend import Backend, dtype_name, resolve
+from .backend import Backend, resolve
 from .model import TwoLayerNet
 from .rng import HostRNG
 
 HYPERPARAMETERS = ("learning_rate", "learning_rate_decay", "reg")
 
 
-class Population:
+class Population(placement.Placed):
     """K nets of sizes (D, H, C) sharing each minibatch; hyperparameters may differ per member.
 
     ``params`` holds the live arrays in the wide layout that makes layer 1 one GEMM:
@@ -100,26 +100,6 @@ class Population:
 
     def __len__(self) -> int:
         return self.size
-
-    @property
-    def input_size(self) -> int:
-        return self.shapes["W1"][0]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.shapes["W2"][1]
-
-    @property
-    def output_size(self) -> int:
-        return self.shapes["W2"][2]
-
-    @property
-    def device(self) -> str:
-        return self.backend.device_label
-
-    @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
 
     def __repr__(self) -> str:
         return (
@@ -224,10 +204,6 @@ class Population:
         return k, self.net(k)
 
     # -- what the training loop needs --------------------------------------------------------------
-
-    def place(self, X: Any, y: Any, name: str = "X", check_finite: bool = True):
-        Xd, _ = placement.features(self.backend, self.dtype, X, self.input_size, name, check_finite)
-        return Xd, placement.labels(self.backend, y, Xd.shape[0], self.output_size, "y" + name[1:])
 
     def step(self, params, X, y, learning_rate, reg, ctx=None):
         return kernels.population_sgd_step(params, X, y, learning_rate, reg, ctx)
