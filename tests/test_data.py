@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from twolayer_xp import data
+from twolayer_xp import cifar_batches, data
 from twolayer_xp.data import DataError
 
 import cifar_fixture as cifar  # writers of crafted batches; a support module, not a test module
@@ -214,7 +214,7 @@ def test_crafted_batches_are_one_line_data_errors(tmp_path, name, cifar):
 def test_arrays_beyond_one_batch_of_pixels_are_refused(tmp_path, monkeypatch, cifar):
     """Each array's bytes count against one batch's pixels (memoized raw data reused for many
     arrays would otherwise copy it each time); the cap is lowered here to keep the file small."""
-    monkeypatch.setattr(data, "MAX_BATCH_ARRAY_BYTES", 100 * 3072)
+    monkeypatch.setattr(cifar_batches, "MAX_BATCH_ARRAY_BYTES", 100 * 3072)
     raw = bytes(60 * 3072)
     copies = [array_state((60, 3072), np.dtype("u1"), raw) for _ in range(2)]
     folder = cifar.write_cifar(tmp_path)
@@ -248,7 +248,7 @@ def test_label_names_that_are_not_text(tmp_path, cifar):
 
 
 def test_a_batch_file_larger_than_any_real_one(tmp_path, monkeypatch, cifar):
-    monkeypatch.setattr(data, "MAX_BATCH_FILE_BYTES", 1000)
+    monkeypatch.setattr(cifar_batches, "MAX_BATCH_FILE_BYTES", 1000)
     cifar.write_cifar(tmp_path)
     with pytest.raises(DataError, match="data_batch_1 is \\d+ bytes; a CIFAR-10 batch is at most 1000"):
         data.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)

@@ -8,9 +8,7 @@ when absent. Both come back as a ``Dataset`` of float arrays with the training m
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import pickle
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import validation
+from .cifar_batches import CIFAR10_ROW, DataError, read_batch
 from .files import atomic_write
 
 DATASETS = ("digits", "cifar10")
@@ -28,7 +27,6 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
-CIFAR10_ROW = 3 * 32 * 32
 CIFAR10_SPLIT = {"num_train": 49000, "num_val": 1000, "num_test": 1000}  # CS231n's
 CIFAR10_ROWS = {"train": 50000, "test": 10000}  # images in the five training batches / test_batch
 
@@ -38,10 +36,6 @@ CIFAR10_ROWS = {"train": 50000, "test": 10000}  # images in the five training ba
 DIGITS_SPLIT_SEED = 0
 DIGITS_NUM_TEST = 300
 DIGITS_NUM_TRAIN = 1300  # the remaining 197 rows are the validation set
-
-
-class DataError(ValueError):
-    """Missing, corrupt or unexpected data files; the message says what and how to fix it."""
 
 
 @dataclass
@@ -153,7 +147,7 @@ def load_cifar10(
             f"num_train + num_val = {num_train + num_val} and num_test = {num_test} were asked for"
         )
     folder = find_or_fetch_cifar10(data_dir, download=download)
-    names = _read_batch(folder / "batches.meta", meta=True)
+    names = read_batch(folder / "batches.meta", meta=True)
 
     train_rows = num_train + num_val
     pixels = np.empty((train_rows, CIFAR10_ROW), dtype=np.uint8)
@@ -162,7 +156,7 @@ def load_cifar10(
     for batch_name in CIFAR10_FILES[:5]:
         if filled == train_rows:
             break
-        data, batch_labels = _read_batch(folder / batch_name)
+        data, batch_labels = read_batch(folder / batch_name)
         take = min(len(batch_labels), train_rows - filled)
         pixels[filled : filled + take] = data[:take]
         labels[filled : filled + take] = batch_labels[:take]
@@ -172,7 +166,7 @@ def load_cifar10(
         raise ValueError(
             f"num_train + num_val = {train_rows} but the training batches hold only {filled} images"
         )
-    test_data, test_labels = _read_batch(folder / "test_batch")
+    test_data, test_labels = read_batch(folder / "test_batch")
     if len(test_labels) < num_test:
         raise ValueError(f"num_test = {num_test} but test_batch holds only {len(test_labels)} images")
 
@@ -282,124 +276,3 @@ def _checked_folder(folder: Path) -> Path:
             f"{folder} is missing {', '.join(missing)}; delete the folder and run again to re-download"
         )
     return folder
-
-
-# Safe unpickling: the batches are Python 2 pickles of a dict holding bytes, lists and one numpy
-# uint8 array. Only what rebuilds such a dict is allowed, each within a byte budget, so a crafted
-# file can neither run code nor make the reader allocate more than a real batch needs.
-# A real batch: 10000 rows of 3072 uint8 pixels, 10000 labels, 10000 filenames (at most ~40
-# bytes each) and a batch label.
-CIFAR10_BATCH_ROWS = 10_000
-MAX_BATCH_ARRAY_BYTES = CIFAR10_BATCH_ROWS * CIFAR10_ROW  # 30,720,000: one batch's pixels
-# Re-pickled (Python 3) batches write bytes as _codecs.encode(str, 'latin1'): the pixels once
-# more, plus filenames and labels; 256 bytes a row is 6x what the real filenames take.
-MAX_BATCH_TEXT_BYTES = MAX_BATCH_ARRAY_BYTES + CIFAR10_BATCH_ROWS * 256
-# That text is UTF-8 in the file: up to 2 bytes a pixel. Official batches are ~31 MB.
-MAX_BATCH_FILE_BYTES = 2 * MAX_BATCH_TEXT_BYTES
-_NDARRAY = object()  # stands for numpy.ndarray: only _reconstruct may take it; it cannot be called
-
-
-class _CheckedArray(np.ndarray):
-    """An array that _reconstruct hands the pickle; its __setstate__ takes only uint8 data of the
-    announced size, within the unpickler's budget, before numpy allocates anything."""
-
-    def __setstate__(self, state):
-        if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise pickle.UnpicklingError("array state is not numpy's (shape, dtype, order, data)")
-        shape, dtype, rawdata = state[-4], state[-3], state[-1]
-        if not (isinstance(dtype, np.dtype) and dtype == np.uint8 and isinstance(rawdata, bytes)):
-            raise pickle.UnpicklingError("a CIFAR-10 batch holds only uint8 arrays of raw bytes")
-        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
-            raise pickle.UnpicklingError(f"array shape {shape!r} is not a tuple of sizes")
-        if math.prod(shape) != len(rawdata):
-            raise pickle.UnpicklingError(f"array shape {shape} does not match its {len(rawdata)} bytes")
-        self.unpickler.spend("array_bytes", len(rawdata), MAX_BATCH_ARRAY_BYTES)
-        super().__setstate__(state)
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    def __init__(self, file):
-        super().__init__(file, encoding="bytes")
-        self.spent = {"text_bytes": 0, "array_bytes": 0}
-
-    def find_class(self, module, name):
-        allowed = {
-            ("_codecs", "encode"): self._latin1,
-            ("numpy.core.multiarray", "_reconstruct"): self._reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): self._reconstruct,
-            ("numpy", "ndarray"): _NDARRAY,
-            ("numpy", "dtype"): _uint8_dtype,
-        }
-        if (module, name) in allowed:
-            return allowed[(module, name)]
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR-10 batch")
-
-    def spend(self, what: str, amount: int, cap: int) -> None:
-        self.spent[what] += amount
-        if self.spent[what] > cap:
-            raise pickle.UnpicklingError(
-                f"it decodes more than {cap} {what.replace('_', ' ')}; a batch needs less"
-            )
-
-    def _latin1(self, text, encoding):
-        """_codecs.encode as Python 3 pickles bytes: (str, 'latin1'), one byte a character."""
-        if type(text) is not str or encoding != "latin1":
-            raise pickle.UnpicklingError(
-                f"refusing _codecs.encode({type(text).__name__}, {encoding!r}): a batch encodes only str as 'latin1'"
-            )
-        self.spend("text_bytes", len(text), MAX_BATCH_TEXT_BYTES)
-        return text.encode("latin1")
-
-    def _reconstruct(self, cls, shape, dtype):
-        if cls is not _NDARRAY:
-            raise pickle.UnpicklingError("_reconstruct may rebuild only numpy.ndarray")
-        array = _CheckedArray(0, dtype=np.uint8)
-        array.unpickler = self
-        return array
-
-
-def _uint8_dtype(spec, align=False, copy=False):
-    if spec not in ("u1", b"u1"):
-        raise pickle.UnpicklingError(f"refusing numpy.dtype({spec!r}): a CIFAR-10 batch holds only uint8")
-    return np.dtype("u1", False, True)  # a copy: the pickle's BUILD then sets state on it, not on uint8
-
-
-def _read_batch(path: Path, meta: bool = False):
-    """(data (N, 3072) uint8, labels list) of a batch file, or the label names of batches.meta."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_BATCH_FILE_BYTES:
-            raise DataError(f"{path} is {size} bytes; a CIFAR-10 batch is at most {MAX_BATCH_FILE_BYTES}")
-        with open(path, "rb") as f:
-            batch = _BatchUnpickler(f).load()
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing; delete its folder and run again to re-download") from None
-    except DataError:
-        raise
-    except Exception as exc:  # whatever a crafted pickle provokes: one line, never a traceback
-        reason = " ".join(str(exc).split())[:200]
-        raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {reason})") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict")
-    if meta:
-        names = batch.get(b"label_names")
-        if not isinstance(names, list) or len(names) != 10 or not all(_ascii(n) for n in names):
-            raise DataError(f"{path} has no list of 10 ASCII label names")
-        return [n.decode() for n in names]
-    data, labels = batch.get(b"data"), batch.get(b"labels")
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != CIFAR10_ROW
-    ):
-        raise DataError(f"{path}: b'data' must be a uint8 array of shape (N, {CIFAR10_ROW})")
-    if not isinstance(labels, list) or len(labels) != data.shape[0]:
-        raise DataError(f"{path}: b'labels' must be a list of {data.shape[0]} ints")
-    if not all(type(v) is int and 0 <= v <= 9 for v in labels):
-        raise DataError(f"{path}: labels must be ints in [0, 9]")
-    return np.asarray(data), np.asarray(labels, dtype=np.int64)
-
-
-def _ascii(name) -> bool:
-    return isinstance(name, bytes) and name.isascii() and 0 < len(name) <= 100
