@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: train test bench lint clean
+.PHONY: train sweep test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "twolayer-xp needs Python >= 3.10, this is " + sys.version.split()[0]'
@@ -16,13 +16,21 @@ $(VENV)/.installed-cli: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[cli]"
 	touch $@
 
+$(VENV)/.installed-sweep: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[cli,sweep]"
+	touch $@ $(VENV)/.installed-cli
+
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $@ $(VENV)/.installed-cli
+	touch $@ $(VENV)/.installed-cli $(VENV)/.installed-sweep
 
 ## train: the main job: train on the embedded digits data (make train ARGS="--device cuda")
 train: $(VENV)/.installed-cli
 	$(BIN)/twolayer-xp train $(ARGS)
+
+## sweep: a hyperparameter search with Optuna (make sweep ARGS="--trials 64 --population 32")
+sweep: $(VENV)/.installed-sweep
+	$(BIN)/twolayer-xp sweep $(ARGS)
 
 ## test: the whole test suite (CI runs exactly this)
 test: $(VENV)/.installed-test
