@@ -117,7 +117,56 @@ def markdown(data: dict) -> str:
                 )
             else:
                 lines.append(f"| {r['group']} | {r['backend']} | {r['median_s'] * 1e3:.2f} ms | | | |")
+    lines += _population_lines(data) + _comparison_lines(data)
     return "\n".join(lines) + "\n"
+
+
+def _infos(data: dict, implementation: str) -> list[dict]:
+    return [
+        b["extra_info"]
+        for b in data["benchmarks"]
+        if b.get("extra_info", {}).get("implementation") == implementation
+    ]
+
+
+def _population_lines(data: dict) -> list[str]:
+    """K nets as one Population vs the same K nets one after another (float32)."""
+    rows = sorted(_infos(data, "population"), key=lambda r: (r["shape"][1], r["K"]))
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| population | N, D, H, C | K | sample x nets/s | one net at a time | speed-up | target | page faults/step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        target = f">= {r['target']:g}x" if r.get("target") else ""
+        lines.append(
+            f"| float32 | {', '.join(map(str, r['shape']))} | {r['K']} | {r['sample_nets_per_second']:,.0f} | "
+            f"{r['sequential_sample_nets_per_second']:,.0f} | {r['speedup']:.2f}x | {target} | "
+            f"{r['page_faults_per_step']:.1f} |"
+        )
+    return lines
+
+
+def _comparison_lines(data: dict) -> list[str]:
+    """The estimator against MLPClassifier, and a sweep against one net at a time."""
+    lines = []
+    for r in _infos(data, "sklearn_estimator"):
+        lines += [
+            "",
+            f"TwoLayerClassifier vs MLPClassifier ({r['folds']}-fold CV on digits): accuracy "
+            f"{r['accuracy']:.4f} vs {r['mlp_accuracy']:.4f}, fit {r['fit_s']:.2f} s vs {r['mlp_fit_s']:.2f} s "
+            f"({r['x_faster_than_mlp']:.1f}x faster).",
+        ]
+    for r in _infos(data, "sweep"):
+        lines += [
+            "",
+            f"Sweep of {r['configurations']} configurations (population {r['population']}, {r['num_iters']} "
+            f"iterations each) vs one net at a time: {r['sweep_seconds']:.1f} s vs {r['loop_seconds']:.1f} s "
+            f"({r['x_loop']:.2f}x); storage and sampler {100 * r['overhead_fraction']:.1f}% of the sweep.",
+        ]
+    return lines
 
 
 def figure(data: dict):
