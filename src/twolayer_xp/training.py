@@ -113,7 +113,7 @@ def fit(
     if on_divergence not in ("warn", "raise"):
         raise ValueError(f"on_divergence must be 'warn' or 'raise', got {on_divergence!r}")
     # Placed on the device once, for the whole run. A full NaN scan of a 600 MB training set
-    # costs ~0.1 s, so it runs only if the loss turns non-finite (see _Divergence): a NaN row
+    # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._diverged): a NaN row
     # that is sampled always shows up in the loss.
     X, y = trainee.place(X, y, "X", check_finite=False)
     X_val, y_val = trainee.place(X_val, y_val, "X_val")
@@ -157,7 +157,7 @@ class _Loop:
         self.losses, self.counts = [], []  # host blocks, concatenated at the end
         # The last two sync points' params: one of them produced the last finite loss.
         self.snapshots = deque([_Snapshot(0, self._copy(), self._lr_now(), 0)], maxlen=2)
-        self.frozen = {}  # population member -> _Snapshot it was rolled back to
+        self.frozen = {}  # population member -> (first bad loss index, _Snapshot it was rolled back to)
 
     def run(self) -> FitResult:
         p, xp, B = self.plan, self.xp, self.plan.batch_size
