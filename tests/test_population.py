@@ -157,3 +157,35 @@ def test_from_nets_checks_its_inputs():
         Population(3, 4, 2, size=2, std=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="member must be an int"):
         Population(3, 4, 2, size=2).net(2)
+
+
+def test_a_frozen_member_is_left_out_of_progress_and_keeps_its_rollback_state(blobs):
+    X, y, X_val, y_val = grid_problem(blobs)
+    pop = Population(12, 16, 4, size=2, std=0.3, rng=0)
+    reports = []
+    with pytest.warns(RuntimeWarning, match="1 of 2 members diverged"):
+        stats = pop.train(
+            X, y, X_val, y_val, learning_rate=[1e-4, 1e6], num_iters=60, batch_size=32, sync_every=10,
+            progress=reports.append,
+        )  # fmt: skip
+    assert stats["diverged"].tolist() == [False, True]
+    # the frozen member trains on as zeros (loss log 4); progress shows the live member only
+    np.testing.assert_allclose(reports[-1]["losses"], stats["loss_history"][0, -10:])
+    assert reports[-1]["val_acc"] == stats["val_acc_history"][0, -1]
+    kept = int(np.sum(np.isfinite(stats["loss_history"][1])))
+    frozen, live = pop.net(1), pop.net(0)
+    assert frozen.state.iteration == kept < 60 and live.state.iteration == 60
+    decays = sum(1 for it in range(kept) if it % (200 / 32) == 0)  # epochs before its rollback point
+    assert frozen.state.learning_rate == pytest.approx(1e6 * 0.95**decays)
+
+
+def test_a_call_that_records_no_epoch_keeps_the_last_validation_accuracy(blobs):
+    X, y, X_val, y_val = grid_problem(blobs)
+    pop = Population(12, 16, 4, size=2, std=0.3, rng=0)
+    pop.train(X, y, X_val, y_val, learning_rate=[0.1, 0.2], num_iters=7, batch_size=32)
+    before = pop.val_accuracy.copy()
+    pop.train(X, y, X_val, y_val, learning_rate=[0.1, 0.2], num_iters=3, batch_size=32)  # iterations 7-9
+    np.testing.assert_array_equal(pop.val_accuracy, before)
+    assert pop.best()[0] in (0, 1)
+    with pytest.raises(ValueError, match="'warn' for a population"):
+        pop.train(X, y, X_val, y_val, num_iters=2, on_divergence="raise")

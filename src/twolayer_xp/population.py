@@ -84,6 +84,8 @@ class Population(placement.Placed):
 
     def _adopt(self, W1, b1, W2, b2, K: int) -> None:
         self.size = K
+        self.member_iterations = np.zeros(K, dtype=np.int64)  # trained by this population
+        self.val_accuracy, self.diverged = None, np.zeros(K, dtype=bool)
         self.params = {
             name: self.backend.asarray(value, dtype=self.dtype, copy=True)
             for name, value in zip(kernels.PARAMS, (W1, b1, W2, b2), strict=True)
@@ -146,9 +148,10 @@ class Population(placement.Placed):
         )
         self.hyperparameters.update({n: validation.per_member(n, v, self.size) for n, v in values.items()})
         self.hyperparameters.update(num_iters=num_iters, batch_size=batch_size)
-        self.val_accuracy = (
-            result.history["val_acc_history"][:, -1] if result.history["val_acc_history"].shape[1] else None
-        )
+        if result.history["val_acc_history"].shape[1]:  # a call that crossed no epoch keeps the last
+            self.val_accuracy = result.history["val_acc_history"][:, -1]
+        # A member rolled back trained only up to its last finite loss.
+        self.member_iterations += np.sum(np.isfinite(result.history["loss_history"]), axis=1)
         self.diverged = result.diverged
         return {**result.history, "diverged": result.diverged}
 
@@ -186,7 +189,7 @@ class Population(placement.Placed):
         member = {"W1": p["W1"][:, cols], "b1": p["b1"][cols], "W2": p["W2"][k, ...], "b2": p["b2"][k, ...]}
         for name in kernels.PARAMS:
             net.params[name] = xp.asarray(member[name], copy=True)
-        net.state.iteration = self.state.iteration
+        net.state.iteration = int(self.member_iterations[k])
         lr = self.state.learning_rate
         net.state.learning_rate = None if lr is None else float(lr[k])
         net.metadata = {"hyperparameters": self._member_hyperparameters(k), "member": k}
@@ -195,7 +198,7 @@ class Population(placement.Placed):
     def best(self) -> tuple[int, TwoLayerNet]:
         """(k, net) of the member with the highest final validation accuracy among those that
         did not diverge; ValueError before training or when every member diverged."""
-        if getattr(self, "val_accuracy", None) is None:
+        if self.val_accuracy is None:
             raise ValueError("best() needs a trained population: call train() first")
         scores = np.where(self.diverged, -np.inf, np.nan_to_num(self.val_accuracy, nan=-np.inf))
         if not np.isfinite(scores).any():

@@ -110,8 +110,9 @@ def fit(
         if start_iteration is None
         else validation.check("start_iteration", start_iteration)
     )
-    if on_divergence not in ("warn", "raise"):
-        raise ValueError(f"on_divergence must be 'warn' or 'raise', got {on_divergence!r}")
+    if on_divergence not in ("warn", "raise") or (trainee.size is not None and on_divergence == "raise"):
+        allowed = "'warn' or 'raise'" if trainee.size is None else "'warn' for a population (see its 'diverged')"
+        raise ValueError(f"on_divergence must be {allowed}, got {on_divergence!r}")
     # Placed on the device once, for the whole run. A full NaN scan of a 600 MB training set
     # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._diverged): a NaN row
     # that is sampled always shows up in the loss.
@@ -204,8 +205,8 @@ class _Loop:
         if pending_counts:
             self.counts.append(backend.to_numpy(xp.stack(pending_counts)))
         finite = np.isfinite(losses)
-        if p.verbose:
-            _print_verbose(p.start_iteration + first_new, losses, p.start_iteration + p.num_iters)
+        if p.verbose:  # a population's frozen members (zeros, lr 0) are left out
+            _print_verbose(p.start_iteration + first_new, self._live(losses), p.start_iteration + p.num_iters)
         if not finite.all():
             result = self._diverged(first_new, finite)
             if result is not None:
@@ -214,12 +215,12 @@ class _Loop:
         self.t.state.iteration, self.t.state.learning_rate = p.start_iteration + done, self._lr_now()
         if p.progress is not None:
             counts = np.concatenate(self.counts) if self.counts else None
-            val = None if counts is None else _best_over_members(counts[1::2][-1]) / self.num_val
+            val = None if counts is None else _best_over_members(self._live(counts[1::2][-1])) / self.num_val
             p.progress(
                 {
                     "iteration": self.t.state.iteration,
                     "num_iters": p.start_iteration + p.num_iters,
-                    "losses": _best_per_step(losses).tolist(),
+                    "losses": _best_per_step(self._live(losses)).tolist(),
                     "val_acc": val,
                 }
             )
@@ -255,6 +256,10 @@ class _Loop:
         for member, (_, kept) in self.frozen.items():  # frozen members end at their rollback point
             self.t.restore(self.params, kept.params, member)
 
+    def _live(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (..., K) of the members still training (all of one net's)."""
+        return values if self.t.size is None else values[..., self.active > 0]
+
     def _zeros(self) -> dict:
         if not hasattr(self, "zeros"):
             self.zeros = {name: self.xp.zeros_like(p) for name, p in self.params.items()}
@@ -283,6 +288,10 @@ class _Loop:
             )
         else:
             self._restore_frozen()
+            if self.frozen and self.t.state.learning_rate is None:  # diverged before any sync point
+                self.t.state.learning_rate = self._lr_now()
+            for k, (_, kept) in self.frozen.items():  # their learning rate is the rollback point's
+                self.t.state.learning_rate[k] = kept.learning_rate[k]
             diverged = np.zeros(self.t.size, dtype=bool)
             losses, train_acc, val_acc = losses.T.copy(), train_acc.T.copy(), val_acc.T.copy()
             for k, (_, kept) in self.frozen.items():
