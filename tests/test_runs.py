@@ -437,3 +437,24 @@ def test_final_evaluation_of_overflowing_params_warns_nothing(tmp_path, capsys, 
         assert train("--resume", tmp_path / "model.npz", "--quiet") == 0
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_two_runs_finding_the_same_stale_lock_do_not_both_take_it(tmp_path, monkeypatch):
+    """B reads the dead run's lock as stale; before B acts, A takes it over. B must then see A's
+    live lock and stop (the takeover is guarded), and A's lock must survive B's attempt."""
+    lock = tmp_path / files.LOCK_NAME
+    lock.write_text("999999999")  # a dead run's pid
+    real_owner, taken = files._lock_owner, []
+
+    def owner_while_a_takes_over(path):
+        judged = real_owner(path)
+        if not taken:  # B has read the stale lock; A runs now (its own checks see the real owner)
+            taken.append(None)
+            taken[0] = files._take_lock(tmp_path)
+        return judged
+
+    monkeypatch.setattr(files, "_lock_owner", owner_while_a_takes_over)
+    with pytest.raises(ValueError, match=f"in use by another run \\(pid {os.getpid()}\\)"):
+        files._take_lock(tmp_path)  # B
+    assert taken == [lock] and lock.read_text() == str(os.getpid())  # A holds it
+    assert not (tmp_path / (files.LOCK_NAME + ".takeover")).exists()

@@ -84,7 +84,7 @@ def claim_folder(path: str | os.PathLike, continuing: bool, outputs: tuple[str, 
             stale.unlink(missing_ok=True)
         yield path
     finally:
-        lock.unlink(missing_ok=True)
+        _release_lock(lock)
         _remove_if_empty(created)
 
 
@@ -111,21 +111,63 @@ LOCK_WRITE_GRACE_S = 10.0
 
 
 def _take_lock(folder: Path) -> Path:
+    """Create ``folder``'s lock holding our pid, or raise ValueError if a live run holds it.
+
+    A stale lock (its run is gone) is taken over under a second O_EXCL file, the takeover guard,
+    with the owner checked again inside it: of two runs that both find the same stale lock, the
+    second to get the guard sees the first one's live lock and stops."""
     lock = folder / LOCK_NAME
-    for _ in range(2):
+    try:
+        return _create_lock(lock)
+    except FileExistsError:
+        _refuse_if_held(folder, lock)
+    guard = folder / (LOCK_NAME + ".takeover")
+    try:
+        guard_fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        if _age(guard) > LOCK_WRITE_GRACE_S:  # left by a run killed mid-takeover
+            guard.unlink(missing_ok=True)
+        raise ValueError(f"output folder {folder} is in use by another run (taking it over)") from None
+    try:
+        _refuse_if_held(folder, lock)  # again, under the guard
+        lock.unlink(missing_ok=True)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is not None:
-                held_by = f" (pid {owner})" if owner > 0 else ""
-                raise ValueError(f"output folder {folder} is in use by another run{held_by}") from None
-            lock.unlink(missing_ok=True)  # left by a run that was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    raise ValueError(f"output folder {folder} is in use by another run")
+            return _create_lock(lock)
+        except FileExistsError:  # a new run created it meanwhile: it proceeds, we stop
+            raise ValueError(f"output folder {folder} is in use by another run") from None
+    finally:
+        os.close(guard_fd)
+        guard.unlink(missing_ok=True)
+
+
+def _create_lock(lock: Path) -> Path:
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return lock
+
+
+def _refuse_if_held(folder: Path, lock: Path) -> None:
+    owner = _lock_owner(lock)
+    if owner is not None:
+        held_by = f" (pid {owner})" if owner > 0 else ""
+        raise ValueError(f"output folder {folder} is in use by another run{held_by}")
+
+
+def _release_lock(lock: Path) -> None:
+    """Remove ``lock`` if it is still ours (never another run's that took over meanwhile)."""
+    try:
+        if lock.read_text().strip() == str(os.getpid()):
+            lock.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _lock_owner(lock: Path) -> int | None:

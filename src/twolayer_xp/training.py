@@ -111,7 +111,9 @@ def fit(
         else validation.check("start_iteration", start_iteration)
     )
     if on_divergence not in ("warn", "raise") or (trainee.size is not None and on_divergence == "raise"):
-        allowed = "'warn' or 'raise'" if trainee.size is None else "'warn' for a population (see its 'diverged')"
+        allowed = (
+            "'warn' or 'raise'" if trainee.size is None else "'warn' for a population (see its 'diverged')"
+        )
         raise ValueError(f"on_divergence must be {allowed}, got {on_divergence!r}")
     # Placed on the device once, for the whole run. A full NaN scan of a 600 MB training set
     # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._diverged): a NaN row
