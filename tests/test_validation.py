@@ -233,6 +233,26 @@ def test_accuracy_of_device_arrays_is_one_sync_and_predict_none(case_id, make_ne
 
 
 @pytest.mark.parametrize("case_id", ["numpy", "strict-device1"])
+def test_population_accuracy_of_device_arrays_is_one_sync_and_predict_none(case_id, backend_of, blobs, syncs):
+    from twolayer_xp import Population
+
+    X, y = blobs(n=60, d=4, c=3)
+    where = backend_of(case_id)
+    pop = Population(4, 5, 3, size=3, std=0.5, rng=0, backend=where.name, device=where.device)
+    expected = np.mean(pop.predict(X) == y, axis=1)
+    Xd, yd = where.asarray(X, dtype="float64"), where.asarray(y)
+    syncs.clear()
+    pop.predict(Xd)
+    assert syncs == []
+    np.testing.assert_array_equal(pop.accuracy(Xd, yd), expected)
+    assert syncs == ["to_numpy"]
+    syncs.clear()
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\], found values in \[0, 3\]"):
+        pop.accuracy(Xd, where.asarray(np.where(y == 2, 3, y)))
+    assert syncs == ["to_numpy"]
+
+
+@pytest.mark.parametrize("case_id", ["numpy", "strict-device1"])
 def test_accuracy_checks_host_inputs_on_the_host(case_id, make_net, blobs, syncs):
     X, y = blobs(n=60, d=4, c=3)
     net = make_net(case_id, 4, 5, 3, rng=0)

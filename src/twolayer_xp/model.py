@@ -94,28 +94,13 @@ class TwoLayerNet(placement.Placed):
 
     def predict(self, X: Any):
         """Predicted labels (N,): argmax of the scores. No host sync for a device X."""
-        # A finiteness check of a device X would cost a sync; predict never syncs.
-        Xd, on_host = placement.features(
-            self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X)
-        )
+        Xd, on_host = self.eval_features(X)
         return placement.output(kernels.predict(self.live_params(), Xd), on_host)
 
     def accuracy(self, X: Any, y: Any) -> float:
-        """Fraction of rows of X whose predicted label equals y. One host sync: the count comes
-        back together with the range of a device y (a host y is checked on the host), and a
-        device X is not scanned for NaN (a NaN row just predicts some class)."""
-        Xd, _ = placement.features(
-            self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X)
-        )
-        if not self.backend.owns(y):
-            yd = placement.labels(self.backend, y, Xd.shape[0], self.output_size)
-            return int(self.backend.to_numpy(kernels.count_correct(self.live_params(), Xd, yd))) / Xd.shape[0]
-        xp = validation.label_array("y", y, Xd.shape[0])
-        count = kernels.count_correct(self.live_params(), Xd, y)
-        stats = xp.stack([xp.astype(v, xp.int64) for v in (count, xp.min(y), xp.max(y))])
-        count, low, high = (int(v) for v in self.backend.to_numpy(stats))
-        validation.label_range("y", low, high, self.output_size)
-        return count / Xd.shape[0]
+        """Fraction of rows of X whose predicted label equals y; one host sync (see
+        ``Placed.accuracies``)."""
+        return self.accuracies(X, y, kernels.count_correct)[0]
 
     def train(
         self,

@@ -64,6 +64,29 @@ class Placed:
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
 
+    def eval_features(self, X: Any):
+        """(X on the device, whether it came from the host) for evaluation: a device X is not
+        scanned for NaN, which would cost a host sync (a NaN row just predicts some class)."""
+        return features(self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X))
+
+    def accuracies(self, X: Any, y: Any, count) -> list[float]:
+        """Fraction of rows of X predicted as y, per member (one entry for a net), in ONE host
+        sync: the range of a device y comes back in the same transfer (a host y is checked on
+        the host). count: the kernel of correct predictions, () for a net or (K,) for a population."""
+        Xd, _ = self.eval_features(X)
+        n = Xd.shape[0]
+        if not self.backend.owns(y):
+            yd = labels(self.backend, y, n, self.output_size)
+            return [
+                c / n for c in self.backend.to_numpy(count(self.live_params(), Xd, yd)).reshape(-1).tolist()
+            ]
+        xp = validation.label_array("y", y, n)
+        hits = xp.reshape(xp.astype(count(self.live_params(), Xd, y), xp.int64), (-1,))
+        ends = xp.astype(xp.stack([xp.min(y), xp.max(y)]), xp.int64)
+        *hits, low, high = self.backend.to_numpy(xp.concat([hits, ends])).tolist()
+        validation.label_range("y", low, high, self.output_size)
+        return [c / n for c in hits]
+
     def place(self, X: Any, y: Any, name: str = "X", check_finite: bool = True):
         """(X, y) on the device after checks; ``name`` names X in errors (y is named after it)."""
         Xd, _ = features(self.backend, self.dtype, X, self.input_size, name, check_finite)

@@ -157,17 +157,12 @@ class Population(placement.Placed):
 
     def predict(self, X: Any):
         """Predicted labels (K, N); numpy in -> numpy out, device in -> device out (no sync)."""
-        Xd, on_host = placement.features(
-            self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X)
-        )
+        Xd, on_host = self.eval_features(X)
         return placement.output(kernels.population_predict(self.live_params(), Xd), on_host)
 
     def accuracy(self, X: Any, y: Any) -> np.ndarray:
         """Fraction of rows each member classifies correctly: numpy (K,), one host sync."""
-        Xd, yd = self.place(X, y, "X")
-        return (
-            self.backend.to_numpy(kernels.population_count_correct(self.live_params(), Xd, yd)) / Xd.shape[0]
-        )
+        return np.asarray(self.accuracies(X, y, kernels.population_count_correct))
 
     def net(self, k: int) -> TwoLayerNet:
         """A standalone TwoLayerNet copy of member k, on the same device; its hyperparameters
