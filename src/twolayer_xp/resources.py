@@ -9,6 +9,7 @@ import os
 PARAM_COPIES = 4
 # (rows, H) temporaries of a step: hidden, ReLU mask, d hidden; plus the gathered rows.
 STEP_TEMPORARIES = 3
+ITEMSIZE = {"float32": 4, "float64": 8}  # bytes per value of each dtype a model may use
 
 
 def run_bytes(D: int, H: int, C: int, batch_size: int, rows: dict, itemsize: int, members: int = 1) -> int:
@@ -41,9 +42,14 @@ def check_run(config, num_features: int, num_classes: int, rows: dict, members: 
     memory is only known once it is in use)."""
     if config.device not in (None, "cpu"):
         return
-    itemsize = 4 if config.dtype == "float32" else 8
     need = run_bytes(
-        num_features, config.hidden_size, num_classes, config.batch_size, rows, itemsize, members
+        num_features,
+        config.hidden_size,
+        num_classes,
+        config.batch_size,
+        rows,
+        ITEMSIZE[config.dtype],
+        members,
     )
     have = available_bytes()
     if have is not None and need > have:
@@ -59,8 +65,8 @@ def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool) -> None:
     weights are drawn on the host in float64 (two arrays: the draw and ``std *`` it), and a
     host backend (numpy) then keeps the params there too. Asking the allocator instead would
     fail with a MemoryError at best, and with overcommit let the system swap or kill at worst."""
-    weights, itemsize = D * H + H * C, 4 if dtype == "float32" else 8
-    need = 2 * weights * 8 + (weights + H + C) * itemsize * params_on_host
+    weights = D * H + H * C
+    need = 2 * weights * ITEMSIZE["float64"] + (weights + H + C) * ITEMSIZE[dtype] * params_on_host
     have = available_bytes()
     if have is not None and need > have:
         raise ValueError(

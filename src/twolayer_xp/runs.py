@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import __version__, checkpoint, data, files, resources
 from . import config as configs
 from .checkpoint import CheckpointError
@@ -107,19 +105,16 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunR
         ds = load_data(config)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         if net is None:
-            # A std so large that the weights overflow is refused by the net in one line; numpy's
-            # own overflow warning about it would only be a second, confusing one.
-            with np.errstate(over="ignore", invalid="ignore"):
-                net = TwoLayerNet(
-                    ds.num_features,
-                    config.hidden_size,
-                    ds.num_classes,
-                    std=config.std,
-                    device=config.device,
-                    backend=config.backend,
-                    dtype=config.dtype,
-                    rng=config.seed,
-                )
+            net = TwoLayerNet(
+                ds.num_features,
+                config.hidden_size,
+                ds.num_classes,
+                std=config.std,
+                device=config.device,
+                backend=config.backend,
+                dtype=config.dtype,
+                rng=config.seed,
+            )
         elif (net.input_size, net.output_size) != (ds.num_features, ds.num_classes):
             raise CheckpointError(
                 f"{resume} maps {net.input_size} features to {net.output_size} classes; the data has "
