@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from twolayer_xp import cuda_available  # noqa: E402
+from twolayer_xp import cuda_available
 from twolayer_xp.bench.timing import SHAPES  # noqa: E402
 
 QUICK = os.environ.get("TWOLAYER_XP_BENCH_QUICK") == "1"

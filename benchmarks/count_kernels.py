@@ -60,7 +60,8 @@ def population_step(K: int, shape=(200, 3072, 100, 10)):
     """A population step of K members on torch (CPU), ready to be counted."""
     import numpy as np
 
-    from twolayer_xp import Population, kernels
+    from twolayer_xp import Population
+    from twolayer_xp.core import kernels
 
     N, D, H, C = shape
     pop = Population(D, H, C, size=K, std=1e-3, backend="torch", dtype="float32", rng=0)
@@ -78,9 +79,9 @@ def main() -> int:
     except ImportError:
         print("count_kernels needs torch (pip install torch)", file=sys.stderr)
         return 2
-    from twolayer_xp import kernels
     from twolayer_xp.backend import resolve
     from twolayer_xp.bench.timing import make_problem
+    from twolayer_xp.core import kernels
 
     problem = make_problem(resolve("cpu", "torch"), (200, 3072, 100, 10), "float32")
     steps = {"one net (sgd_step)": lambda: kernels.sgd_step(problem.params, problem.X, problem.y, 1e-4, 1e-3)}

@@ -76,7 +76,7 @@ def test_torch_eager(benchmark, shape_name, dtype, peer_device):
 @pytest.mark.parametrize("rows", [1000 if QUICK else 10_000])
 def test_predict(benchmark, dtype, backend_label, rows):
     """Inference on 10,000 CIFAR-shaped rows (H = 100): forward and argmax, synchronized."""
-    from twolayer_xp import kernels
+    from twolayer_xp.core import kernels
 
     shape = (rows, 3072, 100, 10)
     problem = make_problem(resolve(*BACKENDS[backend_label]), shape, dtype)

@@ -14,7 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, config, data
+from twolayer_xp import TwoLayerNet
+from twolayer_xp.app import config
+from twolayer_xp.io import datasets as data
 
 from conftest import QUICK
 
@@ -27,7 +29,7 @@ NUM_ITERS = 50 if QUICK else config.DEFAULTS["digits"]["num_iters"]
 
 def configurations():
     """lr x reg, log-spaced across the sweep's default ranges for digits."""
-    from twolayer_xp.sweep import SweepConfig
+    from twolayer_xp.app.sweep.command import SweepConfig
 
     default = SweepConfig(dataset="digits")
     lrs = np.geomspace(*default.lr, GRID_SIDE).tolist()
@@ -54,7 +56,7 @@ def one_at_a_time(ds, lrs, regs) -> list[float]:
 
 
 def test_sweep_vs_one_net_at_a_time(benchmark, tmp_path):
-    from twolayer_xp.sweep import SweepConfig, run_sweep
+    from twolayer_xp.app.sweep.command import SweepConfig, run_sweep
 
     ds = data.load("digits", dtype="float32")
     lrs, regs = configurations()

@@ -155,7 +155,7 @@ def cifar():
 @pytest.fixture(scope="session")
 def train():
     """train(*args): ``twolayer-xp train`` in this process; returns its exit code."""
-    from twolayer_xp import cli
+    from twolayer_xp.app import cli
 
     return lambda *args: cli.main(["train", *map(str, args)])
 

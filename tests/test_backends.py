@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from twolayer_xp import TwoLayerNet, to_numpy
-from twolayer_xp.rng import HostRNG
+from twolayer_xp.core.rng import HostRNG
 
 
 def run(make_net, blobs, case_id, dtype, seed=3):

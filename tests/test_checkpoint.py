@@ -11,8 +11,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, checkpoint, to_numpy
-from twolayer_xp.checkpoint import CheckpointError
+from twolayer_xp import TwoLayerNet, to_numpy
+from twolayer_xp.core import model
+from twolayer_xp.io import checkpoint
+from twolayer_xp.io.checkpoint import CheckpointError
 
 
 def trained(make_net, blobs, case_id, dtype="float64"):
@@ -31,7 +33,7 @@ def test_round_trip_across_devices(case, target, tmp_path, make_net, blobs, back
     net.metadata = {"note": "hello"}
     net.save(tmp_path / "model.npz", arrays={"mean_image": np.arange(6.0)})
     where = backend_of(target)
-    loaded, arrays = checkpoint.load_net(tmp_path / "model.npz", device=where.device, backend=where.name)
+    loaded, arrays = model.load_net(tmp_path / "model.npz", device=where.device, backend=where.name)
     assert loaded.dtype_name == "float64" and loaded.metadata == {"note": "hello"}
     assert loaded.iteration == 25 and loaded.state.learning_rate == net.state.learning_rate
     np.testing.assert_array_equal(arrays["mean_image"], np.arange(6.0))
@@ -95,12 +97,14 @@ def test_truncated_and_tampered_checkpoints(tmp_path, make_net, blobs):
     with pytest.raises(CheckpointError, match="does not exist"):
         TwoLayerNet.load(tmp_path / "nope.npz")
     net.params["W2"][0, 0] = np.nan
-    from twolayer_xp import checkpoint
+    from twolayer_xp.io import checkpoint
 
     checkpoint.save(
         path,
         {k: to_numpy(v) for k, v in net.params.items()},
         {"dtype": "float64", "rng_state": net.state.rng.get_state()},
+        None,
+        model.LAYOUT,
     )
     with pytest.raises(CheckpointError, match="W2 is not a finite"):
         TwoLayerNet.load(path)
@@ -132,7 +136,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
 
 def v1_header(**changes):
     """A header as TwoLayerNet.save writes it (format version 1), with ``changes`` applied."""
-    from twolayer_xp.rng import HostRNG
+    from twolayer_xp.core.rng import HostRNG
 
     header = {
         "format": "twolayer-xp-checkpoint",
@@ -179,7 +183,7 @@ def load_error(path):
 
 def test_a_version_1_file_written_by_the_old_code_still_loads(tmp_path):
     path = write_v1(tmp_path / "old.npz")
-    net, arrays = checkpoint.load_net(path)
+    net, arrays = model.load_net(path)
     assert (net.input_size, net.hidden_size, net.output_size) == (4, 3, 2)
     assert net.iteration == 20 and net.state.learning_rate == 0.1
     assert net.metadata["history"]["loss_history"] == [2.3, 2.1]
@@ -191,7 +195,7 @@ def test_a_version_1_file_written_by_the_old_code_still_loads(tmp_path):
 class HostRNGState:
     @staticmethod
     def legacy():
-        from twolayer_xp.rng import HostRNG
+        from twolayer_xp.core.rng import HostRNG
 
         return HostRNG(np.random.RandomState(5)).get_state()
 
@@ -394,7 +398,7 @@ def test_save_adds_npz_like_numpy_and_load_suggests_it(tmp_path, make_net, blobs
     net, _, _ = trained(make_net, blobs, "numpy")
     header = {"dtype": "float64", "rng_state": net.state.rng.get_state()}
     params = {k: to_numpy(v) for k, v in net.params.items()}
-    assert checkpoint.save(tmp_path / "model", params, header) == tmp_path / "model.npz"
+    assert checkpoint.save(tmp_path / "model", params, header, None, model.LAYOUT) == tmp_path / "model.npz"
     net.save(tmp_path / "other")
     assert sorted(os.listdir(tmp_path)) == ["model.npz", "other.npz"]
     with pytest.raises(CheckpointError, match=f"did you mean {tmp_path / 'model.npz'}"):

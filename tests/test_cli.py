@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from twolayer_xp import TwoLayerNet, cli
+from twolayer_xp import TwoLayerNet
+from twolayer_xp.app import cli
 
 
 def test_module_entry_point_and_progress_bar(tmp_path):
@@ -168,7 +169,7 @@ def test_cifar10_corrupt_batch(tmp_path, capsys, cifar, train, one_error_line):
 
 
 def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch, train, one_error_line):
-    from twolayer_xp import runs
+    from twolayer_xp.app import runs
 
     def exhausted(*args, **kwargs):
         raise MemoryError

@@ -8,8 +8,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from twolayer_xp import cifar_batches, data
-from twolayer_xp.data import DataError
+from twolayer_xp.io import cifar_batches
+from twolayer_xp.io import datasets as data
+from twolayer_xp.io.datasets import DataError
 
 import cifar_fixture as cifar  # writers of crafted batches; a support module, not a test module
 

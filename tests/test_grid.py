@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from twolayer_xp import grid
-from twolayer_xp.data import Dataset
+from twolayer_xp.app import grid
+from twolayer_xp.io.datasets import Dataset
 
 
 def small_dataset(blobs):

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from twolayer_xp import kernels, to_numpy
+from twolayer_xp import to_numpy
+from twolayer_xp.core import kernels
 
 
 def host_params(rng, D, H, C, K=None, scale=1.0):

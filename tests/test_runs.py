@@ -11,7 +11,10 @@ import warnings
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet, checkpoint, config, files, runs
+from twolayer_xp import TwoLayerNet
+from twolayer_xp.app import config, runs
+from twolayer_xp.core import model
+from twolayer_xp.io import files
 
 RUN = [sys.executable, "-m", "twolayer_xp", "train", "--quiet"]
 
@@ -42,7 +45,7 @@ def test_plots_show_what_they_claim(tmp_path, train):
     assert loss.shape[0] > 300 and loss.shape[1] > 300 and np.std(loss) > 0.05
     # 128 units in a 12-column grid of 8x8 tiles: the weights image is not blank or uniform
     assert weights.shape[0] > 300 and np.std(weights[..., :3]) > 0.05
-    from twolayer_xp import plots
+    from twolayer_xp.app import plots
 
     grid = plots.visualize_grid(np.random.default_rng(0).standard_normal((128, 8, 8)))
     assert grid.shape == (11 * 9 - 1, 12 * 9 - 1) and grid.min() == 0 and grid.max() == pytest.approx(255)
@@ -124,7 +127,7 @@ def test_cifar10_on_synthetic_files(tmp_path, capsys, cifar, train):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["dataset_sizes"] == {"train": 250, "val": 30, "test": 20}
     assert metrics["config"]["hidden_size"] == config.DEFAULTS["cifar10"]["hidden_size"]
-    _, arrays = checkpoint.load_net(tmp_path / "run" / "model.npz")
+    _, arrays = model.load_net(tmp_path / "run" / "model.npz")
     assert arrays["mean_image"].shape == (3072,)
     assert len(metrics["val_acc_history"]) == 3  # an epoch is 250 / 25 = 10 iterations
 
@@ -267,17 +270,17 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monk
 
 def test_checkpoint_every_may_change_on_resume(tmp_path, monkeypatch, train):
     saved_at = []
-    real_save = checkpoint.save_net
+    real_save = model.save_net
 
     def recording_save(path, net, *args, **kwargs):
         saved_at.append(net.iteration)
         return real_save(path, net, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "save_net", recording_save)
+    monkeypatch.setattr(model, "save_net", recording_save)
     assert train("--out", tmp_path, "--num-iters", 30, "--checkpoint-every", 10, "--quiet") == 0
     assert saved_at == [10, 20, 30]
-    model = tmp_path / "model.npz"
-    assert train("--resume", model, "--num-iters", 60, "--checkpoint-every", 15, "--quiet") == 0
+    saved = tmp_path / "model.npz"
+    assert train("--resume", saved, "--num-iters", 60, "--checkpoint-every", 15, "--quiet") == 0
     assert saved_at == [10, 20, 30, 45, 60]
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["checkpoint_every"] == 15
     assert "checkpoint_every" in config.RESUME_MAY_CHANGE
@@ -343,7 +346,7 @@ def test_ctrl_c_outside_the_training_loop(tmp_path, capsys, monkeypatch, where, 
         monkeypatch.setattr(runs, "load_data", interrupt)
         expected = f"interrupted; {model} is unchanged: continue with --resume {model}"
     else:
-        from twolayer_xp import plots
+        from twolayer_xp.app import plots
 
         monkeypatch.setattr(plots, "save", interrupt)
         expected = f"interrupted; {model} holds iteration 40: continue with --resume {model}"
@@ -421,7 +424,7 @@ def test_final_evaluation_of_overflowing_params_warns_nothing(tmp_path, capsys, 
     """Finite params whose scores overflow float32 (what a run that diverged slowly can keep):
     the accuracies written at the end are computed without numpy's overflow warnings."""
     assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
-    net, arrays = checkpoint.load_net(tmp_path / "model.npz")
+    net, arrays = model.load_net(tmp_path / "model.npz")
     big = float(np.finfo(np.float32).max) * 0.9
     net.params["W1"][...] = 0
     net.params["b1"][...] = 0
@@ -429,7 +432,7 @@ def test_final_evaluation_of_overflowing_params_warns_nothing(tmp_path, capsys, 
     net.params["W2"][...] = 0
     net.params["W2"][0] = big  # its scores: big, plus b2 = big: inf
     net.params["b2"][...] = big
-    checkpoint.save_net(tmp_path / "model.npz", net, arrays=arrays)
+    model.save_net(tmp_path / "model.npz", net, arrays=arrays)
     (tmp_path / "metrics.json").unlink()
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:

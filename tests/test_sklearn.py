@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from twolayer_xp import TwoLayerNet, to_numpy  # noqa: E402
+from twolayer_xp import TwoLayerNet, to_numpy
 from twolayer_xp.sklearn import TwoLayerClassifier  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -4,7 +4,8 @@ import array_api_strict as xs
 import numpy as np
 import pytest
 
-from twolayer_xp import eval_numerical_gradient, kernels, rel_error
+from twolayer_xp import eval_numerical_gradient, rel_error
+from twolayer_xp.core import kernels
 
 
 @pytest.fixture(params=["2023.12", "2024.12", "2025.12"])

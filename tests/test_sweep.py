@@ -16,8 +16,10 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
-from twolayer_xp import TwoLayerNet, cli, data  # noqa: E402
-from twolayer_xp.sweep_outputs import count_results, outcome  # noqa: E402
+from twolayer_xp import TwoLayerNet  # noqa: E402
+from twolayer_xp.app import cli  # noqa: E402
+from twolayer_xp.app.sweep.report import count_results, outcome  # noqa: E402
+from twolayer_xp.io import datasets as data  # noqa: E402
 
 import postgres  # noqa: E402
 
@@ -214,7 +216,7 @@ def test_a_diverged_member_is_told_failed_not_zero(tmp_path, capsys):
 
 def test_a_trial_orphaned_before_its_first_heartbeat_is_rerun(tmp_path):
     """Optuna never finds such a trial stale (it has no heartbeat): the sweep fails it itself."""
-    from twolayer_xp.sweep_study import STALE_HEARTBEATS, open_storage
+    from twolayer_xp.app.sweep.study import STALE_HEARTBEATS, open_storage
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(

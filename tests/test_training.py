@@ -5,7 +5,7 @@ import pytest
 
 from twolayer_xp import TrainingDivergedError, TwoLayerNet, to_numpy
 from twolayer_xp.backend import Backend
-from twolayer_xp.rng import HostRNG
+from twolayer_xp.core.rng import HostRNG
 
 
 def test_epoch_schedule_and_learning_rate_decay(blobs):
@@ -127,7 +127,7 @@ def test_resumed_run_equals_uninterrupted_run(blobs):
 
 def test_indices_come_in_blocks_when_a_run_is_huge(monkeypatch, blobs):
     """Past MAX_INDICES_PER_TRANSFER the indices come in blocks; the trajectory is unchanged."""
-    from twolayer_xp import training
+    from twolayer_xp.core import training
 
     X, y = blobs(n=120, d=5, c=3)
     ref = TwoLayerNet(5, 6, 3, rng=3)

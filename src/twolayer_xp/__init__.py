@@ -4,12 +4,17 @@ The same ``TwoLayerNet`` trains with numpy on a CPU or CuPy on an NVIDIA GPU (an
 array-api-strict): ``TwoLayerNet(D, H, C, device="cuda")``.
 
 Names are imported on first use, so ``twolayer-xp`` starts (and a Ctrl-C during start-up is
-handled by the CLI) before numpy and the array libraries load.
+handled by the CLI) before numpy and the array libraries load, and ``import twolayer_xp``
+imports nothing of the application layer.
 """
 
 import importlib
+from importlib import metadata
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("twolayer-xp")  # pyproject.toml's, the one place it is written
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "Backend": "backend",
@@ -17,13 +22,15 @@ _EXPORTS = {
     "cuda_available": "backend",
     "resolve": "backend",
     "to_numpy": "backend",
-    "eval_numerical_gradient": "gradcheck",
-    "rel_error": "gradcheck",
-    "TwoLayerNet": "model",
-    "Population": "population",
-    "FitResult": "training",
-    "TrainingDivergedError": "training",
-    "TrainingState": "training",
+    "eval_numerical_gradient": "core.gradcheck",
+    "rel_error": "core.gradcheck",
+    "TwoLayerNet": "core.model",
+    "Population": "core.population",
+    "FitResult": "core.training",
+    "TrainingDivergedError": "core.training",
+    "TrainingState": "core.training",
+    "grid_search": "app.grid",
+    "run_sweep": "app.sweep",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

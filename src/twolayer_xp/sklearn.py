@@ -23,7 +23,7 @@ from sklearn.utils._array_api import (
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from twolayer_xp import TwoLayerNet
+from twolayer_xp.core.model import TwoLayerNet
 
 
 class TwoLayerClassifier(ClassifierMixin, BaseEstimator):

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import array_api_compat as aac
 import numpy as np
 
+from twolayer_xp.errors import one_line
+
 DTYPES = ("float32", "float64")
 
 
@@ -144,7 +146,9 @@ def import_or_explain(module: str, fix: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"backend {module!r} is not installed ({one_line(exc)}); fix: {fix}") from None
+        raise ImportError(
+            f"backend {module!r} is not installed ({one_line(exc, named=True)}); fix: {fix}"
+        ) from None
 
 
 @functools.cache
@@ -163,9 +167,3 @@ def keep_freed_host_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
     except (OSError, AttributeError):
         return False
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    text = text[0] if text else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,7 +7,9 @@ import math
 
 import array_api_compat as aac
 
-from .base import Backend, CudaUnavailableError, one_line
+from twolayer_xp.errors import one_line
+
+from .base import Backend, CudaUnavailableError
 
 CUPY_FIX = 'pip install "twolayer-xp[cuda12]" (CuPy for CUDA 12 drivers; [cuda13] for CUDA 13)'
 
@@ -60,7 +62,7 @@ def import_cupy():
         import cupy
     except ImportError as exc:
         raise CudaUnavailableError(
-            f"CUDA requested but CuPy is not installed ({one_line(exc)}); fix: {CUPY_FIX}"
+            f"CUDA requested but CuPy is not installed ({one_line(exc, named=True)}); fix: {CUPY_FIX}"
         ) from None
     return cupy
 
@@ -73,7 +75,7 @@ def check_cuda(index: int):
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, driver too old, no device node
         raise CudaUnavailableError(
-            f"CUDA requested but CuPy finds no usable NVIDIA GPU or driver ({one_line(exc)}); "
+            f"CUDA requested but CuPy finds no usable NVIDIA GPU or driver ({one_line(exc, named=True)}); "
             "fix: run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), "
             "or use --device cpu"
         ) from None
@@ -93,7 +95,7 @@ def check_cuda(index: int):
             value = float(cupy.sum(cupy.exp(a) @ a))
     except Exception as exc:
         raise CudaUnavailableError(
-            f"CuPy sees GPU {index} but cannot run kernels on it ({one_line(exc)}); "
+            f"CuPy sees GPU {index} but cannot run kernels on it ({one_line(exc, named=True)}); "
             'fix: pip install "cupy-cuda12x[ctk]" (or cupy-cuda13x[ctk]) to get the CUDA libraries'
         ) from None
     if not math.isclose(value, 4 * 2 * math.e, rel_tol=1e-5):

@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from . import peer_label
+from twolayer_xp.bench import peer_label
 
 
 def load(path: str | Path) -> dict:
@@ -213,7 +213,8 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out) if args.out else Path(args.results).parent
     text = markdown(data)
-    from .. import files, plots
+    from twolayer_xp.app import plots
+    from twolayer_xp.io import files
 
     files.atomic_write(out / "bench.md", lambda f: f.write(text.encode()))
     if step_rows(data):

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import kernels
-from ..backend import Backend, resolve
+from twolayer_xp.backend import Backend, resolve
+from twolayer_xp.core import kernels
 
 # name -> (N, D, H, C): minibatch rows, features, hidden units, classes
 SHAPES = {

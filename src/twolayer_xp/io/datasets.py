@@ -8,6 +8,7 @@ when absent. Both come back as a ``Dataset`` of float arrays with the training m
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import shutil
 import tarfile
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import validation
-from .cifar_batches import CIFAR10_ROW, DataError, read_batch
-from .files import atomic_write
+from twolayer_xp.io.cifar_batches import CIFAR10_ROW, DataError, read_batch
+from twolayer_xp.io.files import atomic_write
 
 DATASETS = ("digits", "cifar10")
 
@@ -138,9 +138,9 @@ def load_cifar10(
     Memory: batches are read one at a time into one uint8 array, then cast straight into the
     float output, so the peak stays under about 2x the float32 training set.
     """
-    num_train, num_val, num_test = validation.check_all(
-        num_train=num_train, num_val=num_val, num_test=num_test
-    ).values()
+    num_train, num_val, num_test = (
+        _row_count(n, v) for n, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))
+    )
     if num_train + num_val > CIFAR10_ROWS["train"] or num_test > CIFAR10_ROWS["test"]:  # before allocating
         raise ValueError(
             f"CIFAR-10 has {CIFAR10_ROWS['train']} training and {CIFAR10_ROWS['test']} test images; "
@@ -149,23 +149,7 @@ def load_cifar10(
     folder = find_or_fetch_cifar10(data_dir, download=download)
     names = read_batch(folder / "batches.meta", meta=True)
 
-    train_rows = num_train + num_val
-    pixels = np.empty((train_rows, CIFAR10_ROW), dtype=np.uint8)
-    labels = np.empty(train_rows, dtype=np.int64)
-    filled = 0
-    for batch_name in CIFAR10_FILES[:5]:
-        if filled == train_rows:
-            break
-        data, batch_labels = read_batch(folder / batch_name)
-        take = min(len(batch_labels), train_rows - filled)
-        pixels[filled : filled + take] = data[:take]
-        labels[filled : filled + take] = batch_labels[:take]
-        filled += take
-        del data
-    if filled < train_rows:
-        raise ValueError(
-            f"num_train + num_val = {train_rows} but the training batches hold only {filled} images"
-        )
+    pixels, labels = _training_rows(folder, num_train + num_val)
     test_data, test_labels = read_batch(folder / "test_batch")
     if len(test_labels) < num_test:
         raise ValueError(f"num_test = {num_test} but test_batch holds only {len(test_labels)} images")
@@ -276,3 +260,35 @@ def _checked_folder(folder: Path) -> Path:
             f"{folder} is missing {', '.join(missing)}; delete the folder and run again to re-download"
         )
     return folder
+
+
+def _training_rows(folder: Path, train_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``train_rows`` images (uint8 rows) and labels of the five training batches,
+    read one batch at a time into one preallocated array."""
+    pixels = np.empty((train_rows, CIFAR10_ROW), dtype=np.uint8)
+    labels = np.empty(train_rows, dtype=np.int64)
+    filled = 0
+    for batch_name in CIFAR10_FILES[:5]:
+        if filled == train_rows:
+            break
+        data, batch_labels = read_batch(folder / batch_name)
+        take = min(len(batch_labels), train_rows - filled)
+        pixels[filled : filled + take] = data[:take]
+        labels[filled : filled + take] = batch_labels[:take]
+        filled += take
+        del data
+    if filled < train_rows:
+        raise ValueError(
+            f"num_train + num_val = {train_rows} but the training batches hold only {filled} images"
+        )
+    return pixels, labels
+
+
+def _row_count(name: str, value) -> int:
+    """A split's size: a positive int (checked here, below the layer of core's argument table,
+    with the same words)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)

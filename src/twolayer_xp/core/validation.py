@@ -1,4 +1,7 @@
-"""Argument checks, declared once as a table and used by the Python API and the CLI alike.
+"""Argument checks: the model's constraints, declared once as a table, and the checks of arrays.
+
+A run's and a sweep's own settings declare theirs beside their configs (``app.config``,
+``app.sweep.config``) in the same form; the Python API and the CLI check against the same tables.
 
 Bad input must fail here, loudly and naming the argument, rather than become a NaN several
 layers down. Checks of array contents run on whichever device the array lives on and cost one
@@ -15,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np  # host side: per-member hyperparameters are small host arrays
 from array_api_compat import array_namespace
 
-from .backend import is_array
+from twolayer_xp.backend import is_array
 
 
 class Constraint(NamedTuple):
@@ -29,8 +32,8 @@ COUNT = Constraint(int, 0, False)
 POSITIVE = Constraint(float, 0.0, True)
 NONNEGATIVE = Constraint(float, 0.0, False)
 
-# Every scalar argument of the API and the CLI, by name. Population arguments may also be one
-# value per member (see ``per_member``).
+# Every scalar argument of the model, the population and the training loop, by name. Population
+# arguments may also be one value per member (see ``per_member``).
 CONSTRAINTS = {
     "input_size": POSITIVE_INT,
     "hidden_size": POSITIVE_INT,
@@ -39,15 +42,7 @@ CONSTRAINTS = {
     "num_iters": POSITIVE_INT,
     "batch_size": POSITIVE_INT,
     "sync_every": POSITIVE_INT,
-    "checkpoint_every": POSITIVE_INT,
-    "num_train": POSITIVE_INT,
-    "num_val": POSITIVE_INT,
-    "num_test": POSITIVE_INT,
-    "trials": POSITIVE_INT,
-    "population": POSITIVE_INT,
-    "heartbeat": POSITIVE_INT,
     "start_iteration": COUNT,
-    "seed": COUNT,
     "std": NONNEGATIVE,
     "reg": NONNEGATIVE,
     "learning_rate": POSITIVE,
@@ -55,9 +50,9 @@ CONSTRAINTS = {
 }
 
 
-def check(name: str, value: Any) -> Any:
-    """``value`` as a plain int/float after the checks ``CONSTRAINTS[name]`` declares."""
-    rule = CONSTRAINTS[name]
+def check(name: str, value: Any, table: dict = CONSTRAINTS) -> Any:
+    """``value`` as a plain int/float after the checks ``table[name]`` declares."""
+    rule = table[name]
     if rule.kind is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -74,10 +69,6 @@ def check(name: str, value: Any) -> Any:
         )
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
-
-
-def check_all(**values: Any) -> dict:
-    return {name: check(name, value) for name, value in values.items()}
 
 
 def per_member(name: str, value: Any, size: int) -> np.ndarray:

@@ -11,6 +11,8 @@ import argparse
 import importlib.util
 import sys
 
+from twolayer_xp.errors import one_line  # imports nothing: usable while numpy is still loading
+
 EPILOG = """\
 defaults per dataset (used for any hyperparameter you leave out):
 {defaults}
@@ -34,48 +36,20 @@ GROUPS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2), like every other error."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def checked(name: str):
-    """An argparse type that parses a number and applies validation's constraint for ``name``:
-    the CLI and the Python API reject the same values with the same words."""
-    from . import validation
-
-    kind = validation.CONSTRAINTS[name].kind
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be {'an int' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        try:
-            return validation.check(name, value)
-        except (TypeError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from twolayer_xp import __version__
+    from twolayer_xp.app.flags import Parser
 
-    parser = _Parser(prog="twolayer-xp", description="The CS231n two-layer net on numpy (CPU) or CuPy (GPU).")
+    parser = Parser(prog="twolayer-xp", description="The CS231n two-layer net on numpy (CPU) or CuPy (GPU).")
     parser.add_argument("--version", action="version", version=f"twolayer-xp {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     _add_sweep(commands)
     return parser
 
 
 def _add_sweep(commands) -> None:
-    from . import sweep
+    from twolayer_xp.app.sweep import command as sweep
 
     parser = commands.add_parser(
         "sweep",
@@ -87,7 +61,8 @@ def _add_sweep(commands) -> None:
 
 
 def _add_train(commands) -> None:
-    from .config import DEFAULTS, RESUME_MAY_CHANGE, SETTINGS, flag
+    from twolayer_xp.app.config import CONSTRAINTS, DEFAULTS, RESUME_MAY_CHANGE, SETTINGS
+    from twolayer_xp.app.flags import add_settings, flag
 
     defaults = "\n".join(
         f"  {name:<8}: " + ", ".join(f"{k}={v}" for k, v in d.items()) for name, d in DEFAULTS.items()
@@ -102,7 +77,7 @@ def _add_train(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups = {key: train.add_argument_group(title) for key, title in GROUPS.items()}
-    add_settings(groups, SETTINGS)
+    add_settings(groups, SETTINGS, CONSTRAINTS)
     out = groups["output"]
     out.add_argument(
         "--out",
@@ -117,27 +92,15 @@ def _add_train(commands) -> None:
     out.add_argument("--quiet", action="store_true", help="print only the summary line (and errors)")
 
 
-def add_settings(groups: dict, settings: dict) -> None:
-    """One flag per Setting, in its group, typed and checked by validation's table."""
-    from . import validation
-    from .config import flag
-
-    for name, s in settings.items():
-        kwargs = {"help": s.help, "metavar": s.metavar, "choices": s.choices, "default": None}
-        if name in validation.CONSTRAINTS:
-            kwargs["type"] = checked(name)
-        groups[s.group].add_argument(flag(name), *s.aliases, dest=name, **kwargs)
-
-
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from .backend import CudaUnavailableError
-        from .training import TrainingDivergedError
+        from twolayer_xp.backend import CudaUnavailableError
+        from twolayer_xp.core.training import TrainingDivergedError
 
         try:
             if args.command == "sweep":
-                from . import sweep
+                from twolayer_xp.app.sweep import command as sweep
 
                 return sweep.command(args)
             return _train(args)
@@ -158,8 +121,8 @@ def main(argv=None) -> int:
 
 
 def _train(args) -> int:
-    from . import runs
-    from .config import FIELDS, RunConfig
+    from twolayer_xp.app import runs
+    from twolayer_xp.app.config import FIELDS, RunConfig
 
     given = {f: getattr(args, f) for f in FIELDS if getattr(args, f, None) is not None}
     config = RunConfig(**given)
@@ -217,9 +180,8 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _fail(message: str) -> None:
-    line = " ".join(str(message).split())  # one line, whatever the exception held
-    print(f"twolayer-xp: error: {line}", file=sys.stderr)
+def _fail(what: BaseException | str) -> None:
+    print(f"twolayer-xp: error: {one_line(what)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np  # host side: histories and schedules
 
-from . import kernels, validation
-from .rng import HostRNG
+from twolayer_xp.core import kernels, validation
+from twolayer_xp.core.rng import HostRNG
 
 # Indices drawn per transfer: a whole run up to 2**22 indices (32 MB of int64), else in blocks.
 MAX_INDICES_PER_TRANSFER = 2**22
@@ -115,7 +115,7 @@ def fit(
             "'warn' or 'raise'" if trainee.size is None else "'warn' for a population (see its 'diverged')"
         )
         raise ValueError(f"on_divergence must be {allowed}, got {on_divergence!r}")
-    # Placed on the device once, for the whole run. A full NaN scan of a 600 MB training set
+    # DeviceModel on the device once, for the whole run. A full NaN scan of a 600 MB training set
     # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._diverged): a NaN row
     # that is sampled always shows up in the loss.
     X, y = trainee.place(X, y, "X", check_finite=False)

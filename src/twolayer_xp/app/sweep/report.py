@@ -14,7 +14,8 @@ import math
 import platform
 from pathlib import Path
 
-from . import __version__, files
+from twolayer_xp import __version__
+from twolayer_xp.io import files
 
 SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
 CSV_COLUMNS = (
@@ -73,48 +74,27 @@ def write_trials_csv(study, path: Path) -> None:
     files.atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def sweep_figure(trials, config):
-    """learning rate x reg on log axes coloured by val accuracy; best-so-far by trial number."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    space, progress = fig.subplots(1, 2)
-    done = [t for t in trials if outcome(t) == "completed"]
-    diverged = [t for t in trials if outcome(t) == "diverged"]
-    if done:
-        points = space.scatter(
-            [t.params["learning_rate"] for t in done], [t.params["reg"] for t in done],
-            c=[t.value for t in done], cmap="viridis", edgecolors="k", linewidths=0.3,
-        )  # fmt: skip
-        fig.colorbar(points, ax=space, label="validation accuracy")
-        best = best_trial(trials)
-        space.scatter(best.params["learning_rate"], best.params["reg"], marker="*", s=300,
-                      facecolors="none", edgecolors="red", label=f"best (#{best.number})")  # fmt: skip
-    if diverged:
-        space.scatter([t.params["learning_rate"] for t in diverged], [t.params["reg"] for t in diverged],
-                      marker="x", color="red", label="diverged")  # fmt: skip
-    space.set(xscale="log", yscale="log", xlim=_padded(config.lr), ylim=_padded(config.reg), xlabel="learning rate",
-              ylabel="regularization strength (reg)", title=f"{config.study}: {len(done)} completed trials")  # fmt: skip
-    if done or diverged:
-        space.legend(loc="best")
-    done.sort(key=lambda t: t.number)
-    running = [max(t.value for t in done[: i + 1]) for i in range(len(done))]
-    progress.plot([t.number for t in done], [t.value for t in done], ".", color="gray", label="trial")
-    progress.step([t.number for t in done], running, where="post", color="tab:blue", label="best so far")
-    progress.set(xlabel="trial number", ylabel="validation accuracy", title="Best validation accuracy so far")
-    progress.legend(loc="lower right")
-    return fig
-
-
-def _padded(bounds) -> tuple[float, float]:
-    """A log-axis range a little wider than the search range, so edge points show whole."""
-    return (bounds[0] / 1.25, bounds[1] * 1.25)
-
-
 def save_figure(trials, config, path: Path) -> None:
-    from . import plots
+    """sweep.png: the completed and diverged trials over learning rate x reg, best starred."""
+    from twolayer_xp.app import plots
 
-    plots.save(sweep_figure(trials, config), path)
+    def points(kind):
+        return [
+            (t.params["learning_rate"], t.params["reg"], t.value, t.number)
+            for t in trials
+            if outcome(t) == kind
+        ]
+
+    best = best_trial(trials)
+    figure = plots.sweep_figure(
+        points("completed"),
+        points("diverged"),
+        None if best is None else (best.params["learning_rate"], best.params["reg"], best.value, best.number),
+        config.lr,
+        config.reg,
+        config.study,
+    )
+    plots.save(figure, path)
 
 
 def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np  # host side: results are numpy arrays whatever the device
 
-from .backend import to_numpy
+from twolayer_xp.backend import to_numpy
 
 
 def eval_numerical_gradient(

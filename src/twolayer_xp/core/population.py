@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np  # host side: per-member hyperparameters and results
 
-from . import kernels, placement, resources, training, validation
-from .backend import Backend, resolve
-from .model import TwoLayerNet
-from .rng import HostRNG
+from twolayer_xp.backend import Backend, resolve
+from twolayer_xp.core import device_model, kernels, resources, training, validation
+from twolayer_xp.core.model import TwoLayerNet
+from twolayer_xp.core.rng import HostRNG
 
 HYPERPARAMETERS = ("learning_rate", "learning_rate_decay", "reg")
 
 
-class Population(placement.Placed):
+class Population(device_model.DeviceModel):
     """K nets of sizes (D, H, C) sharing each minibatch; hyperparameters may differ per member.
 
     ``params`` holds the live arrays in the wide layout that makes layer 1 one GEMM:
@@ -158,7 +158,7 @@ class Population(placement.Placed):
     def predict(self, X: Any):
         """Predicted labels (K, N); numpy in -> numpy out, device in -> device out (no sync)."""
         Xd, on_host = self.eval_features(X)
-        return placement.output(kernels.population_predict(self.live_params(), Xd), on_host)
+        return device_model.output(kernels.population_predict(self.live_params(), Xd), on_host)
 
     def accuracy(self, X: Any, y: Any) -> np.ndarray:
         """Fraction of rows each member classifies correctly: numpy (K,), one host sync."""

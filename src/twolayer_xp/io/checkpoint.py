@@ -1,7 +1,8 @@
-"""Checkpoints: a net's params and training state as one ``.npz`` plus a JSON header, and back.
+"""The checkpoint file format: named float arrays (params), extra arrays and a JSON header in one ``.npz``.
 
-Loading never unpickles: params are numpy arrays, everything else (sizes, dtype,
-hyperparameters, RNG state, history) is JSON in a 0-d string array. Loading trusts nothing in
+It knows no model: a model hands in its params by name and a header, and gets them back (see
+``core.model`` for what a net stores). Loading never unpickles: params are numpy arrays,
+everything else (sizes, dtype, hyperparameters, RNG state, history) is JSON in a 0-d string array. Loading trusts nothing in
 the file: every array's size and dtype is checked before its data is read (``safe_npz``) and the
 header is checked field by field against ``HEADER_SCHEMA``, so a bad file is one CheckpointError
 naming the file and the field. A write goes to a temporary file in the same folder that is
@@ -14,15 +15,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
-from .files import atomic_write
-from .kernels import PARAMS as PARAM_NAMES
-from .safe_npz import NpzError, read_npz
-from .training import HISTORY_KEYS
+from twolayer_xp.errors import one_line
+from twolayer_xp.io.files import atomic_write
+from twolayer_xp.io.safe_npz import NpzError, read_npz
 
 FORMAT = "twolayer-xp-checkpoint"
 VERSION = 1
@@ -42,6 +43,18 @@ class CheckpointError(ValueError):
     """A file that is not a readable twolayer-xp checkpoint."""
 
 
+class Layout(NamedTuple):
+    """What a model stores, declared by the model (this module knows none).
+
+    params: the names of its float arrays; shapes_problem(shapes: name -> shape) -> a phrase or
+    None, judged before any data is read; fields: header field -> (what it must be, check), each
+    narrower than HEADER_SCHEMA's."""
+
+    params: tuple
+    shapes_problem: Callable[[dict], str | None]
+    fields: dict
+
+
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -55,38 +68,9 @@ def _ints(v, length: int, bits: int) -> bool:
 
 
 def _random_state(v) -> bool:
-    """RandomState: MT19937 keys and position; Generator: a PCG64(DXSM) state (the only bit
-    generators whose state is plain JSON), which numpy itself must also accept."""
-    if not isinstance(v, dict) or set(v) != {"kind", "state"}:
-        return False
-    s = v["state"]
-    if v["kind"] == "RandomState":
-        return (
-            isinstance(s, list)
-            and len(s) == 5
-            and s[0] == "MT19937"
-            and _ints(s[1], 624, 32)
-            and _int(s[2])
-            and 0 <= s[2] <= 624  # numpy does not check: a larger one reads past the key array
-            and s[3] in (0, 1)
-            and _number(s[4])
-        )
-    if (
-        v["kind"] != "Generator"
-        or not isinstance(s, dict)
-        or s.get("bit_generator") not in ("PCG64", "PCG64DXSM")
-    ):
-        return False
-    inner = s.get("state")
-    if set(s) != {"bit_generator", "state", "has_uint32", "uinteger"} or not isinstance(inner, dict):
-        return False
-    if set(inner) != {"state", "inc"} or not _ints(list(inner.values()), 2, 128):
-        return False
-    try:
-        getattr(np.random, s["bit_generator"])().state = s
-    except Exception:
-        return False
-    return True
+    """The shape every stored random state has; what its state may hold is the owner's check
+    (``core.rng.valid_state``, passed to ``load``/``save`` as a field check)."""
+    return isinstance(v, dict) and set(v) == {"kind", "state"} and isinstance(v["kind"], str)
 
 
 def _metadata(v) -> bool:
@@ -94,8 +78,7 @@ def _metadata(v) -> bool:
         return False
     history = v.get("history", {})
     return isinstance(history, dict) and all(
-        key in HISTORY_KEYS and isinstance(values, list) and all(map(_number, values))
-        for key, values in history.items()
+        isinstance(values, list) and all(map(_number, values)) for values in history.values()
     )
 
 
@@ -106,8 +89,7 @@ HEADER_SCHEMA = {
     "dtype": (True, "'float32' or 'float64'", lambda v: v in ("float32", "float64")),
     "rng_state": (
         True,
-        '{"kind": "RandomState", "state": ["MT19937", 624 uint32 keys, pos 0..624, 0 or 1, float]} '
-        'or {"kind": "Generator", "state": a PCG64 or PCG64DXSM bit_generator.state}',
+        '{"kind": str, "state": ...}',
         _random_state,
     ),
     "iteration": (False, "an int >= 0", lambda v: _int(v) and v >= 0),
@@ -123,24 +105,27 @@ HEADER_SCHEMA = {
     ),
     "metadata": (
         False,
-        f"a JSON object whose config (if any) is an object and whose history (if any) maps "
-        f"{', '.join(HISTORY_KEYS)} to lists of numbers",
+        "a JSON object whose config (if any) is an object and whose history (if any) maps names to "
+        "lists of numbers",
         _metadata,
     ),
 }
 
 
-def header_problem(header) -> str | None:
-    """What is wrong with a header (a one-line phrase), or None when it passes HEADER_SCHEMA."""
+def header_problem(header, field_checks: dict | None = None) -> str | None:
+    """What is wrong with a header (a one-line phrase), or None when it passes HEADER_SCHEMA and
+    the owner's narrower ``field_checks`` (``Layout.fields``)."""
     depth = _depth(header)
     if depth > MAX_JSON_DEPTH:
         return f"header is nested more than {MAX_JSON_DEPTH} levels deep"
     for field, (required, expected, check) in HEADER_SCHEMA.items():
+        narrower = (field_checks or {}).get(field)
         if field not in header:
             if required:
                 return f"header field {field} is missing; expected {expected}"
-        elif not check(header[field]):
-            return f"header field {field} must be {expected}, got {_short(header[field])}"
+        elif not check(header[field]) or (narrower is not None and not narrower[1](header[field])):
+            what = expected if narrower is None else narrower[0]
+            return f"header field {field} must be {what}, got {_short(header[field])}"
     return None
 
 
@@ -159,8 +144,15 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def save(path: str | os.PathLike, params: dict, header: dict, arrays: dict | None = None) -> Path:
-    """Write params (numpy), ``header`` (JSON-serializable) and extra ``arrays``; return the path.
+def save(
+    path: str | os.PathLike,
+    params: dict,
+    header: dict,
+    arrays: dict | None,
+    layout: Layout,
+) -> Path:
+    """Write params (``layout.params`` -> numpy float array), ``header`` (JSON-serializable) and
+    extra ``arrays``; return the path.
 
     Like ``np.savez``, ``.npz`` is appended to a path that does not end with it. Anything ``load``
     would refuse (an object or string extra array, a header outside HEADER_SCHEMA, arrays over
@@ -169,31 +161,35 @@ def save(path: str | os.PathLike, params: dict, header: dict, arrays: dict | Non
     path = Path(path)
     if not path.name.endswith(".npz"):
         path = path.with_name(path.name + ".npz")
-    contents = {name: np.asarray(params[name]) for name in PARAM_NAMES}
+    contents = {name: np.asarray(params[name]) for name in layout.params}
     for name, value in (arrays or {}).items():
         contents[f"extra_{name}"] = np.asarray(value)
     text = json.dumps({"format": FORMAT, "version": VERSION, **header})
     contents["header"] = np.asarray(text)
-    problem = _arrays_problem({name: (a.shape, a.dtype) for name, a in contents.items()})
-    problem = problem or header_problem(json.loads(text))
+    problem = _arrays_problem({name: (a.shape, a.dtype) for name, a in contents.items()}, layout)
+    problem = problem or header_problem(json.loads(text), layout.fields)
     if problem:
         raise ValueError(f"cannot save checkpoint {path}: {problem}")
     atomic_write(path, lambda f: np.savez(f, **contents))
     return path
 
 
-def load(path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """(params, header, extra arrays) from a checkpoint; CheckpointError if it is not ours."""
+def load(path: str | os.PathLike, layout: Layout) -> tuple[dict, dict, dict]:
+    """(params, header, extra arrays) from a checkpoint of ``layout``; CheckpointError if it is
+    not one: every param present and finite, every header field as declared."""
     path = Path(path)
     if not path.is_file():
         npz = path.with_name(path.name + ".npz")
         hint = f" (did you mean {npz}?)" if npz.is_file() else ""
         raise CheckpointError(f"checkpoint {path} does not exist{hint}")
     try:
-        contents = read_npz(path, _wanted, _check_arrays)
+        contents = read_npz(
+            path,
+            lambda name: name in layout.params or name == "header" or name.startswith("extra_"),
+            lambda headers: _check_arrays(headers, layout),
+        )
     except NpzError as exc:
-        reason = " ".join(str(exc).split())
-        raise CheckpointError(f"{path} is not a readable twolayer-xp checkpoint ({reason})") from None
+        raise CheckpointError(f"{path} is not a readable twolayer-xp checkpoint ({one_line(exc)})") from None
     if "header" not in contents:
         raise CheckpointError(f"{path} is not a twolayer-xp checkpoint (no header)")
     try:
@@ -204,13 +200,13 @@ def load(path: str | os.PathLike) -> tuple[dict, dict, dict]:
         raise CheckpointError(f"{path}: header is not JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a twolayer-xp checkpoint (its header has no format {FORMAT!r})")
-    problem = header_problem(header)
+    problem = header_problem(header, layout.fields)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
-    missing = [name for name in PARAM_NAMES if name not in contents]
+    missing = [name for name in layout.params if name not in contents]
     if missing:
         raise CheckpointError(f"{path} lacks params {', '.join(missing)}")
-    params = {name: contents.pop(name) for name in PARAM_NAMES}
+    params = {name: contents.pop(name) for name in layout.params}
     for name, p in params.items():
         if not np.all(np.isfinite(p)):
             raise CheckpointError(f"{path}: param {name} is not a finite float array")
@@ -218,17 +214,13 @@ def load(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     return params, header, extras
 
 
-def _wanted(name: str) -> bool:
-    return name in PARAM_NAMES or name == "header" or name.startswith("extra_")
-
-
-def _check_arrays(headers: dict) -> None:
-    problem = _arrays_problem({name: (h.shape, h.dtype) for name, h in headers.items()})
+def _check_arrays(headers: dict, layout: Layout) -> None:
+    problem = _arrays_problem({name: (h.shape, h.dtype) for name, h in headers.items()}, layout)
     if problem:
         raise NpzError(problem)
 
 
-def _arrays_problem(arrays: dict[str, tuple[tuple, np.dtype]]) -> str | None:
+def _arrays_problem(arrays: dict[str, tuple[tuple, np.dtype]], layout: Layout) -> str | None:
     """What is wrong with the arrays' (shape, dtype)s, judged before any data is read, or None."""
     total, extras = 0, 0
     for name, (shape, dtype) in arrays.items():
@@ -238,7 +230,7 @@ def _arrays_problem(arrays: dict[str, tuple[tuple, np.dtype]]) -> str | None:
             return f"array header must be a 0-d unicode string, got shape {shape} dtype {dtype}"
         if name == "header" and dtype.itemsize // 4 > MAX_HEADER_CHARS:
             return f"header is {dtype.itemsize // 4} characters long; at most {MAX_HEADER_CHARS}"
-        if name in PARAM_NAMES and (dtype.kind != "f" or dtype.itemsize not in (4, 8)):
+        if name in layout.params and (dtype.kind != "f" or dtype.itemsize not in (4, 8)):
             return f"param {name} has dtype {dtype}; expected float32 or float64"
         if name.startswith("extra_"):
             extras += 1
@@ -250,66 +242,6 @@ def _arrays_problem(arrays: dict[str, tuple[tuple, np.dtype]]) -> str | None:
         return f"it holds {extras} extra arrays; at most {MAX_EXTRAS}"
     if total > MAX_BYTES:
         return f"its arrays hold {total} bytes; at most {MAX_BYTES}"
-    if all(name in arrays for name in PARAM_NAMES):
-        W1, b1, W2, b2 = (arrays[name][0] for name in PARAM_NAMES)
-        if not (
-            len(W1) == 2
-            and len(W2) == 2
-            and min(W1 + W2) > 0
-            and b1 == W1[1:]
-            and W2[0] == W1[1]
-            and b2 == W2[1:]
-        ):
-            shapes = ", ".join(f"{name} {arrays[name][0]}" for name in PARAM_NAMES)
-            return f"param shapes {shapes} are inconsistent; expected W1 (D, H), b1 (H,), W2 (H, C), b2 (C,)"
+    if all(name in arrays for name in layout.params):
+        return layout.shapes_problem({name: arrays[name][0] for name in layout.params})
     return None
-
-
-# ------------------------------------------------------------------------------------------
-# A net <-> a checkpoint
-
-
-def save_net(path: str | os.PathLike, net, arrays: dict | None = None) -> Path:
-    """Write ``net``'s params (as numpy), dtype, training state (iteration, learning rate, RNG)
-    and ``net.metadata`` to ``path``, atomically; ``arrays`` adds named numpy arrays (e.g. a
-    mean image). Returns the path written."""
-    from .backend import to_numpy
-
-    header = {
-        "dtype": net.dtype_name,
-        "iteration": net.state.iteration,
-        "learning_rate": net.state.learning_rate,
-        "rng_state": net.state.rng.get_state(),
-        "saved_from": {"backend": net.backend.name, "device": net.device},
-        "metadata": net.metadata,
-    }
-    params = {name: to_numpy(p) for name, p in net.live_params().items()}
-    return save(path, params, header, arrays)
-
-
-def load_net(path: str | os.PathLike, *, device: Any = "cpu", backend: Any = None, dtype: Any = None):
-    """(net, extra arrays) from a checkpoint, on any device; dtype None keeps the saved one."""
-    from .model import TwoLayerNet
-    from .rng import HostRNG
-
-    params, header, arrays = load(path)
-    D, H = params["W1"].shape
-    net = TwoLayerNet(
-        D,
-        H,
-        params["W2"].shape[1],
-        std=0.0,
-        device=device,
-        backend=backend,
-        dtype=header["dtype"] if dtype is None else dtype,
-        rng=0,
-    )
-    net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
-    try:
-        net.state.rng = HostRNG.from_state(header["rng_state"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path} holds an unusable random state ({exc})") from None
-    net.state.iteration = int(header.get("iteration", 0))
-    net.state.learning_rate = header.get("learning_rate")
-    net.metadata = header.get("metadata") or {}
-    return net, arrays

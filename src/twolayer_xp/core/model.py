@@ -1,20 +1,23 @@
 """TwoLayerNet: a drop-in for the CS231n class, on any array-API backend.
 
 affine (D -> H) -> ReLU -> affine (H -> C) -> softmax cross-entropy, L2 on the weights.
-The model holds its params and the CS231n API; files are checkpoint.py's job, the loop
-training.py's.
+The model holds its params and the CS231n API; the loop is ``training``'s job, the file format
+``io.checkpoint``'s (this module says what a net stores in it: ``LAYOUT``).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from . import kernels, placement, resources, training, validation
-from .backend import Backend, resolve
-from .rng import HostRNG
+from twolayer_xp.backend import Backend, resolve, to_numpy
+from twolayer_xp.core import device_model, kernels, resources, rng, training, validation
+from twolayer_xp.core.rng import HostRNG
+from twolayer_xp.io import checkpoint
 
 
-class TwoLayerNet(placement.Placed):
+class TwoLayerNet(device_model.DeviceModel):
     """The CS231n two-layer fully connected net.
 
     input_size D, hidden_size H, output_size C; weights ~ std * N(0, 1), biases 0.
@@ -84,22 +87,22 @@ class TwoLayerNet(placement.Placed):
         X: (N, D); y: (N,) integer labels in [0, C); reg: L2 strength (loss adds
         reg * (sum W1**2 + sum W2**2)). ``float(loss)`` is one host sync: the CS231n contract.
         """
-        Xd, on_host = placement.features(self.backend, self.dtype, X, self.input_size)
+        Xd, on_host = device_model.features(self.backend, self.dtype, X, self.input_size)
         if y is None:
-            return placement.output(kernels.scores(self.live_params(), Xd), on_host)
+            return device_model.output(kernels.scores(self.live_params(), Xd), on_host)
         reg = validation.check("reg", reg)
-        yd = placement.labels(self.backend, y, Xd.shape[0], self.output_size)
+        yd = device_model.labels(self.backend, y, Xd.shape[0], self.output_size)
         loss, grads = kernels.loss_and_grads(self.live_params(), Xd, yd, reg)
-        return float(loss), {name: placement.output(grads[name], on_host) for name in kernels.PARAMS}
+        return float(loss), {name: device_model.output(grads[name], on_host) for name in kernels.PARAMS}
 
     def predict(self, X: Any):
         """Predicted labels (N,): argmax of the scores. No host sync for a device X."""
         Xd, on_host = self.eval_features(X)
-        return placement.output(kernels.predict(self.live_params(), Xd), on_host)
+        return device_model.output(kernels.predict(self.live_params(), Xd), on_host)
 
     def accuracy(self, X: Any, y: Any) -> float:
         """Fraction of rows of X whose predicted label equals y; one host sync (see
-        ``Placed.accuracies``)."""
+        ``DeviceModel.accuracies``)."""
         return self.accuracies(X, y, kernels.count_correct)[0]
 
     def train(
@@ -142,18 +145,14 @@ class TwoLayerNet(placement.Placed):
     # -- checkpoints: thin wrappers for the notebook habit -----------------------------------------
 
     def save(self, path, arrays: dict | None = None):
-        """Write this net to ``path`` (an .npz; see ``checkpoint.save_net``); returns the path."""
-        from . import checkpoint
-
-        return checkpoint.save_net(path, self, arrays)
+        """Write this net to ``path`` (an .npz; see ``save_net``); returns the path."""
+        return save_net(path, self, arrays)
 
     @classmethod
     def load(cls, path, *, device: Any = "cpu", backend: Any = None, dtype: Any = None) -> TwoLayerNet:
         """A net from a checkpoint, on any device (trained on a GPU, loaded on a CPU, or back).
-        dtype: None keeps the saved one. Extra arrays: ``checkpoint.load_net``."""
-        from . import checkpoint
-
-        return checkpoint.load_net(path, device=device, backend=backend, dtype=dtype)[0]
+        dtype: None keeps the saved one. Extra arrays: ``load_net``."""
+        return load_net(path, device=device, backend=backend, dtype=dtype)[0]
 
     # -- what the training loop and the checkpoint need -------------------------------------------
 
@@ -182,3 +181,79 @@ class TwoLayerNet(placement.Placed):
             if tuple(p.shape) != shape:
                 raise ValueError(f'params["{name}"] must have shape {shape}, got {tuple(p.shape)}')
         return self.params
+
+
+# ------------------------------------------------------------------------------------------
+# A net <-> a checkpoint file
+
+
+def _shapes_problem(shapes: dict) -> str | None:
+    W1, b1, W2, b2 = (shapes[name] for name in kernels.PARAMS)
+    if (
+        len(W1) == 2
+        and len(W2) == 2
+        and min(W1 + W2) > 0
+        and b1 == W1[1:]
+        and W2[0] == W1[1]
+        and b2 == W2[1:]
+    ):
+        return None
+    listed = ", ".join(f"{name} {shapes[name]}" for name in kernels.PARAMS)
+    return f"param shapes {listed} are inconsistent; expected W1 (D, H), b1 (H,), W2 (H, C), b2 (C,)"
+
+
+def _history(metadata: dict) -> bool:
+    return set(metadata.get("history", {})) <= set(training.HISTORY_KEYS)
+
+
+# What a net stores: its four params, and a header whose random state and history it can restore.
+LAYOUT = checkpoint.Layout(
+    params=kernels.PARAMS,
+    shapes_problem=_shapes_problem,
+    fields={
+        "rng_state": (rng.STATE_FORMAT, rng.valid_state),
+        "metadata": (
+            "a JSON object whose config (if any) is an object and whose history (if any) maps "
+            f"{', '.join(training.HISTORY_KEYS)} to lists of numbers",
+            _history,
+        ),
+    },
+)
+
+
+def save_net(path: str | os.PathLike, net: TwoLayerNet, arrays: dict | None = None) -> Path:
+    """Write ``net``'s params (as numpy), dtype, training state (iteration, learning rate, RNG)
+    and ``net.metadata`` to ``path``, atomically; ``arrays`` adds named numpy arrays (e.g. a
+    mean image). Returns the path written."""
+    header = {
+        "dtype": net.dtype_name,
+        "iteration": net.state.iteration,
+        "learning_rate": net.state.learning_rate,
+        "rng_state": net.state.rng.get_state(),
+        "saved_from": {"backend": net.backend.name, "device": net.device},
+        "metadata": net.metadata,
+    }
+    params = {name: to_numpy(p) for name, p in net.live_params().items()}
+    return checkpoint.save(path, params, header, arrays, LAYOUT)
+
+
+def load_net(path: str | os.PathLike, *, device: Any = "cpu", backend: Any = None, dtype: Any = None):
+    """(net, extra arrays) from a checkpoint, on any device; dtype None keeps the saved one."""
+    params, header, arrays = checkpoint.load(path, LAYOUT)
+    D, H = params["W1"].shape
+    net = TwoLayerNet(
+        D,
+        H,
+        params["W2"].shape[1],
+        std=0.0,
+        device=device,
+        backend=backend,
+        dtype=header["dtype"] if dtype is None else dtype,
+        rng=0,
+    )
+    net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
+    net.state.rng = HostRNG.from_state(header["rng_state"])  # valid: LAYOUT checked it
+    net.state.iteration = int(header.get("iteration", 0))
+    net.state.learning_rate = header.get("learning_rate")
+    net.metadata = header.get("metadata") or {}
+    return net, arrays

@@ -16,20 +16,13 @@ How the workers agree without a scheduler:
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING
 
-from . import sweep_outputs
-
-if TYPE_CHECKING:
-    from .sweep import SweepConfig
-
-HEARTBEAT_SECONDS = 10
-STALE_HEARTBEATS = 3  # a trial whose heartbeat is this many intervals old belongs to a dead worker
+from twolayer_xp.app.sweep import report
+from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
+from twolayer_xp.errors import one_line
 
 
 def import_optuna():
@@ -77,7 +70,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
             break
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == 2:
-                reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+                reason = one_line(getattr(exc, "orig", None) or exc, limit=300)
                 shown = parsed.render_as_string(hide_password=True)
                 raise ValueError(f"cannot open storage {shown}: {reason}") from None
             time.sleep(0.5)
@@ -106,9 +99,9 @@ def open_study(optuna, storage, config: SweepConfig):
     )
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ValueError(f"study {config.study} minimizes its objective; choose another --study")
-    stored = study.user_attrs.get(sweep_outputs.SEARCH_ATTR)
+    stored = study.user_attrs.get(report.SEARCH_ATTR)
     if stored is None:
-        study.set_user_attr(sweep_outputs.SEARCH_ATTR, config.search)
+        study.set_user_attr(report.SEARCH_ATTR, config.search)
     elif stored != config.search:
         key = next(k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k))
         raise ValueError(
@@ -147,7 +140,7 @@ def _slot_grid(lrs: list, regs: list):
     return SlotGrid()
 
 
-class _Heartbeat:
+class Heartbeat:
     """A thread marking this worker's running trials alive every ``interval`` seconds."""
 
     def __init__(self, storage, interval: float):
@@ -175,109 +168,3 @@ class _Heartbeat:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-
-
-class Worker:
-    """Claims slots, trains them as one Population, tells the results."""
-
-    def __init__(self, optuna, study, storage, config, ds, placed, out):
-        self.optuna, self.study, self.storage, self.config = optuna, study, storage, config
-        self.ds, self.placed, self.out = ds, placed, out
-        self.heartbeat = _Heartbeat(storage, config.heartbeat)
-        self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
-
-    def fail_stale(self) -> None:
-        """Fail dead workers' trials; the retry callback queues each one again, once."""
-        self.optuna.storages.fail_stale_trials(self.study)
-        # A worker killed between ask() and its first heartbeat leaves a RUNNING trial that Optuna
-        # never finds stale: it has no worker mark of its own either (set after the first beat).
-        limit = time.time() - self.config.heartbeat * STALE_HEARTBEATS
-        for t in self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
-            if (
-                t.user_attrs.get("worker", {}).get("trial") != t.number
-                and t.datetime_start.timestamp() < limit
-            ):
-                try:
-                    if self.storage.set_trial_state_values(t._trial_id, self.optuna.trial.TrialState.FAIL):
-                        self.storage.get_heartbeat_stale_trial_callback()(
-                            self.study, self.storage.get_trial(t._trial_id)
-                        )
-                except self.optuna.exceptions.UpdateFinishedTrialError:
-                    pass  # another worker got there first
-
-    def claim(self, want: int) -> list:
-        """Ask ``want`` trials; keep those holding a slot (retries keep their original's)."""
-        asked = []
-        for _ in range(want):
-            trial = self.study.ask()
-            self.heartbeat.beat(trial._trial_id)  # Optuna's heartbeat API takes the storage's id
-            asked.append(trial)
-        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-        holders = slot_holders(trials.values())
-        claimed = []
-        for trial in asked:
-            # A retry keeps its original's slot; a fresh trial (or a retry of one killed before it
-            # was marked) takes the rank of its chain's first trial among the slot holders.
-            slot = trials[trial.number].user_attrs.get("worker", {}).get("slot")
-            if slot is None:
-                root = trials[trial.number].system_attrs.get("failed_trial", trial.number)
-                slot = sum(n < root for n in holders)
-            if slot >= self.config.trials:  # came too late: every slot is taken
-                self.heartbeat.trial_ids.discard(trial._trial_id)
-                trial.set_user_attr("surplus", True)
-                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-                continue
-            # Marks the trial as this worker's; "trial" tells a retry's copied mark from its own.
-            try:
-                trial.set_user_attr(
-                    "worker",
-                    {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot, "trial": trial.number},
-                )
-                lr = trial.suggest_float("learning_rate", *self.config.lr, log=True)
-                reg = trial.suggest_float("reg", *self.config.reg, log=True)
-            except self.optuna.exceptions.UpdateFinishedTrialError:
-                self.heartbeat.trial_ids.discard(trial._trial_id)
-                continue  # failed as stale by another worker meanwhile (clocks apart): re-queued
-            claimed.append((trial, lr, reg))
-        return claimed
-
-    def train(self, claimed: list) -> None:
-        from .population import Population
-
-        c, ds = self.config, self.ds
-        trials, lrs, regs = (list(column) for column in zip(*claimed, strict=True))
-        start = time.perf_counter()
-        pop = Population(
-            ds.num_features, c.hidden_size, ds.num_classes, size=len(claimed), std=c.search["std"],
-            device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
-        )  # fmt: skip
-        (X, y), (X_val, y_val) = self.placed["train"], self.placed["val"]
-        with warnings.catch_warnings(), pop.backend.quiet_overflow():
-            warnings.simplefilter("ignore", RuntimeWarning)  # diverged members are told FAIL instead
-            stats = pop.train(
-                X, y, X_val, y_val, learning_rate=lrs, learning_rate_decay=c.search["learning_rate_decay"],
-                reg=regs, num_iters=c.num_iters, batch_size=c.batch_size,
-            )  # fmt: skip
-            acc = {split: pop.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
-        seconds = time.perf_counter() - start
-        self.train_seconds += seconds
-        self.last_train_seconds = seconds
-        told = []
-        for k, trial in enumerate(trials):
-            try:
-                trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
-                trial.set_user_attr("test_accuracy", float(acc["test"][k]))
-                if stats["diverged"][k]:
-                    trial.set_user_attr("diverged", True)
-                    self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-                else:
-                    self.study.tell(trial, float(acc["val"][k]))
-                    told.append(k)
-            except self.optuna.exceptions.UpdateFinishedTrialError:
-                pass  # declared stale by another worker meanwhile: its retry runs it again
-            self.heartbeat.trial_ids.discard(trial._trial_id)
-        self.trials_run += len(claimed)
-        if told:
-            k = max(told, key=lambda k: acc["val"][k])
-            accuracy = {split: float(a[k]) for split, a in acc.items()}
-            sweep_outputs.save_best(self.out, pop.net(k), trials[k], accuracy, c, self.ds)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
-from .files import atomic_write
+from twolayer_xp.io.files import atomic_write
 
 
 def history_figure(history: dict, title: str = "") -> Figure:
@@ -101,3 +101,37 @@ def throughput_figure(rows: list[dict], title: str = "Training-step throughput")
     ax.set(xlabel="device", ylabel="samples / s", title=title)
     ax.margins(y=0.2)
     return fig
+
+
+def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: str) -> Figure:
+    """A sweep's trials: learning rate x reg on log axes coloured by val accuracy, and the best
+    so far by trial number. done, diverged: (lr, reg, val_accuracy, number) per trial; best: one
+    such tuple or None; *_range: the searched (low, high)."""
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    space, progress = fig.subplots(1, 2)
+    if done:
+        lr, reg, value, _ = zip(*done, strict=True)
+        points = space.scatter(lr, reg, c=value, cmap="viridis", edgecolors="k", linewidths=0.3)
+        fig.colorbar(points, ax=space, label="validation accuracy")
+        space.scatter(best[0], best[1], marker="*", s=300, facecolors="none", edgecolors="red",
+                      label=f"best (#{best[3]})")  # fmt: skip
+    if diverged:
+        lr, reg, _, _ = zip(*diverged, strict=True)
+        space.scatter(lr, reg, marker="x", color="red", label="diverged")
+    space.set(xscale="log", yscale="log", xlim=_padded(lr_range), ylim=_padded(reg_range), xlabel="learning rate",
+              ylabel="regularization strength (reg)", title=f"{study}: {len(done)} completed trials")  # fmt: skip
+    if done or diverged:
+        space.legend(loc="best")
+    done = sorted(done, key=lambda point: point[3])
+    numbers, values = [p[3] for p in done], [p[2] for p in done]
+    running = [max(values[: i + 1]) for i in range(len(values))]
+    progress.plot(numbers, values, ".", color="gray", label="trial")
+    progress.step(numbers, running, where="post", color="tab:blue", label="best so far")
+    progress.set(xlabel="trial number", ylabel="validation accuracy", title="Best validation accuracy so far")
+    progress.legend(loc="lower right")
+    return fig
+
+
+def _padded(bounds) -> tuple[float, float]:
+    """A log-axis range a little wider than the search range, so edge points show whole."""
+    return (bounds[0] / 1.25, bounds[1] * 1.25)

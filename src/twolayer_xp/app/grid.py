@@ -6,8 +6,8 @@ import itertools
 import warnings
 from typing import Any
 
-from .data import Dataset
-from .population import Population
+from twolayer_xp.core.population import Population
+from twolayer_xp.io.datasets import Dataset
 
 
 def grid_search(
@@ -31,32 +31,18 @@ def grid_search(
         raise ValueError("learning_rates and regs must each hold at least one value")
     grid = list(itertools.product(learning_rates, regs))
     pop = Population(
-        dataset.num_features,
-        hidden_size,
-        dataset.num_classes,
-        size=len(grid),
-        std=std,
-        device=device,
-        backend=backend,
-        dtype=dtype,
-        rng=seed,
-    )
+        dataset.num_features, hidden_size, dataset.num_classes, size=len(grid), std=std,
+        device=device, backend=backend, dtype=dtype, rng=seed,
+    )  # fmt: skip
     # The data goes to the device once; the whole grid trains as one population.
     X, y = pop.place(dataset.X_train, dataset.y_train, "X_train")
     X_val, y_val = pop.place(dataset.X_val, dataset.y_val, "X_val")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "diverged" is in each result
         stats = pop.train(
-            X,
-            y,
-            X_val,
-            y_val,
-            learning_rate=[lr for lr, _ in grid],
-            reg=[reg for _, reg in grid],
-            learning_rate_decay=learning_rate_decay,
-            num_iters=num_iters,
-            batch_size=batch_size,
-        )
+            X, y, X_val, y_val, learning_rate=[lr for lr, _ in grid], reg=[reg for _, reg in grid],
+            learning_rate_decay=learning_rate_decay, num_iters=num_iters, batch_size=batch_size,
+        )  # fmt: skip
     train_acc, val_acc = pop.accuracy(X, y), pop.accuracy(X_val, y_val)
     return [
         {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import validation
-from .backend import Backend, dtype_name, is_array, to_numpy
+from twolayer_xp.backend import Backend, dtype_name, is_array, to_numpy
+from twolayer_xp.core import validation
 
 
 def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str = "X", check_finite=True):
@@ -33,7 +33,7 @@ def output(x: Any, on_host: bool):
     return to_numpy(x) if on_host else x
 
 
-class Placed:
+class DeviceModel:
     """What a model with params on a device shares (TwoLayerNet, Population): sizes read off its
     param shapes, device and dtype names, and placing (X, y) once after checks.
 

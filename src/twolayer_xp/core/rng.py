@@ -6,6 +6,14 @@ from typing import Any
 
 import numpy as np
 
+# numpy's bit generators: the only ones a Generator may use here, since only their states are
+# known to be plain JSON once their arrays are lists (how a checkpoint stores them).
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+STATE_FORMAT = (
+    '{"kind": "RandomState", "state": ["MT19937", 624 uint32 keys, pos 0..624, 0 or 1, float]} or '
+    '{"kind": "Generator", "state": the bit_generator.state of ' + ", ".join(BIT_GENERATORS) + "}"
+)
+
 
 class HostRNG:
     """The host-side random stream used for weights and minibatches.
@@ -18,7 +26,15 @@ class HostRNG:
     def __init__(self, rng: Any = None):
         if rng is None:
             self._source = np.random  # the module's functions share the state np.random.seed sets
-        elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        elif isinstance(rng, np.random.RandomState):
+            self._source = rng
+        elif isinstance(rng, np.random.Generator):
+            name = type(rng.bit_generator).__name__
+            if name not in BIT_GENERATORS:
+                raise TypeError(
+                    f"rng's bit generator {name} cannot be saved in a checkpoint; use a Generator "
+                    f"on one of {', '.join(BIT_GENERATORS)} (np.random.default_rng(seed) is PCG64)"
+                )
             self._source = rng
         elif isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
             if rng < 0:
@@ -40,7 +56,7 @@ class HostRNG:
             rng = cls(np.random.RandomState())
         elif snapshot.get("kind") == "Generator":
             name = snapshot["state"].get("bit_generator")
-            if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+            if name not in BIT_GENERATORS:
                 raise ValueError(f"unknown bit generator {name!r} in random state")
             rng = cls(np.random.Generator(getattr(np.random, name)()))
         else:
@@ -83,7 +99,7 @@ class HostRNG:
                 "kind": "RandomState",
                 "state": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
             }
-        return {"kind": "Generator", "state": self._source.bit_generator.state}
+        return {"kind": "Generator", "state": _plain(self._source.bit_generator.state)}
 
     def set_state(self, snapshot: dict) -> None:
         kind = snapshot.get("kind")
@@ -94,3 +110,51 @@ class HostRNG:
             self._source.bit_generator.state = snapshot["state"]
         else:
             raise ValueError(f"random state of kind {kind!r} cannot restore a {type(self._source).__name__}")
+
+
+def valid_state(snapshot) -> bool:
+    """Whether ``snapshot`` is a state ``HostRNG.from_state`` restores (``STATE_FORMAT``): the
+    check a checkpoint's random state must pass before anything else of it is used."""
+    if not isinstance(snapshot, dict) or set(snapshot) != {"kind", "state"}:
+        return False
+    s = snapshot["state"]
+    if snapshot["kind"] == "RandomState":
+        return (
+            isinstance(s, list)
+            and len(s) == 5
+            and s[0] == "MT19937"
+            and _ints(s[1], 624, 32)
+            and _int(s[2])
+            and 0 <= s[2] <= 624  # numpy does not check: a larger one reads past the key array
+            and s[3] in (0, 1)
+            and isinstance(s[4], (int, float))
+            and not isinstance(s[4], bool)
+        )
+    if (
+        snapshot["kind"] != "Generator"
+        or not isinstance(s, dict)
+        or s.get("bit_generator") not in BIT_GENERATORS
+    ):
+        return False
+    try:
+        getattr(np.random, s["bit_generator"])().state = s
+    except Exception:  # numpy's setters raise TypeError, ValueError or KeyError for a bad state
+        return False
+    return True
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ints(v, length: int, bits: int) -> bool:
+    return isinstance(v, list) and len(v) == length and all(_int(k) and 0 <= k < 2**bits for k in v)
+
+
+def _plain(state):
+    """A bit generator's state with its numpy arrays and scalars as lists and Python numbers."""
+    if isinstance(state, dict):
+        return {k: _plain(v) for k, v in state.items()}
+    if isinstance(state, (np.ndarray, np.generic)):
+        return state.tolist()
+    return state

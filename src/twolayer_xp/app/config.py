@@ -11,8 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import data, validation
-from .backend import BACKENDS, DTYPES
+from twolayer_xp.app.flags import flag
+from twolayer_xp.backend import BACKENDS, DTYPES
+from twolayer_xp.core import validation
+from twolayer_xp.core.validation import COUNT, POSITIVE_INT
+from twolayer_xp.io import datasets
 
 # Per-dataset defaults for every hyperparameter left unset. digits: test accuracy 0.98-0.99
 # for seeds 0-4, in about 0.3 s of training on a 2-core CPU (13 iterations an epoch, so the
@@ -38,8 +41,19 @@ DEFAULTS = {
         "batch_size": 200,
     },
 }
-SPLITS = {"cifar10": {**data.CIFAR10_SPLIT, "data_dir": None}}  # settings only CIFAR-10 has
+SPLITS = {"cifar10": {**datasets.CIFAR10_SPLIT, "data_dir": None}}  # settings only CIFAR-10 has
 COMMON = {"seed": 0, "device": "cpu", "dtype": "float32", "checkpoint_every": 1000}  # every dataset's
+
+
+# A run's scalar settings: the model's (core.validation) and the run's own.
+CONSTRAINTS = {
+    **validation.CONSTRAINTS,
+    "num_train": POSITIVE_INT,
+    "num_val": POSITIVE_INT,
+    "num_test": POSITIVE_INT,
+    "checkpoint_every": POSITIVE_INT,
+    "seed": COUNT,
+}
 
 
 @dataclass
@@ -67,7 +81,7 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """Defaults filled in and every value checked against validation's table."""
-        dataset = self.dataset or data.DATASETS[0]
+        dataset = self.dataset or datasets.DATASETS[0]
         if dataset not in DEFAULTS:
             raise ValueError(f"dataset must be one of {', '.join(DEFAULTS)}; got {dataset!r}")
         defaults = {**DEFAULTS[dataset], **SPLITS.get(dataset, {}), **COMMON, "dataset": dataset}
@@ -76,8 +90,8 @@ class RunConfig:
             raise ValueError(f"{unused[0]} applies to cifar10 only, not to {dataset}")
         filled = {k: v if v is not None else defaults.get(k) for k, v in self.as_dict().items()}
         for name, value in filled.items():
-            if name in validation.CONSTRAINTS and value is not None:
-                filled[name] = validation.check(name, value)
+            if name in CONSTRAINTS and value is not None:
+                filled[name] = validation.check(name, value, CONSTRAINTS)
         return RunConfig(**filled)
 
     def as_dict(self) -> dict:
@@ -109,7 +123,7 @@ SETTINGS = {
     "dataset": Setting(
         "data",
         "digits: scikit-learn's 8x8 digits, no download (default); cifar10: CS231n's dataset",
-        choices=data.DATASETS,
+        choices=datasets.DATASETS,
     ),
     "data_dir": Setting(
         "data",
@@ -117,16 +131,16 @@ SETTINGS = {
         metavar="DIR",
     ),
     "num_train": Setting(
-        "data", f"CIFAR-10 training rows (default {data.CIFAR10_SPLIT['num_train']})", metavar="N"
+        "data", f"CIFAR-10 training rows (default {datasets.CIFAR10_SPLIT['num_train']})", metavar="N"
     ),
     "num_val": Setting(
         "data",
-        f"CIFAR-10 validation rows, taken after the training rows (default {data.CIFAR10_SPLIT['num_val']})",
+        f"CIFAR-10 validation rows, taken after the training rows (default {datasets.CIFAR10_SPLIT['num_val']})",
         metavar="N",
     ),
     "num_test": Setting(
         "data",
-        f"CIFAR-10 test rows, the first of test_batch (default {data.CIFAR10_SPLIT['num_test']})",
+        f"CIFAR-10 test rows, the first of test_batch (default {datasets.CIFAR10_SPLIT['num_test']})",
         metavar="N",
     ),
     "hidden_size": Setting("model", "hidden units", metavar="H"),
@@ -154,10 +168,6 @@ assert set(SETTINGS) == set(FIELDS), "every RunConfig field has exactly one Sett
 RESUME_MAY_CHANGE = tuple(name for name, s in SETTINGS.items() if s.resume)
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def resumed(saved: dict, given: dict[str, Any]) -> RunConfig:
     """The config of a resumed run: the saved one, with the ``given`` settings that
     RESUME_MAY_CHANGE applied; ValueError naming the first setting a resume may not change."""
@@ -171,6 +181,6 @@ def resumed(saved: dict, given: dict[str, Any]) -> RunConfig:
     config = dataclasses.replace(RunConfig.from_saved(saved), **given)
     for name in RESUME_MAY_CHANGE:
         value = getattr(config, name)
-        if name in validation.CONSTRAINTS and value is not None:
-            validation.check(name, value)
+        if name in CONSTRAINTS and value is not None:
+            validation.check(name, value, CONSTRAINTS)
     return config

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from twolayer_xp.errors import one_line
+
 CIFAR10_ROW = 3 * 32 * 32  # uint8 values of one image: 32 x 32 pixels x R, G, B
 
 
@@ -109,8 +111,9 @@ def read_batch(path: Path, meta: bool = False):
     except DataError:
         raise
     except Exception as exc:  # whatever a crafted pickle provokes: one line, never a traceback
-        reason = " ".join(str(exc).split())[:200]
-        raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {reason})") from None
+        raise DataError(
+            f"{path} is not a readable CIFAR-10 batch ({one_line(exc, named=True, limit=240)})"
+        ) from None
     if not isinstance(batch, dict):
         raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict")
     if meta:

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, checkpoint, data, files, resources
-from . import config as configs
-from .checkpoint import CheckpointError
-from .config import RunConfig
-from .model import TwoLayerNet
-from .training import HISTORY_KEYS, TrainingDivergedError
+from twolayer_xp import __version__
+from twolayer_xp.app import config as configs
+from twolayer_xp.app.config import RunConfig
+from twolayer_xp.core import model, resources
+from twolayer_xp.core.model import TwoLayerNet
+from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
+from twolayer_xp.io import checkpoint, datasets, files
+from twolayer_xp.io.checkpoint import CheckpointError
 
 OUTPUTS = ("model.npz", "metrics.json", "loss.png", "weights.png")
 
@@ -34,7 +36,7 @@ class RunResult:
     out_dir: Path
     metrics: dict
     net: TwoLayerNet
-    dataset: data.Dataset = field(repr=False)
+    dataset: datasets.Dataset = field(repr=False)
 
     def summary(self) -> str:
         m = self.metrics
@@ -56,16 +58,16 @@ def default_out_dir(dataset: str, root: str | Path = "runs") -> Path:
     return out
 
 
-def load_data(config: RunConfig) -> data.Dataset:
+def load_data(config: RunConfig) -> datasets.Dataset:
     if config.dataset == "cifar10":
-        return data.load_cifar10(
+        return datasets.load_cifar10(
             config.data_dir,
             num_train=config.num_train,
             num_val=config.num_val,
             num_test=config.num_test,
             dtype=config.dtype,
         )
-    return data.load(config.dataset, dtype=config.dtype)
+    return datasets.load(config.dataset, dtype=config.dtype)
 
 
 def run(
@@ -126,12 +128,12 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunR
 def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
     """The checkpointed net and its saved config, with the changes (the set fields of
     ``config``) a resume may make; it runs where it was saved unless told otherwise."""
-    _, header, _ = checkpoint.load(resume)
+    _, header, _ = checkpoint.load(resume, model.LAYOUT)
     saved = (header.get("metadata") or {}).get("config")
     if not isinstance(saved, dict) or saved.get("dataset") not in configs.DEFAULTS:
         raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
     merged = configs.resumed(saved, config.given())
-    net, _ = checkpoint.load_net(resume, device=merged.device, backend=merged.backend)
+    net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
     merged.dtype = net.dtype_name
     return net, merged
 
@@ -144,7 +146,7 @@ def _continuing(out_dir, resume) -> bool:
 class _Session:
     """A run in progress: its data placed on the device once, its history and its clock."""
 
-    def __init__(self, config: RunConfig, ds: data.Dataset, net: TwoLayerNet, out: Path, resume, started):
+    def __init__(self, config: RunConfig, ds: datasets.Dataset, net: TwoLayerNet, out: Path, resume, started):
         self.config, self.ds, self.net, self.out, self.resume = config, ds, net, out, resume
         self.started = started
         saved = net.metadata.get("history") or {}
@@ -227,7 +229,7 @@ class _Session:
             self.history[key].extend(part[key])
 
     def save(self) -> None:
-        checkpoint.save_net(self.out / "model.npz", self.net, arrays={"mean_image": self.ds.mean_image})
+        model.save_net(self.out / "model.npz", self.net, arrays={"mean_image": self.ds.mean_image})
         self.saved_at, self.saved_in = self.net.iteration, self.out / "model.npz"
 
     def interrupted_message(self) -> str:
@@ -268,7 +270,7 @@ class _Session:
             **self.history,
         }
         files.write_json(self.out / "metrics.json", _finite_or_none(metrics))
-        from . import plots  # matplotlib is imported only when a run has something to draw
+        from twolayer_xp.app import plots  # matplotlib is imported only when a run has something to draw
 
         history_fig = plots.history_figure(self.history, title=f"{config.dataset}, {net.device}")
         plots.save(history_fig, self.out / "loss.png")

@@ -1,0 +1,102 @@
+"""``twolayer-xp sweep``: its flags and the command; the work is ``worker.run_sweep``'s."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from twolayer_xp.app import config as configs
+from twolayer_xp.app.flags import add_settings, checked
+from twolayer_xp.app.sweep.config import (
+    CONSTRAINTS,
+    DEFAULT_POPULATION,
+    DEFAULT_TRIALS,
+    HEARTBEAT_SECONDS,
+    SAMPLERS,
+    SEARCH_SPAN,
+    SHARED_SETTINGS,
+    STALE_HEARTBEATS,
+    SweepConfig,
+)
+from twolayer_xp.app.sweep.worker import run_sweep
+from twolayer_xp.errors import one_line
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every ``sweep`` flag, with its help, on ``parser`` (the CLI's ``sweep`` subparser).
+
+    Long because: one declaration per flag, in the order ``--help`` shows them."""
+    a = parser.add_argument
+
+    shared = {name: configs.SETTINGS[name] for name in SHARED_SETTINGS}
+    add_settings({group: parser for group in {s.group for s in shared.values()}}, shared, CONSTRAINTS)
+    a(
+        "--trials",
+        type=checked("trials", CONSTRAINTS),
+        metavar="N",
+        help=f"the study's total of results across all workers (default {DEFAULT_TRIALS}; grid: its size)",
+    )
+    a(
+        "--population",
+        type=checked("population", CONSTRAINTS),
+        default=DEFAULT_POPULATION,
+        metavar="K",
+        help=f"trials trained together as one Population (default {DEFAULT_POPULATION})",
+    )
+    a(
+        "--sampler",
+        choices=SAMPLERS,
+        default="tpe",
+        help="Optuna's TPE (default), random, or grid over --grid-lr x --grid-reg",
+    )
+    a(
+        "--lr",
+        metavar="LOW:HIGH",
+        help=f"learning-rate range, log scale (default: the dataset's default x {SEARCH_SPAN[0]:g}..{SEARCH_SPAN[1]:g})",
+    )
+    a("--reg", metavar="LOW:HIGH", help="L2 strength range, log scale (default: as for --lr)")
+    a("--grid-lr", metavar="A,B,..", help="grid sampler: learning rates to try")
+    a("--grid-reg", metavar="A,B,..", help="grid sampler: reg values to try (each pair exactly once)")
+    a(
+        "--storage",
+        metavar="URL",
+        help="SQLAlchemy URL of the study, e.g. postgresql+psycopg://user@host:5432/db to share it between machines (default: sqlite:///<out>/study.db)",
+    )
+    a(
+        "--study",
+        metavar="NAME",
+        help="study name; the same storage and name continue a sweep (default: twolayer-xp-<dataset>)",
+    )
+    a("--out", metavar="DIR", help="trials.csv, sweep.png and best/ go here (default: runs/sweep-<dataset>)")
+    a(
+        "--heartbeat",
+        type=checked("heartbeat", CONSTRAINTS),
+        default=HEARTBEAT_SECONDS,
+        metavar="S",
+        help=f"seconds between a worker's liveness marks; a killed worker's trials are re-run {STALE_HEARTBEATS}x this later (default {HEARTBEAT_SECONDS})",
+    )
+    a("--quiet", action="store_true", help="no progress bar; print only the summary line")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the sweep the flags describe; bad input raises ValueError/ImportError with one line."""
+    names = SweepConfig.__dataclass_fields__.keys() - {"search"}
+    config = SweepConfig(**{k: getattr(args, k) for k in names if getattr(args, k, None) is not None})
+    try:
+        result = run_sweep(config, progress=not args.quiet)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        reason = one_line(getattr(exc, "orig", None) or exc, limit=300)
+        raise OSError(f"the study's storage failed ({reason}); run the same command to continue") from None
+    except KeyboardInterrupt:
+        print(
+            f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are re-run "
+            "after a restart): run the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print(result["summary"])
+    return 0

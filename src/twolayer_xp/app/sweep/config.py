@@ -1,0 +1,124 @@
+"""A sweep's settings: what one worker searches, how, and where its study and outputs live.
+
+``SweepConfig`` checks every field once (the API's ``run_sweep`` and the CLI's flags alike) and
+records ``search``, what a trial means, which the study stores so later workers must agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twolayer_xp.app import config as configs
+from twolayer_xp.core import validation
+from twolayer_xp.core.validation import POSITIVE_INT
+
+SAMPLERS = ("tpe", "random", "grid")
+HEARTBEAT_SECONDS = 10
+STALE_HEARTBEATS = 3  # a trial whose heartbeat is this many intervals old belongs to a dead worker
+# Default search ranges: the dataset's default learning rate and reg (configs.DEFAULTS) times these.
+SEARCH_SPAN = (1e-2, 10.0)
+DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
+# Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
+SHARED_SETTINGS = ("dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "seed")
+# A sweep's scalar settings: a run's, and the sweep's own.
+CONSTRAINTS = {
+    **configs.CONSTRAINTS,
+    "trials": POSITIVE_INT,
+    "population": POSITIVE_INT,
+    "heartbeat": POSITIVE_INT,
+}
+
+
+@dataclass
+class SweepConfig:
+    """One worker's sweep. Hyperparameters left None take ``configs.DEFAULTS`` of the dataset."""
+
+    dataset: str = "digits"
+    trials: int | None = None  # None: DEFAULT_TRIALS, or the grid's size
+    population: int = DEFAULT_POPULATION
+    sampler: str = "tpe"
+    lr: tuple | str | None = None  # (low, high) or "LOW:HIGH", searched on a log scale
+    reg: tuple | str | None = None
+    grid_lr: list | str | None = None  # grid sampler: the values, as a list or "a,b,c"
+    grid_reg: list | str | None = None
+    hidden_size: int | None = None
+    num_iters: int | None = None
+    batch_size: int | None = None
+    storage: str | None = None  # None: sqlite:///<out>/study.db
+    study: str | None = None  # None: "twolayer-xp-<dataset>"
+    out: str | None = None  # None: runs/sweep-<dataset>
+    device: str = "cpu"
+    backend: str | None = None
+    dtype: str = "float32"
+    seed: int = 0
+    heartbeat: int = HEARTBEAT_SECONDS
+    search: dict = field(default_factory=dict, init=False)  # what a trial means, stored in the study
+
+    def __post_init__(self):
+        if self.dataset not in configs.DEFAULTS:
+            raise ValueError(f"--dataset must be one of {', '.join(configs.DEFAULTS)}; got {self.dataset!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        for name in ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed"):
+            if getattr(self, name) is not None:
+                validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
+        defaults = configs.DEFAULTS[self.dataset]
+        for name in ("hidden_size", "num_iters", "batch_size"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        if self.sampler == "grid":
+            if self.grid_lr is None or self.grid_reg is None:
+                raise ValueError("--sampler grid needs --grid-lr and --grid-reg (comma-separated values)")
+            self.grid_lr, self.grid_reg = _values("grid-lr", self.grid_lr), _values("grid-reg", self.grid_reg)
+            size = len(self.grid_lr) * len(self.grid_reg)
+            if self.trials is not None and self.trials > size:
+                raise ValueError(f"--trials {self.trials} exceeds the grid's {size} points")
+            self.trials = self.trials or size
+            self.lr = (min(self.grid_lr), max(self.grid_lr))
+            self.reg = (min(self.grid_reg), max(self.grid_reg))
+        elif self.grid_lr is not None or self.grid_reg is not None:
+            raise ValueError(f"--grid-lr and --grid-reg apply to --sampler grid, not {self.sampler}")
+        else:
+            self.lr = _range("lr", self.lr, defaults["learning_rate"])
+            self.reg = _range("reg", self.reg, defaults["reg"])
+        self.trials = self.trials or DEFAULT_TRIALS
+        self.out = str(self.out or Path("runs") / f"sweep-{self.dataset}")
+        self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
+        self.study = self.study or f"twolayer-xp-{self.dataset}"
+        self.search = {
+            "dataset": self.dataset,
+            "sampler": self.sampler,
+            "lr": list(self.lr),
+            "reg": list(self.reg),
+            "grid_lr": self.grid_lr,
+            "grid_reg": self.grid_reg,
+            **{k: getattr(self, k) for k in ("hidden_size", "num_iters", "batch_size")},
+            "std": defaults["std"],
+            "learning_rate_decay": defaults["learning_rate_decay"],
+        }
+
+
+def _range(flag: str, value, default: float) -> tuple[float, float]:
+    if value is None:
+        return (default * SEARCH_SPAN[0], default * SEARCH_SPAN[1])
+    parts = value.split(":") if isinstance(value, str) else list(value)
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{flag} must be LOW:HIGH, two numbers, got {value!r}") from None
+    if not (0 < low < high < math.inf):
+        raise ValueError(f"--{flag} {low:g}:{high:g} is empty or inverted: need 0 < LOW < HIGH (log scale)")
+    return (low, high)
+
+
+def _values(flag: str, value) -> list[float]:
+    parts = [p for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
+    try:
+        values = sorted({float(p) for p in parts})
+    except (TypeError, ValueError):
+        raise ValueError(f"--{flag} must be comma-separated numbers, got {value!r}") from None
+    if not values or values[0] <= 0 or not math.isfinite(values[-1]):
+        raise ValueError(f"--{flag} needs at least one positive value (log scale), got {value!r}")
+    return values

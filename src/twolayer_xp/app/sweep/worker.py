@@ -1,0 +1,203 @@
+"""One sweep worker: claims trials K at a time, trains them as one Population, tells the results.
+
+How workers share one study is ``study``'s; what a sweep writes and prints, ``report``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+
+from twolayer_xp.app import config as configs
+from twolayer_xp.app import runs
+from twolayer_xp.app.sweep import report
+from twolayer_xp.app.sweep.config import STALE_HEARTBEATS, SweepConfig
+from twolayer_xp.app.sweep.study import (
+    Heartbeat,
+    import_optuna,
+    open_storage,
+    open_study,
+    slot_holders,
+)
+from twolayer_xp.backend import resolve
+from twolayer_xp.core.population import Population
+
+TRAIN_EVAL_ROWS = 5000  # train accuracy is measured on the first rows of the training split
+
+
+def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **options) -> dict:
+    """Join (or start) the study and work on it until it holds ``config.trials`` results.
+
+    Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run',
+    'seconds', 'load_seconds', 'train_seconds', 'study_seconds'} for this worker. ``options``: SweepConfig fields.
+    """
+    started = time.perf_counter()
+    config = config or SweepConfig(**options)
+    optuna = import_optuna()
+    out = _output_folder(Path(config.out))
+    storage = open_storage(config.storage, config.heartbeat)
+    study = open_study(optuna, storage, config)
+    ds = runs.load_data(configs.RunConfig(dataset=config.dataset, dtype=config.dtype).resolved())
+    placed = _placed(ds, config)
+    loaded = time.perf_counter()
+    worker = Worker(optuna, study, storage, config, ds, placed, out)
+    with report.TrialsBar(config, enabled=progress) as bar, worker.heartbeat:
+        while True:
+            tick = time.perf_counter()
+            worker.fail_stale()
+            trials = study.get_trials(deepcopy=False)
+            done = report.count_results(trials)
+            bar.show(done, report.best_value(trials))
+            if done >= config.trials:
+                break
+            fresh = len(slot_holders(trials))
+            waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+            claimed = worker.claim(min(config.population, max(0, config.trials - fresh) + waiting))
+            if claimed:
+                worker.train(claimed)
+                report.write_trials_csv(study, out / "trials.csv")
+                worker.study_seconds += time.perf_counter() - tick - worker.last_train_seconds
+            else:  # the rest is running elsewhere: wait for it (or for it to go stale)
+                time.sleep(min(config.heartbeat, 1.0))
+    trials = study.get_trials(deepcopy=False)
+    report.write_trials_csv(study, out / "trials.csv")
+    report.save_figure(trials, config, out / "sweep.png")
+    seconds = time.perf_counter() - started
+    result = {
+        "study": study,
+        "best": report.best_trial(trials),
+        "trials_run": worker.trials_run,
+        "seconds": seconds,
+        "train_seconds": worker.train_seconds,
+        "load_seconds": loaded - started,
+        "study_seconds": worker.study_seconds,  # storage and sampler: asks, tells, heartbeats, trials.csv
+    }
+    result["summary"] = report.summary(config, trials, result)
+    return result
+
+
+def _output_folder(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"output folder {out} is not writable ({exc.strerror or exc})") from None
+    return out
+
+
+def _placed(ds, config: SweepConfig) -> dict:
+    """The splits on the sweep's device, once per worker: split -> (X, y)."""
+    place = resolve(config.device, config.backend)
+    splits = {
+        "train": (ds.X_train, ds.y_train),
+        "train_eval": (ds.X_train[:TRAIN_EVAL_ROWS], ds.y_train[:TRAIN_EVAL_ROWS]),
+        "val": (ds.X_val, ds.y_val),
+        "test": (ds.X_test, ds.y_test),
+    }
+    return {name: (place.asarray(X, dtype=config.dtype), place.asarray(y)) for name, (X, y) in splits.items()}
+
+
+class Worker:
+    """Claims slots, trains them as one Population, tells the results."""
+
+    def __init__(self, optuna, study, storage, config, ds, placed, out):
+        self.optuna, self.study, self.storage, self.config = optuna, study, storage, config
+        self.ds, self.placed, self.out = ds, placed, out
+        self.heartbeat = Heartbeat(storage, config.heartbeat)
+        self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
+
+    def fail_stale(self) -> None:
+        """Fail dead workers' trials; the retry callback queues each one again, once."""
+        self.optuna.storages.fail_stale_trials(self.study)
+        # A worker killed between ask() and its first heartbeat leaves a RUNNING trial that Optuna
+        # never finds stale: it has no worker mark of its own either (set after the first beat).
+        limit = time.time() - self.config.heartbeat * STALE_HEARTBEATS
+        for t in self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
+            if (
+                t.user_attrs.get("worker", {}).get("trial") != t.number
+                and t.datetime_start.timestamp() < limit
+            ):
+                try:
+                    if self.storage.set_trial_state_values(t._trial_id, self.optuna.trial.TrialState.FAIL):
+                        self.storage.get_heartbeat_stale_trial_callback()(
+                            self.study, self.storage.get_trial(t._trial_id)
+                        )
+                except self.optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # another worker got there first
+
+    def claim(self, want: int) -> list:
+        """Ask ``want`` trials; keep those holding a slot (retries keep their original's)."""
+        asked = []
+        for _ in range(want):
+            trial = self.study.ask()
+            self.heartbeat.beat(trial._trial_id)  # Optuna's heartbeat API takes the storage's id
+            asked.append(trial)
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        holders = slot_holders(trials.values())
+        claimed = []
+        for trial in asked:
+            # A retry keeps its original's slot; a fresh trial (or a retry of one killed before it
+            # was marked) takes the rank of its chain's first trial among the slot holders.
+            slot = trials[trial.number].user_attrs.get("worker", {}).get("slot")
+            if slot is None:
+                root = trials[trial.number].system_attrs.get("failed_trial", trial.number)
+                slot = sum(n < root for n in holders)
+            if slot >= self.config.trials:  # came too late: every slot is taken
+                self.heartbeat.trial_ids.discard(trial._trial_id)
+                trial.set_user_attr("surplus", True)
+                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+                continue
+            # Marks the trial as this worker's; "trial" tells a retry's copied mark from its own.
+            try:
+                trial.set_user_attr(
+                    "worker",
+                    {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot, "trial": trial.number},
+                )
+                lr = trial.suggest_float("learning_rate", *self.config.lr, log=True)
+                reg = trial.suggest_float("reg", *self.config.reg, log=True)
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                self.heartbeat.trial_ids.discard(trial._trial_id)
+                continue  # failed as stale by another worker meanwhile (clocks apart): re-queued
+            claimed.append((trial, lr, reg))
+        return claimed
+
+    def train(self, claimed: list) -> None:
+        c, ds = self.config, self.ds
+        trials, lrs, regs = (list(column) for column in zip(*claimed, strict=True))
+        start = time.perf_counter()
+        pop = Population(
+            ds.num_features, c.hidden_size, ds.num_classes, size=len(claimed), std=c.search["std"],
+            device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
+        )  # fmt: skip
+        (X, y), (X_val, y_val) = self.placed["train"], self.placed["val"]
+        with warnings.catch_warnings(), pop.backend.quiet_overflow():
+            warnings.simplefilter("ignore", RuntimeWarning)  # diverged members are told FAIL instead
+            stats = pop.train(
+                X, y, X_val, y_val, learning_rate=lrs, learning_rate_decay=c.search["learning_rate_decay"],
+                reg=regs, num_iters=c.num_iters, batch_size=c.batch_size,
+            )  # fmt: skip
+            acc = {split: pop.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        self.last_train_seconds = seconds
+        told = []
+        for k, trial in enumerate(trials):
+            try:
+                trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
+                trial.set_user_attr("test_accuracy", float(acc["test"][k]))
+                if stats["diverged"][k]:
+                    trial.set_user_attr("diverged", True)
+                    self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+                else:
+                    self.study.tell(trial, float(acc["val"][k]))
+                    told.append(k)
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                pass  # declared stale by another worker meanwhile: its retry runs it again
+            self.heartbeat.trial_ids.discard(trial._trial_id)
+        self.trials_run += len(claimed)
+        if told:
+            k = max(told, key=lambda k: acc["val"][k])
+            accuracy = {split: float(a[k]) for split, a in acc.items()}
+            report.save_best(self.out, pop.net(k), trials[k], accuracy, c, self.ds)
