@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from twolayer_xp import cuda_available
+from twolayer_xp.backend import DTYPES  # noqa: E402
 from twolayer_xp.bench.timing import SHAPES  # noqa: E402
 
 QUICK = os.environ.get("TWOLAYER_XP_BENCH_QUICK") == "1"
@@ -39,7 +40,6 @@ if HAS_TORCH:
         BACKENDS["torch-cuda"] = ("cuda", "torch")
 
 SHAPE_NAMES = ["small"] if QUICK else list(SHAPES)
-DTYPES = ["float32", "float64"]
 
 
 def pytest_generate_tests(metafunc):

@@ -7,7 +7,7 @@ from floor import floor_fn
 from peers import jax_jit_step, torch_eager_step
 
 from twolayer_xp.backend import resolve
-from twolayer_xp.bench import peer_label
+from twolayer_xp.bench import GPU_BACKENDS, peer_label
 from twolayer_xp.bench.timing import SHAPES, flops_per_step, make_problem, step_fn, time_interleaved
 
 from conftest import BACKENDS, HAS_JAX, HAS_TORCH, QUICK, rounds
@@ -36,7 +36,7 @@ def test_step(benchmark, shape_name, dtype, backend_label):
     benchmark.extra_info["interleaved_ms"] = {k: v * 1e3 for k, v in times.items()}
     benchmark.extra_info["x_floor"] = times["ours"] / times["floor"]
     if HAS_TORCH:
-        device = "cuda" if backend_label in ("cupy", "torch-cuda") else "cpu"
+        device = "cuda" if backend_label in GPU_BACKENDS else "cpu"
         peer = torch_eager_step(shape, dtype, device)
         settle = 0.02 if QUICK else 0.25
         vs = time_interleaved(

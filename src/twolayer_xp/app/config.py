@@ -122,7 +122,7 @@ class Setting(NamedTuple):
 SETTINGS = {
     "dataset": Setting(
         "data",
-        "digits: scikit-learn's 8x8 digits, no download (default); cifar10: CS231n's dataset",
+        f"digits: scikit-learn's 8x8 digits, no download; cifar10: CS231n's dataset (default {datasets.DATASETS[0]})",
         choices=datasets.DATASETS,
     ),
     "data_dir": Setting(
@@ -153,15 +153,19 @@ SETTINGS = {
     ),
     "batch_size": Setting("model", "minibatch rows, sampled with replacement", metavar="B"),
     "seed": Setting(
-        "model", "seed of weights and minibatches: one seed, one trajectory on any device (default 0)"
+        "model",
+        f"seed of weights and minibatches: one seed, one trajectory on any device (default {COMMON['seed']})",
     ),
-    "device": Setting("device", "cpu (default), cuda or cuda:N", resume=True),
+    "device": Setting("device", f"cpu, cuda or cuda:N (default {COMMON['device']})", resume=True),
     "backend": Setting(
         "device", "array library (default: numpy on cpu, cupy on cuda)", resume=True, choices=BACKENDS
     ),
-    "dtype": Setting("device", "float32 (default) or float64", choices=DTYPES),
+    "dtype": Setting("device", f"float precision (default {COMMON['dtype']})", choices=DTYPES),
     "checkpoint_every": Setting(
-        "output", "rewrite model.npz every N iterations (default 1000)", resume=True, metavar="N"
+        "output",
+        f"rewrite model.npz every N iterations (default {COMMON['checkpoint_every']})",
+        resume=True,
+        metavar="N",
     ),
 }
 assert set(SETTINGS) == set(FIELDS), "every RunConfig field has exactly one Setting"

@@ -91,7 +91,7 @@ def sweep_heatmap(results: list[dict], value: str = "val_acc") -> Figure:
 
 
 def throughput_figure(rows: list[dict], title: str = "Training-step throughput") -> Figure:
-    """Samples/s per device, from ``benchmarking.compare_devices``."""
+    """Samples/s per device, from ``bench.timing.compare_devices``."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     labels = [r["label"] for r in rows]

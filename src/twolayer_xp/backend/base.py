@@ -137,7 +137,7 @@ def dtype_name(dtype: Any) -> str:
         name = str(dtype).rsplit(".", 1)[-1].strip("'>")
         name = {"float": "float64", "double": "float64"}.get(name, name)
     if name not in DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise ValueError(f"dtype must be {' or '.join(map(repr, DTYPES))}, got {dtype!r}")
     return name
 
 

@@ -9,7 +9,7 @@ import array_api_compat as aac
 
 from twolayer_xp.errors import one_line
 
-from .base import Backend, CudaUnavailableError
+from .base import DTYPES, Backend, CudaUnavailableError
 
 CUPY_FIX = 'pip install "twolayer-xp[cuda12]" (CuPy for CUDA 12 drivers; [cuda13] for CUDA 13)'
 
@@ -44,7 +44,7 @@ class CupyBackend(Backend):
         return False
 
     def supported_dtypes(self) -> tuple[str, ...]:
-        return ("float32", "float64")  # the namespace info needs a live GPU; CUDA has both
+        return DTYPES  # the namespace info needs a live GPU; CUDA has both
 
     def synchronize(self) -> None:
         self.device.synchronize()

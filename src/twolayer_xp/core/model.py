@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twolayer_xp.backend import Backend, resolve, to_numpy
+from twolayer_xp.backend import DTYPES, Backend, resolve, to_numpy
 from twolayer_xp.core import device_model, kernels, resources, rng, training, validation
 from twolayer_xp.core.rng import HostRNG
 from twolayer_xp.io import checkpoint
@@ -48,7 +48,7 @@ class TwoLayerNet(device_model.DeviceModel):
     ):
         D, H, C = (
             validation.check(n, v)
-            for n, v in zip(kernels.SIZES, (input_size, hidden_size, output_size), strict=False)
+            for n, v in zip(kernels.SIZES, (input_size, hidden_size, output_size), strict=True)
         )
         std = validation.check("std", std)
         self.backend: Backend = resolve(device, backend)
@@ -211,6 +211,7 @@ LAYOUT = checkpoint.Layout(
     params=kernels.PARAMS,
     shapes_problem=_shapes_problem,
     fields={
+        "dtype": (" or ".join(map(repr, DTYPES)), lambda v: v in DTYPES),
         "rng_state": (rng.STATE_FORMAT, rng.valid_state),
         "metadata": (
             "a JSON object whose config (if any) is an object and whose history (if any) maps "

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
+from twolayer_xp.backend import DTYPES
+
 # Copies of the params a run holds at once: live, two rollback snapshots, the step's updates.
 PARAM_COPIES = 4
 # (rows, H) temporaries of a step: hidden, ReLU mask, d hidden; plus the gathered rows.
 STEP_TEMPORARIES = 3
-ITEMSIZE = {"float32": 4, "float64": 8}  # bytes per value of each dtype a model may use
+ITEMSIZE = {name: np.dtype(name).itemsize for name in DTYPES}  # bytes per value of each dtype
 
 
 def run_bytes(D: int, H: int, C: int, batch_size: int, rows: dict, itemsize: int, members: int = 1) -> int:

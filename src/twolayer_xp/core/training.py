@@ -128,9 +128,9 @@ def fit(
 def _hyperparameters(size, learning_rate, decay, reg):
     names = ("learning_rate", "learning_rate_decay", "reg")
     if size is None:
-        return tuple(validation.check(n, v) for n, v in zip(names, (learning_rate, decay, reg), strict=False))
+        return tuple(validation.check(n, v) for n, v in zip(names, (learning_rate, decay, reg), strict=True))
     return tuple(
-        validation.per_member(n, v, size) for n, v in zip(names, (learning_rate, decay, reg), strict=False)
+        validation.per_member(n, v, size) for n, v in zip(names, (learning_rate, decay, reg), strict=True)
     )
 
 
@@ -286,7 +286,7 @@ class _Loop:
                     kept.learning_rate,
                 )
             history = dict(
-                zip(HISTORY_KEYS, (losses.tolist(), train_acc.tolist(), val_acc.tolist()), strict=False)
+                zip(HISTORY_KEYS, (losses.tolist(), train_acc.tolist(), val_acc.tolist()), strict=True)
             )
         else:
             self._restore_frozen()
@@ -305,7 +305,7 @@ class _Loop:
                 )
             if self.frozen and message is None:
                 message = f"{len(self.frozen)} of {self.t.size} members diverged (members {sorted(self.frozen)}); each was rolled back to its last finite state and frozen"
-            history = dict(zip(HISTORY_KEYS, (losses, train_acc, val_acc), strict=False))
+            history = dict(zip(HISTORY_KEYS, (losses, train_acc, val_acc), strict=True))
         if message is not None:
             if p.on_divergence == "raise":
                 raise TrainingDivergedError(message, history, self.t.state.iteration)

@@ -86,7 +86,7 @@ def _metadata(v) -> bool:
 # field -> (required, what it must be, check). load and save both go through this one table.
 HEADER_SCHEMA = {
     "version": (True, f"the int {VERSION}", lambda v: _int(v) and v == VERSION),
-    "dtype": (True, "'float32' or 'float64'", lambda v: v in ("float32", "float64")),
+    "dtype": (True, "a dtype name", lambda v: isinstance(v, str)),
     "rng_state": (
         True,
         '{"kind": str, "state": ...}',

@@ -44,16 +44,6 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove a file can be written there; OSError otherwise."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
-    os.close(fd)
-    os.unlink(probe)
-    return path
-
-
 LOCK_NAME = ".twolayer-xp.lock"
 
 

@@ -49,10 +49,10 @@ class SweepConfig:
     storage: str | None = None  # None: sqlite:///<out>/study.db
     study: str | None = None  # None: "twolayer-xp-<dataset>"
     out: str | None = None  # None: runs/sweep-<dataset>
-    device: str = "cpu"
+    device: str = configs.COMMON["device"]
     backend: str | None = None
-    dtype: str = "float32"
-    seed: int = 0
+    dtype: str = configs.COMMON["dtype"]
+    seed: int = configs.COMMON["seed"]
     heartbeat: int = HEARTBEAT_SECONDS
     search: dict = field(default_factory=dict, init=False)  # what a trial means, stored in the study
 
