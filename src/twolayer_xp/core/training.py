@@ -113,12 +113,7 @@ def fit(
         else validation.check("start_iteration", start_iteration)
     )
     if on_divergence not in mode.on_divergence:
-        allowed = (
-            "'warn' or 'raise'"
-            if len(mode.on_divergence) == 2
-            else "'warn' for a population (see its 'diverged')"
-        )
-        raise ValueError(f"on_divergence must be {allowed}, got {on_divergence!r}")
+        raise ValueError(f"on_divergence must be {mode.on_divergence_text}, got {on_divergence!r}")
     # DeviceModel on the device once, for the whole run. A full NaN scan of a 600 MB training set
     # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._sync): a NaN row
     # that is sampled always shows up in the loss.
@@ -134,7 +129,7 @@ class _OneNet:
     axis of 1), with Python floats on the device (CS231n's arithmetic, bit for bit); a run
     stops at divergence, its histories are lists up to and including the first non-finite loss."""
 
-    on_divergence = ("warn", "raise")
+    on_divergence, on_divergence_text = ("warn", "raise"), "'warn' or 'raise'"
 
     def __init__(self, trainee):
         self.trainee, self.size = trainee, 1
@@ -166,7 +161,7 @@ class _Members:
     """How a Population takes part in the loop: (K,) hyperparameters, sent to the device as
     arrays; a diverged member is frozen while the others go on; histories are (K, T) arrays."""
 
-    on_divergence = ("warn",)
+    on_divergence, on_divergence_text = ("warn",), "'warn' for a population (see its 'diverged')"
 
     def __init__(self, trainee):
         self.trainee, self.size = trainee, trainee.size
