@@ -9,6 +9,11 @@ The loop trains any *trainee* (``TwoLayerNet`` or ``Population``) that provides:
 ``live_params()``, ``place(X, y, name)``, ``step(params, X, y, lr, reg, ctx)``,
 ``count_correct(params, X, y, ctx)`` and ``restore(params, source, member)``. With a population,
 hyperparameters and results gain a trailing member axis, and divergence is handled per member.
+
+On the host the loop always keeps a member axis (one net is a population of one, K = 1); what
+differs between the two lives in ``_OneNet`` and ``_Members``. Its parts: ``minibatches`` (the
+stream of minibatches and epoch ends), ``divergence`` (rollback points, frozen members) and
+``history`` (the histories, assembled from what each sync brings back).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class FitResult(NamedTuple):
 
 @dataclass
 class _Plan:
-    """fit's checked arguments: scalars for one net, (K,) host arrays for a population."""
+    """fit's checked arguments; the hyperparameters as (K,) host arrays (one net: K = 1)."""
 
     learning_rate: Any
     decay: Any
@@ -248,12 +253,12 @@ class _Loop:
     def _sync(self, done: int, pending_losses: list, pending_counts: list) -> bool:
         """Bring the losses and counts back, handle divergence, report; False: stop here."""
         backend, xp, p = self.trainee.backend, self.trainee.backend.xp, self.plan
-        first_new, active = self.history.steps, self.divergence.active > 0
+        first_new, training = self.history.steps, self.divergence.active > 0
         counts = backend.to_numpy(xp.stack(pending_counts)) if pending_counts else None
         losses = self.history.add(backend.to_numpy(xp.stack(pending_losses)), counts)
         if p.verbose:  # a population's frozen members (zeros, lr 0) are left out
             _print_verbose(
-                p.start_iteration + first_new, losses[:, active], p.start_iteration + p.num_iters, self.mode
+                p.start_iteration + first_new, losses[:, training], p.start_iteration + p.num_iters, self.mode
             )
         if not np.isfinite(losses).all():
             self.divergence.check(first_new, losses, self.params)
@@ -266,17 +271,20 @@ class _Loop:
         state = self.trainee.state
         state.iteration, state.learning_rate = p.start_iteration + done, self.mode.export(self.lr)
         if p.progress is not None:
-            active = self.divergence.active > 0
-            val = self.history.last_val_accuracy()
-            p.progress(
-                {
-                    "iteration": state.iteration,
-                    "num_iters": p.start_iteration + p.num_iters,
-                    "losses": _best_per_step(losses[:, active]).tolist(),
-                    "val_acc": None if val is None else float(np.max(val[active])),
-                }
-            )
+            self._report(losses)
         return True
+
+    def _report(self, losses: np.ndarray) -> None:
+        """progress(...) with the new losses (T, K) of the members still training."""
+        live, val = self.divergence.active > 0, self.history.last_val_accuracy()
+        self.plan.progress(
+            {
+                "iteration": self.trainee.state.iteration,
+                "num_iters": self.plan.start_iteration + self.plan.num_iters,
+                "losses": _best_per_step(losses[:, live]).tolist(),
+                "val_acc": None if val is None else float(np.max(val[live])),
+            }
+        )
 
     def _finish(self) -> FitResult:
         self.divergence.restore_frozen(self.params)  # frozen members end at their rollback point
