@@ -13,7 +13,7 @@ def restore(params, source, member):
 
 
 def tracker(params):
-    return Divergence(np, params, np.array([0.1, 0.2, 0.3]), restore)
+    return Divergence(np, params, np.array([0.1, 0.2, 0.3]), restore, K)
 
 
 def test_rollback_goes_to_the_last_sync_point_before_the_first_bad_loss():

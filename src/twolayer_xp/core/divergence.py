@@ -19,22 +19,22 @@ import numpy as np  # host side: losses and per-member flags
 class Snapshot(NamedTuple):
     done: int  # iterations of this call completed
     params: dict  # a copy of the params after ``done`` updates
-    learning_rate: np.ndarray  # (K,) after the decays so far
+    learning_rate: Any  # after the decays so far: (K,) for a population, a float for one net
     epochs: int  # accuracy entries recorded so far
 
 
 class Divergence:
     """The last two sync points' states and the frozen members of K.
 
-    params: the live params (their first state is the first snapshot); learning_rate (K,);
-    restore(params, source, member): copies member ``member``'s values from ``source``.
+    params: the live params (their first state is the first snapshot); learning_rate: theirs
+    (kept as given: pass a copy); restore(params, source, member): copies member ``member``'s
+    values from ``source``; size: K.
     """
 
-    def __init__(self, xp, params: dict, learning_rate: np.ndarray, restore):
-        self.xp, self.restore = xp, restore
-        self.size = learning_rate.shape[0]
+    def __init__(self, xp, params: dict, learning_rate: Any, restore, size: int):
+        self.xp, self.restore, self.size = xp, restore, size
         # The last two sync points: one of them produced the last finite loss.
-        self.snapshots = deque([Snapshot(0, self._copy(params), learning_rate.copy(), 0)], maxlen=2)
+        self.snapshots = deque([Snapshot(0, self._copy(params), learning_rate, 0)], maxlen=2)
         self.frozen: dict[int, tuple[int, Snapshot]] = {}  # member -> (first bad loss index, rollback)
         self.active = np.ones(self.size)  # 1 for a member still training, 0 once frozen
         self.zeros: dict | None = None  # what frozen members train as; made on the first freeze
@@ -43,9 +43,10 @@ class Divergence:
     def all_frozen(self) -> bool:
         return len(self.frozen) == self.size
 
-    def record(self, done: int, params: dict, learning_rate: np.ndarray, epochs: int) -> None:
-        """Keep the state after ``done`` iterations, whose losses were all finite."""
-        self.snapshots.append(Snapshot(done, self._copy(params), learning_rate.copy(), epochs))
+    def record(self, done: int, params: dict, learning_rate: Any, epochs: int) -> None:
+        """Keep the state after ``done`` iterations, whose losses were all finite (learning_rate
+        kept as given: pass a copy)."""
+        self.snapshots.append(Snapshot(done, self._copy(params), learning_rate, epochs))
 
     def check(self, first_new: int, losses: np.ndarray, params: dict) -> list[int]:
         """Freeze the members whose ``losses`` (T, K), steps first_new .. first_new + T - 1,

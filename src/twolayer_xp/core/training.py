@@ -64,7 +64,8 @@ class FitResult(NamedTuple):
 
 @dataclass
 class _Plan:
-    """fit's checked arguments; the hyperparameters as (K,) host arrays (one net: K = 1)."""
+    """fit's checked arguments: hyperparameters as floats for one net, (K,) host arrays for a
+    population."""
 
     learning_rate: Any
     decay: Any
@@ -130,9 +131,10 @@ def fit(
 
 
 class _OneNet:
-    """How a TwoLayerNet takes part in the loop: as a population of one on the host (a member
-    axis of 1), with Python floats on the device (CS231n's arithmetic, bit for bit); a run
-    stops at divergence, its histories are lists up to and including the first non-finite loss."""
+    """How a TwoLayerNet takes part in the loop: a population of one for the losses and counts
+    on the host (a member axis of 1), but hyperparameters that stay Python floats (CS231n's
+    arithmetic, bit for bit, and no array op per epoch); a run stops at divergence, and its
+    histories are lists up to and including the first non-finite loss."""
 
     on_divergence, on_divergence_text = ("warn", "raise"), "'warn' or 'raise'"
 
@@ -140,13 +142,14 @@ class _OneNet:
         self.trainee, self.size = trainee, 1
 
     def hyperparameters(self, names, values) -> tuple:
-        return tuple(np.array([validation.check(n, v)]) for n, v in zip(names, values, strict=True))
+        return tuple(validation.check(n, v) for n, v in zip(names, values, strict=True))
 
-    def on_device(self, values: np.ndarray) -> float:
-        return float(values[0])
+    def on_device(self, value: float, active=None) -> float:
+        return value  # active: a net that trains is never frozen
 
-    def export(self, values: np.ndarray) -> float:
-        return float(values[0])
+    def export(self, value: float) -> float:
+        """A learning rate as the state and the snapshots keep it (a float is immutable)."""
+        return value
 
     def describe(self, losses: np.ndarray) -> str:
         return "loss %f" % losses[0]
@@ -157,7 +160,7 @@ class _OneNet:
             return history.lists(), False, None
         bad, kept = frozen[0]
         state = self.trainee.state
-        state.iteration, state.learning_rate = start + kept.done, float(kept.learning_rate[0])
+        state.iteration, state.learning_rate = start + kept.done, kept.learning_rate
         lists = history.lists(steps=bad + 1, epochs=epochs_before(bad))
         return lists, True, _message(start, bad, kept.done, history.loss(bad, 0))
 
@@ -174,11 +177,14 @@ class _Members:
     def hyperparameters(self, names, values) -> tuple:
         return tuple(validation.per_member(n, v, self.size) for n, v in zip(names, values, strict=True))
 
-    def on_device(self, values: np.ndarray):
-        # (K,) on the device, sent once per epoch (a few bytes, no sync).
+    def on_device(self, values: np.ndarray, active: np.ndarray | None = None):
+        """values (K,) on the device, sent once per epoch (a few bytes, no sync); a frozen
+        member's (active 0) as 0."""
+        values = values if active is None else values * active
         return self.trainee.backend.asarray(values, dtype=self.trainee.dtype)
 
     def export(self, values: np.ndarray) -> np.ndarray:
+        """Learning rates (K,) as the state and the snapshots keep them: a copy."""
         return values.copy()
 
     def describe(self, losses: np.ndarray) -> str:
@@ -222,13 +228,15 @@ class _Loop:
         self.X, self.X_val, self.y_val = X, X_val, y_val
         self.ctx = kernels.context(y, trainee.output_size, trainee.backend.xp)  # resolved once per loop
         self.params = trainee.live_params()
-        self.lr = plan.learning_rate.copy()  # (K,) on the host, decayed per epoch
+        self.lr = mode.export(plan.learning_rate)  # decayed per epoch; (K,) for a population
         self.reg = mode.on_device(plan.reg)
         self.batches = Minibatches(
             trainee.backend, X, y, trainee.state.rng, plan.num_iters, plan.batch_size, plan.start_iteration
         )
         self.history = History(mode.size, plan.batch_size, X_val.shape[0])
-        self.divergence = Divergence(trainee.backend.xp, self.params, self.lr, trainee.restore)
+        self.divergence = Divergence(
+            trainee.backend.xp, self.params, mode.export(self.lr), trainee.restore, mode.size
+        )
         self.lr_device = mode.on_device(self.lr)
 
     def run(self) -> FitResult:
@@ -242,7 +250,7 @@ class _Loop:
                 counts.append(count(params, X_batch, y_batch, ctx))
                 counts.append(count(params, X_val, y_val, ctx))
                 self.lr = self.lr * p.decay
-                self.lr_device = self.mode.on_device(self.lr * self.divergence.active)
+                self.lr_device = self.mode.on_device(self.lr, self.divergence.active)
             done = i + 1
             if done % p.sync_every == 0 or done == p.num_iters:
                 if not self._sync(done, losses, counts):
@@ -262,12 +270,12 @@ class _Loop:
             )
         if not np.isfinite(losses).all():
             self.divergence.check(first_new, losses, self.params)
-            self.lr_device = self.mode.on_device(self.lr * self.divergence.active)
+            self.lr_device = self.mode.on_device(self.lr, self.divergence.active)
             if self.divergence.all_frozen:
                 self.divergence.restore_frozen(self.params)
                 validation.finite("X", self.X)  # bad input, not divergence: say so
                 return False
-        self.divergence.record(done, self.params, self.lr, self.history.epochs)
+        self.divergence.record(done, self.params, self.mode.export(self.lr), self.history.epochs)
         state = self.trainee.state
         state.iteration, state.learning_rate = p.start_iteration + done, self.mode.export(self.lr)
         if p.progress is not None:
