@@ -37,8 +37,9 @@ __all__ = ["HISTORY_KEYS", "FitResult", "TrainingDivergedError", "TrainingState"
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or inf. ``history`` runs up to and including the first non-finite
-    loss; params were rolled back to ``iteration``, the last sync point whose losses were finite."""
+    """The loss became NaN or inf. Params were rolled back to ``iteration``, the last sync point
+    whose losses were finite, and ``history`` ends there too (what a checkpoint of the rolled-back
+    net should hold); the message says where the loss turned non-finite."""
 
     def __init__(self, message: str, history: dict, iteration: int):
         super().__init__(message)
@@ -154,14 +155,21 @@ class _OneNet:
     def describe(self, losses: np.ndarray) -> str:
         return "loss %f" % losses[0]
 
-    def result(self, history: History, frozen: dict, lr, start: int, epochs_before) -> tuple:
-        """(history, diverged, message); on divergence the state goes back to the rollback point."""
+    def result(self, history: History, frozen: dict, lr, plan: _Plan, epochs_before) -> tuple:
+        """(history, diverged, message). On divergence the state goes back to the rollback point;
+        the history (CS231n's) holds every loss computed, up to and including the first
+        non-finite one, and the accuracies of the epochs before it. With on_divergence='raise',
+        meant for callers that checkpoint and resume, it ends at the rollback point instead, so
+        a checkpoint's history and iteration agree."""
         if not frozen:
             return history.lists(), False, None
         bad, kept = frozen[0]
-        state = self.trainee.state
+        state, start = self.trainee.state, plan.start_iteration
         state.iteration, state.learning_rate = start + kept.done, kept.learning_rate
-        lists = history.lists(steps=bad + 1, epochs=epochs_before(bad))
+        if plan.on_divergence == "raise":
+            lists = history.lists(steps=kept.done, epochs=kept.epochs)
+        else:
+            lists = history.lists(steps=bad + 1, epochs=epochs_before(bad))
         return lists, True, _message(start, bad, kept.done, history.loss(bad, 0))
 
 
@@ -190,7 +198,7 @@ class _Members:
     def describe(self, losses: np.ndarray) -> str:
         return "loss min %f, median %f" % (np.nanmin(losses), np.nanmedian(losses))
 
-    def result(self, history: History, frozen: dict, lr, start: int, epochs_before) -> tuple:
+    def result(self, history: History, frozen: dict, lr, plan: _Plan, epochs_before) -> tuple:
         """(history, diverged (K,), message); a frozen member keeps its rollback point's
         learning rate and NaN after it in the histories."""
         lr, diverged = lr.copy(), np.zeros(self.size, dtype=bool)
@@ -300,7 +308,7 @@ class _Loop:
             self.history,
             self.divergence.frozen,
             self.lr,
-            self.plan.start_iteration,
+            self.plan,
             self.batches.epochs_before,
         )
         if message is not None:
