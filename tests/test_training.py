@@ -70,31 +70,64 @@ def test_verbose_prints_cs231n_lines(capsys, blobs):
     assert all(line.split("loss ")[1].replace(".", "").isdigit() for line in lines)
 
 
-def diverging_run(make_net, blobs, case, on_divergence):
+def diverging_run(make_net, blobs, case, on_divergence, sync_every=25):
     X, y = blobs(n=200, d=10, c=4)
     net = make_net(case, 10, 20, 4, std=1.0, rng=0)
     stats = None
-    kwargs = dict(learning_rate=1e4, learning_rate_decay=1.0, num_iters=300, batch_size=20, sync_every=25)
+    kwargs = dict(
+        learning_rate=1e4, learning_rate_decay=1.0, num_iters=300, batch_size=20, sync_every=sync_every
+    )
     if on_divergence == "raise":
         with pytest.raises(TrainingDivergedError) as excinfo:
             net.train(X * 100, y, X, y, on_divergence="raise", **kwargs)
+        assert excinfo.value.iteration == net.iteration
         return net, excinfo.value.history, str(excinfo.value)
     with pytest.warns(RuntimeWarning, match="diverged") as record:
         stats = net.train(X * 100, y, X, y, **kwargs)
     return net, stats, str(record[0].message)
 
 
+@pytest.mark.parametrize(
+    "sync_every", [25, 5]
+)  # diverges at iteration 24: before the first sync, after a few
 @pytest.mark.parametrize("on_divergence", ["warn", "raise"])
-def test_divergence_stops_and_rolls_back_to_finite_params(case, on_divergence, blobs, make_net):
-    net, stats, message = diverging_run(make_net, blobs, case, on_divergence)
+def test_divergence_stops_and_rolls_back_to_finite_params(case, on_divergence, sync_every, blobs, make_net):
+    """The params (and the iteration) go back to the last finite sync point. 'warn' returns
+    CS231n's history: up to and including the first non-finite loss, the accuracies of the epochs
+    before it; 'raise' (for runs that checkpoint) carries the history of the rolled-back state."""
+    net, stats, message = diverging_run(make_net, blobs, case, on_divergence, sync_every)
     assert "try a smaller learning_rate" in message
-    assert len(stats["loss_history"]) < 300
-    assert np.all(np.isfinite(stats["loss_history"]))
-    assert net.iteration == len(stats["loss_history"])
+    bad = 24  # this problem's loss overflows at iteration 24
+    assert f"diverged at iteration {bad} " in message
+    assert net.iteration == (bad - 1) // sync_every * sync_every  # the last sync point before it
+    losses = stats["loss_history"]
+    if on_divergence == "raise":
+        assert len(losses) == net.iteration and np.all(np.isfinite(losses))
+        assert len(stats["val_acc_history"]) == -(-net.iteration // 10)  # epochs of 10 iterations
+    else:
+        assert len(losses) == bad + 1 and not np.isfinite(losses[-1]) and np.all(np.isfinite(losses[:-1]))
+        assert len(stats["train_acc_history"]) == len(stats["val_acc_history"]) == -(-bad // 10)
     for value in net.params.values():
         assert np.all(np.isfinite(to_numpy(value)))
     X, _ = blobs(n=200, d=10, c=4)
     assert np.all(np.isfinite(net.loss(X)))
+
+
+def test_divergence_before_the_first_sync_point_returns_the_nan_history():
+    """A CS231n tuning loop reads stats['loss_history'][-1]: the history is never empty once a
+    step ran (it was, when the loss turned inf before the first sync point)."""
+    rs = np.random.RandomState(5)
+    X, y = rs.randn(300, 3072) * 60, rs.randint(0, 10, 300)
+    np.random.seed(1)
+    net = TwoLayerNet(3072, 50, 10)
+    start = {name: np.array(p) for name, p in net.params.items()}
+    with pytest.warns(RuntimeWarning, match="diverged at iteration 75 .* rolled back to iteration 0"):
+        stats = net.train(X, y, X[:50], y[:50], learning_rate=5.0, reg=0.5, num_iters=200)
+    assert len(stats["loss_history"]) == 76 and stats["loss_history"][-1] == np.inf
+    assert len(stats["val_acc_history"]) == 25  # epochs of 1.5 iterations: 0, 3, ..., 72
+    assert net.iteration == 0 and net.state.learning_rate == 5.0
+    for name, p in net.params.items():
+        np.testing.assert_array_equal(p, start[name])
 
 
 def test_resumed_run_equals_uninterrupted_run(blobs):
@@ -127,12 +160,12 @@ def test_resumed_run_equals_uninterrupted_run(blobs):
 
 def test_indices_come_in_blocks_when_a_run_is_huge(monkeypatch, blobs):
     """Past MAX_INDICES_PER_TRANSFER the indices come in blocks; the trajectory is unchanged."""
-    from twolayer_xp.core import training
+    from twolayer_xp.core import minibatches
 
     X, y = blobs(n=120, d=5, c=3)
     ref = TwoLayerNet(5, 6, 3, rng=3)
     ref_stats = ref.train(X, y, X, y, num_iters=30, batch_size=16)
-    monkeypatch.setattr(training, "MAX_INDICES_PER_TRANSFER", 16 * 7)
+    monkeypatch.setattr(minibatches, "MAX_INDICES_PER_TRANSFER", 16 * 7)
     net = TwoLayerNet(5, 6, 3, rng=3)
     stats = net.train(X, y, X, y, num_iters=30, batch_size=16)
     assert stats == ref_stats
