@@ -45,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     _add_sweep(commands)
+    _add_model_commands(commands)
     return parser
+
+
+def _add_model_commands(commands) -> None:
+    """predict, evaluate and export: what to do with a saved model (app.model_commands)."""
+    from twolayer_xp.app import model_commands
+
+    model_commands.add_parsers(commands)
 
 
 def _add_sweep(commands) -> None:
@@ -103,6 +111,10 @@ def main(argv=None) -> int:
                 from twolayer_xp.app.sweep import command as sweep
 
                 return sweep.command(args)
+            if args.command != "train":
+                from twolayer_xp.app import model_commands
+
+                return model_commands.command(args)
             return _train(args)
         except TrainingDivergedError as exc:
             _fail(f"{exc}; the last finite state is saved in the run's model.npz")
@@ -131,7 +143,12 @@ def _train(args) -> int:
     bar = _ProgressBar(config.dataset or "train") if show_bar else None
     try:
         result = runs.run(
-            config, args.out, resume=args.resume, progress=bar, verbose=args.verbose and not args.quiet
+            config,
+            args.out,
+            resume=args.resume,
+            progress=bar,
+            verbose=args.verbose and not args.quiet,
+            notify=lambda text: None if args.quiet else print(f"twolayer-xp: note: {text}", file=sys.stderr),
         )
     finally:
         if bar is not None:

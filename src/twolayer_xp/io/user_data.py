@@ -135,10 +135,60 @@ def _check_npz_headers(path: Path, headers: dict) -> None:
 # .csv
 
 
-def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(X (N, D) float64, labels (N,) str) of a CSV with a header row."""
-    columns, rows = _csv_shape(path)
-    label = len(columns) - 1 if label_column is None else _column(columns, label_column, path)
+def read_rows(path, label_column: str | None, num_features: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw rows (N, num_features), labels or None) to predict on: every row of a .csv (its
+    label column is used when it has one more column than the features); a .npz's X_test/y_test,
+    else X/y, else X_train/y_train (y optional)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        columns, _ = _csv_shape(path, min_columns=1)
+        has_label = label_column is not None or len(columns) == num_features + 1
+        X, y = _read_csv(path, label_column if has_label else None, labels=has_label)
+    else:
+        X, y = _read_npz_rows(path)
+    if X.shape[1] != num_features:
+        raise DataError(f"{path} has rows of {X.shape[1]} features; the model takes {num_features}")
+    return X, y
+
+
+def _read_npz_rows(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    for suffix in ("_test", "", "_train"):
+
+        def check(headers: dict, suffix=suffix) -> None:
+            X, y = headers.get(f"X{suffix}"), headers.get(f"y{suffix}")
+            if len(X.shape) != 2 or X.dtype.kind not in "biuf":
+                raise NpzError(f"X{suffix} must be a 2-D numeric array, got {X.dtype} {X.shape}")
+            if y is not None and (
+                len(y.shape) != 1 or y.shape[0] != X.shape[0] or y.dtype.kind not in "biufU"
+            ):
+                raise NpzError(f"y{suffix} must be {X.shape[0]} labels, got {y.dtype} {y.shape}")
+            memory.check_fits(
+                sum(h.nbytes for h in headers.values()) * 2, f"reading {path.name}", "use a smaller file"
+            )
+
+        try:
+            names = {f"X{suffix}", f"y{suffix}"}
+            arrays = read_npz(
+                path,
+                lambda name, names=names: name in names,
+                lambda h, c=check, s=suffix: f"X{s}" in h and c(h),
+            )
+        except NpzError as exc:
+            raise DataError(f"{path} is not a readable data .npz ({exc})") from None
+        if f"X{suffix}" in arrays:
+            return arrays[f"X{suffix}"], arrays.get(f"y{suffix}")
+    raise DataError(f"{path} holds none of X_test, X, X_train")
+
+
+def _read_csv(path: Path, label_column: str | None, labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(X (N, D) float64, labels (N,): numbers or str; None when labels=False) of a CSV with a
+    header row."""
+    columns, rows = _csv_shape(path, min_columns=2 if labels else 1)
+    label = None
+    if labels:
+        label = len(columns) - 1 if label_column is None else _column(columns, label_column, path)
     features = [i for i in range(len(columns)) if i != label]
     if not features or rows == 0:
         raise DataError(
@@ -159,7 +209,7 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     }
     try:
         X = np.loadtxt(path, dtype=np.float64, usecols=features, **{**options, "ndmin": 2})
-        y = np.loadtxt(path, dtype=str, usecols=[label], **options)
+        y = np.loadtxt(path, dtype=str, usecols=[label], **options) if labels else np.empty(rows)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: {str(exc).strip().splitlines()[0]} (features must be numbers)") from None
     if X.shape != (rows, len(features)) or y.shape != (rows,):
@@ -167,6 +217,8 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     if not np.all(np.isfinite(X)):
         bad = int(np.argwhere(~np.isfinite(X))[0][0])
         raise DataError(f"{path}: data row {bad + 1} holds a NaN or inf feature; features must be finite")
+    if not labels:
+        return X, None
     y = np.char.strip(y)
     try:
         return X, y.astype(np.float64)  # numeric labels sort as numbers (2 before 10)
@@ -174,7 +226,7 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
         return X, y
 
 
-def _csv_shape(path: Path) -> tuple[list, int]:
+def _csv_shape(path: Path, min_columns: int = 2) -> tuple[list, int]:
     """(the header's column names, the number of non-blank data rows), reading a line at a time."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -191,8 +243,10 @@ def _csv_shape(path: Path) -> tuple[list, int]:
                 rows += 1
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path} is not a readable UTF-8 CSV ({exc})") from None
-    if len(columns) < 2:
-        raise DataError(f"{path} needs a header row naming at least two columns (features and a label)")
+    if len(columns) < min_columns:
+        raise DataError(
+            f"{path} needs a header row naming at least {min_columns} columns (features and a label)"
+        )
     return columns, rows
 
 
