@@ -166,7 +166,7 @@ def _require_extras(config, show_bar: bool) -> None:
     missing = [CLI_EXTRAS[m] for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(
-            f'twolayer-xp train needs {", ".join(missing)}; fix: pip install {" ".join(missing)} '
+            f"twolayer-xp train needs {', '.join(missing)}; fix: pip install {' '.join(missing)} "
             '(or, in the clone: pip install -e ".[cli]")'
         )
 

@@ -87,7 +87,7 @@ def fractional_epoch_warning(num_train: int, batch_size: int, num_iters: int) ->
         f"num_train / batch_size = {num_train}/{batch_size} = {per_epoch:.4g} is not a whole number: "
         f"CS231n's rule decays the learning rate and records accuracy only on iterations i with "
         f"i % {per_epoch:.4g} == 0, {happen} times in {num_iters} iterations instead of "
-        f"{num_iters // math.ceil(per_epoch) + 1}; choose a batch size that divides {num_train} "
+        f"about {math.ceil(num_iters / per_epoch)}; choose a batch size that divides {num_train} "
         "for one decay an epoch"
     )
 

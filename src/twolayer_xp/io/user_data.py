@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -208,8 +209,10 @@ def _read_csv(path: Path, label_column: str | None, labels: bool = True) -> tupl
         "encoding": "utf-8",
     }
     try:
-        X = np.loadtxt(path, dtype=np.float64, usecols=features, **{**options, "ndmin": 2})
-        y = np.loadtxt(path, dtype=str, usecols=[label], **options) if labels else np.empty(rows)
+        with warnings.catch_warnings():  # numpy notes that blank lines are skipped: _csv_shape does too
+            warnings.simplefilter("ignore", UserWarning)
+            X = np.loadtxt(path, dtype=np.float64, usecols=features, **{**options, "ndmin": 2})
+            y = np.loadtxt(path, dtype=str, usecols=[label], **options) if labels else np.empty(rows)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: {str(exc).strip().splitlines()[0]} (features must be numbers)") from None
     if X.shape != (rows, len(features)) or y.shape != (rows,):
