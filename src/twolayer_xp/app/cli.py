@@ -22,8 +22,10 @@ examples:
   twolayer-xp train --device cuda                    # the same on an NVIDIA GPU (needs CuPy)
   twolayer-xp train --dataset cifar10 --num-iters 3000 --hidden-size 200
   twolayer-xp train --resume runs/digits-.../model.npz --num-iters 4000
+  twolayer-xp train --dataset my-data.csv --label-column species   # your own data (.csv or .npz)
 
-outputs (in --out): model.npz, metrics.json, loss.png, weights.png
+outputs (in --out): model.npz (with its preprocessing), metrics.json, history.npz, loss.png, weights.png
+use the model: twolayer-xp predict MODEL INPUT | evaluate MODEL INPUT | export MODEL OUT.onnx
 resuming may change only: {resume}
 exit codes: 0 ok, 1 training diverged, 2 bad input or missing requirement, 130 interrupted
 """

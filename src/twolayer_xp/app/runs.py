@@ -56,8 +56,12 @@ class RunResult:
             f"{m['iterations']} iterations"
             + (f" (resumed from iteration {resumed})" if resumed is not None else "")
             + f" in {m['train_seconds']:.2f} s ({m['samples_per_second']:,.0f} samples/s); "
-            f"learning rate decayed {decays['count']} times ({decays['why']}); outputs in {self.out_dir}"
+            f"learning rate decayed {_times(decays['count'])} ({decays['why']}); outputs in {self.out_dir}"
         )
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 def decays(start: int, end: int, num_train: int, batch_size: int) -> dict:
@@ -86,7 +90,7 @@ def fractional_epoch_warning(num_train: int, batch_size: int, num_iters: int) ->
     return (
         f"num_train / batch_size = {num_train}/{batch_size} = {per_epoch:.4g} is not a whole number: "
         f"CS231n's rule decays the learning rate and records accuracy only on iterations i with "
-        f"i % {per_epoch:.4g} == 0, {happen} times in {num_iters} iterations instead of "
+        f"i % {per_epoch:.4g} == 0, {_times(happen)} in {num_iters} iterations instead of "
         f"about {math.ceil(num_iters / per_epoch)}; choose a batch size that divides {num_train} "
         "for one decay an epoch"
     )
