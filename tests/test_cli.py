@@ -58,7 +58,10 @@ def test_verbose_prints_cs231n_lines(tmp_path, capsys, train):
 @pytest.mark.parametrize(
     "args,words",
     [
-        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (
+            ["--dataset", "imagenet"],
+            "dataset must be one of digits, cifar10, mnist, fashion-mnist or a .npz/.csv file; got 'imagenet'",
+        ),
         (["--hidden-size", "0"], "hidden_size must be a positive int, got 0"),
         (["--hidden-size", "-3"], "hidden_size must be a positive int"),
         (["--batch-size", "0"], "--batch-size"),
@@ -70,7 +73,8 @@ def test_verbose_prints_cs231n_lines(tmp_path, capsys, train):
         (["--std", "nan"], "std must be finite"),
         (["--dtype", "float16"], "invalid choice: 'float16'"),
         (["--device", "tpu"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
-        (["--num-train", "100"], "applies to cifar10 only"),
+        (["--num-train", "100"], "--num-train applies to cifar10, mnist, fashion-mnist only, not to digits"),
+        (["--label-column", "y"], "--label-column applies to a .csv/.npz only, not to digits"),
         (["--seed", "-1"], "seed must be an int >= 0"),
         (["--std", "1e308"], "std is so large that the initial weights or scores overflow float32"),
         (["--hidden-size", "10000000000"], "TiB of memory (hidden_size=10000000000, batch_size=100"),

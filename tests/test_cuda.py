@@ -65,7 +65,7 @@ def test_cupy_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     with pytest.raises(CudaUnavailableError) as excinfo:
         TwoLayerNet(4, 5, 3, device="cuda")
-    assert_one_clear_line(excinfo, "CuPy is not installed", "pip install", "twolayer-xp[cuda12]")
+    assert_one_clear_line(excinfo, "CuPy is not installed", "pip install cupy-cuda12x", "cupy-cuda13x")
 
 
 def test_no_driver_or_gpu(monkeypatch):

@@ -154,8 +154,8 @@ def test_pickles_with_foreign_code_are_refused(tmp_path, cifar):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="dataset must be one of digits, cifar10"):
-        data.load("mnist")
+    with pytest.raises(ValueError, match="dataset must be one of digits, cifar10, mnist, fashion-mnist or a"):
+        data.load("imagenet")
 
 
 # ------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ _EXPORTS = {
     "TrainingState": "core.training",
     "grid_search": "app.grid",
     "run_sweep": "app.sweep",
+    "load_model": "app.trained",
+    "TrainedModel": "app.trained",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -1,6 +1,6 @@
 """TwoLayerClassifier: the CS231n two-layer net as a scikit-learn classifier, on any array-API backend.
 
-Needs scikit-learn (``pip install "twolayer-xp[sklearn]"``). Without array-API dispatch the
+Needs scikit-learn >= 1.9 (in the clone: ``pip install -e ".[sklearn]"``). Without array-API dispatch the
 estimator takes what scikit-learn takes and returns numpy; it still computes on ``device`` /
 ``backend`` (e.g. ``device="cuda"``). With ``sklearn.set_config(array_api_dispatch=True)`` and
 torch, CuPy or array-api-strict inputs, the data's namespace and device win: fitting and

@@ -22,8 +22,10 @@ examples:
   twolayer-xp train --device cuda                    # the same on an NVIDIA GPU (needs CuPy)
   twolayer-xp train --dataset cifar10 --num-iters 3000 --hidden-size 200
   twolayer-xp train --resume runs/digits-.../model.npz --num-iters 4000
+  twolayer-xp train --dataset my-data.csv --label-column species   # your own data (.csv or .npz)
 
-outputs (in --out): model.npz, metrics.json, loss.png, weights.png
+outputs (in --out): model.npz (with its preprocessing), metrics.json, history.npz, loss.png, weights.png
+use the model: twolayer-xp predict MODEL INPUT | evaluate MODEL INPUT | export MODEL OUT.onnx
 resuming may change only: {resume}
 exit codes: 0 ok, 1 training diverged, 2 bad input or missing requirement, 130 interrupted
 """
@@ -45,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     _add_sweep(commands)
+    _add_model_commands(commands)
     return parser
+
+
+def _add_model_commands(commands) -> None:
+    """predict, evaluate and export: what to do with a saved model (app.model_commands)."""
+    from twolayer_xp.app import model_commands
+
+    model_commands.add_parsers(commands)
 
 
 def _add_sweep(commands) -> None:
@@ -103,6 +113,10 @@ def main(argv=None) -> int:
                 from twolayer_xp.app.sweep import command as sweep
 
                 return sweep.command(args)
+            if args.command != "train":
+                from twolayer_xp.app import model_commands
+
+                return model_commands.command(args)
             return _train(args)
         except TrainingDivergedError as exc:
             _fail(f"{exc}; the last finite state is saved in the run's model.npz")
@@ -131,7 +145,12 @@ def _train(args) -> int:
     bar = _ProgressBar(config.dataset or "train") if show_bar else None
     try:
         result = runs.run(
-            config, args.out, resume=args.resume, progress=bar, verbose=args.verbose and not args.quiet
+            config,
+            args.out,
+            resume=args.resume,
+            progress=bar,
+            verbose=args.verbose and not args.quiet,
+            notify=lambda text: None if args.quiet else print(f"twolayer-xp: note: {text}", file=sys.stderr),
         )
     finally:
         if bar is not None:
@@ -149,7 +168,8 @@ def _require_extras(config, show_bar: bool) -> None:
     missing = [CLI_EXTRAS[m] for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(
-            f'twolayer-xp train needs {", ".join(missing)}; fix: pip install "twolayer-xp[cli]"'
+            f"twolayer-xp train needs {', '.join(missing)}; fix: pip install {' '.join(missing)} "
+            '(or, in the clone: pip install -e ".[cli]")'
         )
 
 

@@ -11,13 +11,34 @@ from matplotlib.figure import Figure
 
 from twolayer_xp.io.files import atomic_write
 
+SMOOTHING_POINTS = 200  # the smoothed loss averages windows of len / this many iterations
 
-def history_figure(history: dict, title: str = "") -> Figure:
-    """Loss per iteration (top) and minibatch-train / val accuracy per epoch (bottom)."""
+
+def history_figure(
+    history: dict, title: str = "", *, resumed_at: int | None = None, log_scale: bool | None = None
+) -> Figure:
+    """Loss per iteration (top) and minibatch-train / val accuracy per epoch (bottom).
+
+    The raw losses are drawn faint and a moving average over them solid, so the curve reads at
+    any length; resumed_at marks where a resumed run continued; log_scale (None: when the loss
+    spans more than 10x) puts the loss on a log axis."""
     fig = Figure(figsize=(8, 7), layout="constrained")
     loss_ax, acc_ax = fig.subplots(2, 1)
-    loss_ax.plot(history["loss_history"], linewidth=0.8)
+    losses = np.asarray(history["loss_history"], dtype=np.float64)
+    loss_ax.plot(losses, linewidth=0.5, alpha=0.3, color="tab:blue", label="minibatch loss", rasterized=True)
+    window = max(1, len(losses) // SMOOTHING_POINTS)
+    if window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        loss_ax.plot(np.arange(window - 1, len(losses)), smooth, color="tab:blue", label=f"mean of {window}")
+    finite = losses[np.isfinite(losses) & (losses > 0)]
+    if log_scale is None:
+        log_scale = finite.size > 0 and finite.max() > 10 * finite.min()
+    if log_scale and finite.size:
+        loss_ax.set_yscale("log")
+    if resumed_at is not None:
+        loss_ax.axvline(resumed_at, color="tab:red", linestyle="--", label=f"resumed at {resumed_at}")
     loss_ax.set(title="Loss history" + (f" ({title})" if title else ""), xlabel="Iteration", ylabel="Loss")
+    loss_ax.legend(loc="upper right")
     acc_ax.plot(history["train_acc_history"], label="train (minibatch)", marker=".")
     acc_ax.plot(history["val_acc_history"], label="val", marker=".")
     acc_ax.set(title="Classification accuracy history", xlabel="Epoch", ylabel="Accuracy")

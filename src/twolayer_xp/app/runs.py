@@ -2,7 +2,10 @@
 
 The CLI and the notebook both call ``run``; it writes into one output folder, which it claims
 first (two runs never share one): ``model.npz`` (checkpoint, rewritten atomically every
-``checkpoint_every`` iterations), ``metrics.json``, ``loss.png`` and ``weights.png``.
+``checkpoint_every`` iterations, carrying the preprocessing a saved model repeats on new rows),
+``metrics.json`` (results, the run's story and its provenance; histories thinned to at most
+``MAX_HISTORY_POINTS``), ``history.npz`` (the full histories), ``loss.png`` and ``weights.png``.
+An interrupted or diverged run still writes metrics.json and loss.png, saying so in "status".
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import math
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from twolayer_xp import __version__
 from twolayer_xp.app import config as configs
+from twolayer_xp.app import provenance
 from twolayer_xp.app.config import RunConfig
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
@@ -24,7 +31,8 @@ from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
 from twolayer_xp.io import checkpoint, datasets, files
 from twolayer_xp.io.checkpoint import CheckpointError
 
-OUTPUTS = ("model.npz", "metrics.json", "loss.png", "weights.png")
+OUTPUTS = ("model.npz", "metrics.json", "history.npz", "loss.png", "weights.png")
+MAX_HISTORY_POINTS = 2000  # per history in metrics.json; history.npz keeps every point
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -40,12 +48,52 @@ class RunResult:
 
     def summary(self) -> str:
         m = self.metrics
+        resumed = m.get("resumed_from_iteration")
+        decays = m["learning_rate_decays"]
         return (
             f"{m['config']['dataset']} on {m['device']} ({m['backend']}, {m['dtype']}): "
             f"test accuracy {m['test_accuracy']:.4f} (val {m['val_accuracy']:.4f}) after "
-            f"{m['iterations']} iterations in {m['train_seconds']:.2f} s "
-            f"({m['samples_per_second']:,.0f} samples/s); outputs in {self.out_dir}"
+            f"{m['iterations']} iterations"
+            + (f" (resumed from iteration {resumed})" if resumed is not None else "")
+            + f" in {m['train_seconds']:.2f} s ({m['samples_per_second']:,.0f} samples/s); "
+            f"learning rate decayed {_times(decays['count'])} ({decays['why']}); outputs in {self.out_dir}"
         )
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+def decays(start: int, end: int, num_train: int, batch_size: int) -> dict:
+    """How many times CS231n's rule decays the learning rate in iterations [start, end): on
+    iteration i when ``i % max(num_train / batch_size, 1) == 0`` (a float modulo, as
+    ``core.training`` runs it), so a fractional epoch length decays only where the multiples of
+    it happen to be whole numbers."""
+    per_epoch = max(num_train / batch_size, 1)
+    count = int(np.count_nonzero(np.arange(start, end) % per_epoch == 0))
+    whole = per_epoch == int(per_epoch)
+    why = (
+        f"once every num_train / batch_size = {per_epoch:g} iterations"
+        if whole
+        else f"num_train / batch_size = {num_train}/{batch_size} = {per_epoch:.4g} is not whole, so "
+        f"only iterations that are whole multiples of it decay"
+    )
+    return {"count": count, "iterations_per_epoch": per_epoch, "why": why}
+
+
+def fractional_epoch_warning(num_train: int, batch_size: int, num_iters: int) -> str | None:
+    """A warning when num_train / batch_size is not whole, saying what CS231n's rule then does."""
+    per_epoch = num_train / batch_size
+    if per_epoch <= 1 or per_epoch == int(per_epoch):
+        return None
+    happen = decays(0, num_iters, num_train, batch_size)["count"]
+    return (
+        f"num_train / batch_size = {num_train}/{batch_size} = {per_epoch:.4g} is not a whole number: "
+        f"CS231n's rule decays the learning rate and records accuracy only on iterations i with "
+        f"i % {per_epoch:.4g} == 0, {_times(happen)} in {num_iters} iterations instead of "
+        f"about {math.ceil(num_iters / per_epoch)}; choose a batch size that divides {num_train} "
+        "for one decay an epoch"
+    )
 
 
 def default_out_dir(dataset: str, root: str | Path = "runs") -> Path:
@@ -59,15 +107,9 @@ def default_out_dir(dataset: str, root: str | Path = "runs") -> Path:
 
 
 def load_data(config: RunConfig) -> datasets.Dataset:
-    if config.dataset == "cifar10":
-        return datasets.load_cifar10(
-            config.data_dir,
-            num_train=config.num_train,
-            num_val=config.num_val,
-            num_test=config.num_test,
-            dtype=config.dtype,
-        )
-    return datasets.load(config.dataset, dtype=config.dtype)
+    """The data of a resolved config, with the options its kind of data set takes."""
+    options = {name: getattr(config, name) for name in configs.SPLITS.get(configs.kind(config.dataset), {})}
+    return datasets.load(config.dataset, dtype=config.dtype, **options)
 
 
 def run(
@@ -77,16 +119,20 @@ def run(
     resume: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
     verbose: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train per ``config`` (or continue the checkpoint ``resume`` with the settings of
     ``config`` that a resume may change), writing into ``out_dir``.
 
     progress: called at every sync with the training loop's progress dict plus
-    'samples_per_second'. Raises TrainingDivergedError after saving the last finite state.
+    'samples_per_second'. notify: called once with each thing the run decided on its own (a
+    split it held out, a fractional epoch); default: a UserWarning. Raises
+    TrainingDivergedError after saving the last finite state.
     """
     started = time.perf_counter()
+    notify = notify or (lambda text: warnings.warn(text, stacklevel=3))
     try:
-        return _run(config, out_dir, resume, progress, verbose, started)
+        return _run(config, out_dir, resume, progress, verbose, started, notify)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # before training started: nothing of this run was saved
@@ -95,17 +141,25 @@ def run(
         raise RunInterrupted(f"interrupted; {resume} is unchanged: continue with --resume {resume}") from None
 
 
-def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunResult:
+def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify) -> RunResult:
     net = None
     if resume is not None:
         net, config = _resumed(config, resume)
     else:
         config = config.resolved()
     if out_dir is None:
-        out_dir = Path(resume).parent if resume is not None else default_out_dir(config.dataset)
+        out_dir = (
+            Path(resume).parent if resume is not None else default_out_dir(configs.label(config.dataset))
+        )
     with files.claim_folder(out_dir, _continuing(out_dir, resume), OUTPUTS) as out:
         ds = load_data(config)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
+        for note in (
+            *ds.notes,
+            fractional_epoch_warning(len(ds.y_train), config.batch_size, config.num_iters),
+        ):
+            if note:
+                notify(note)
         if net is None:
             net = TwoLayerNet(
                 ds.num_features,
@@ -130,12 +184,19 @@ def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
     ``config``) a resume may make; it runs where it was saved unless told otherwise."""
     _, header, _ = checkpoint.load(resume, model.LAYOUT)
     saved = (header.get("metadata") or {}).get("config")
-    if not isinstance(saved, dict) or saved.get("dataset") not in configs.DEFAULTS:
+    if not isinstance(saved, dict) or not _known_dataset(saved.get("dataset")):
         raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
     merged = configs.resumed(saved, config.given())
     net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
     merged.dtype = net.dtype_name
     return net, merged
+
+
+def _known_dataset(dataset) -> bool:
+    try:
+        return isinstance(dataset, str) and bool(configs.kind(dataset))
+    except ValueError:
+        return False
 
 
 def _continuing(out_dir, resume) -> bool:
@@ -151,7 +212,12 @@ class _Session:
         self.started = started
         saved = net.metadata.get("history") or {}
         self.history = {key: list(saved.get(key, [])) for key in HISTORY_KEYS}
-        net.metadata = {"config": config.as_dict(), "history": self.history}
+        self.preprocessing = ds.preprocessing
+        net.metadata = {
+            "config": config.as_dict(),
+            "history": self.history,
+            "preprocessing": self.preprocessing.metadata(),
+        }
         splits = {
             "train": (ds.X_train, ds.y_train),
             "val": (ds.X_val, ds.y_val),
@@ -171,6 +237,11 @@ class _Session:
         try:
             return self._train(progress, verbose)
         except KeyboardInterrupt:
+            if self.saved_in is not None:  # a checkpoint exists: say what it holds, and draw it
+                try:
+                    self.write_outputs("interrupted", evaluate=False)
+                except (KeyboardInterrupt, Exception):  # best effort: the interruption is the news
+                    pass
             raise RunInterrupted(self.interrupted_message()) from None
 
     def _train(self, progress, verbose) -> RunResult:
@@ -229,7 +300,7 @@ class _Session:
             self.history[key].extend(part[key])
 
     def save(self) -> None:
-        model.save_net(self.out / "model.npz", self.net, arrays={"mean_image": self.ds.mean_image})
+        model.save_net(self.out / "model.npz", self.net, arrays=self.preprocessing.arrays())
         self.saved_at, self.saved_in = self.net.iteration, self.out / "model.npz"
 
     def interrupted_message(self) -> str:
@@ -240,16 +311,42 @@ class _Session:
             f"--resume {self.saved_in}"
         )
 
-    def write_outputs(self, status: str) -> RunResult:
-        """metrics.json, loss.png and weights.png for the run as it stands."""
+    def write_outputs(self, status: str, evaluate: bool = True) -> RunResult:
+        """metrics.json, history.npz, loss.png and weights.png for the run as it stands. An
+        interrupted run (evaluate=False) reports the iterations its checkpoint holds and no
+        accuracies: its live params are somewhere past that checkpoint."""
+        net = self.net
+        accuracy = dict.fromkeys(("train", "val", "test"))
+        if evaluate:
+            with net.backend.quiet_overflow():  # diverged params may overflow; the status says so
+                accuracy = {split: net.accuracy(X, y) for split, (X, y) in self.placed.items()}
+        metrics = self.metrics(status, accuracy, net.iteration if evaluate else self.saved_at)
+        files.write_json(self.out / "metrics.json", _finite_or_none(metrics))
+        files.atomic_write(
+            self.out / "history.npz",
+            lambda f: np.savez(f, **{k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}),
+        )
+        from twolayer_xp.app import plots  # matplotlib is imported only when a run has something to draw
+
+        title = f"{configs.label(self.config.dataset)}, {net.device}, {status}"
+        history_fig = plots.history_figure(self.history, title, resumed_at=metrics["resumed_from_iteration"])
+        plots.save(history_fig, self.out / "loss.png")
+        if evaluate:
+            W1 = net.backend.to_numpy(net.params["W1"])
+            shape = self.ds.image_shape or (1, W1.shape[0])  # own data: each unit's weights as a row
+            plots.save(plots.weights_figure(W1, shape), self.out / "weights.png")
+        return RunResult(out_dir=self.out, metrics=metrics, net=net, dataset=self.ds)
+
+    def metrics(self, status: str, accuracy: dict, iterations: int) -> dict:
+        """What metrics.json says: results, what the run did, and how to reproduce it."""
         net, config = self.net, self.config
         train_seconds = time.perf_counter() - self.train_start
-        with net.backend.quiet_overflow():  # diverged params may overflow; the status says so
-            accuracy = {split: net.accuracy(X, y) for split, (X, y) in self.placed.items()}
-        metrics = {
+        return {
             "status": status,
             "config": config.as_dict(),
             "dataset_sizes": self.ds.sizes(),
+            "dataset_notes": list(self.ds.notes),
+            "class_names": list(self.ds.class_names),
             "backend": net.backend.name,
             "device": net.device,
             "gpu": net.backend.gpu_name(),
@@ -259,24 +356,31 @@ class _Session:
                 "python": platform.python_version(),
                 **net.backend.versions(),
             },
+            "provenance": provenance.collect(net.backend),
             "train_accuracy": accuracy["train"],
             "val_accuracy": accuracy["val"],
             "test_accuracy": accuracy["test"],
-            "iterations": net.iteration,
+            "iterations": iterations,
+            "learning_rate_decays": decays(0, iterations, len(self.ds.y_train), config.batch_size),
             "train_seconds": train_seconds,
             "samples_per_second": self.samples_per_second(net.iteration) if train_seconds > 0 else None,
             "total_seconds": time.perf_counter() - self.started,
             "resumed_from": str(self.resume) if self.resume is not None else None,
-            **self.history,
+            "resumed_from_iteration": self.first_iteration if self.resume is not None else None,
+            **_thinned(self.history),
         }
-        files.write_json(self.out / "metrics.json", _finite_or_none(metrics))
-        from twolayer_xp.app import plots  # matplotlib is imported only when a run has something to draw
 
-        history_fig = plots.history_figure(self.history, title=f"{config.dataset}, {net.device}")
-        plots.save(history_fig, self.out / "loss.png")
-        W1 = net.backend.to_numpy(net.params["W1"])
-        plots.save(plots.weights_figure(W1, self.ds.image_shape), self.out / "weights.png")
-        return RunResult(out_dir=self.out, metrics=metrics, net=net, dataset=self.ds)
+
+def _thinned(history: dict) -> dict:
+    """Histories of at most MAX_HISTORY_POINTS: every k-th point (k recorded), so metrics.json
+    stays small at any length; history.npz holds them all."""
+    out = {}
+    for key, values in history.items():
+        every = max(1, math.ceil(len(values) / MAX_HISTORY_POINTS))
+        out[key] = values[::every]
+        if every > 1:
+            out[f"{key}_every"] = every
+    return out
 
 
 def _finite_or_none(value: Any) -> Any:

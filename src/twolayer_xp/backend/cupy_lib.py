@@ -11,7 +11,8 @@ from twolayer_xp.errors import one_line
 
 from .base import DTYPES, Backend, CudaUnavailableError
 
-CUPY_FIX = 'pip install "twolayer-xp[cuda12]" (CuPy for CUDA 12 drivers; [cuda13] for CUDA 13)'
+# CuPy's wheels are named for the CUDA major version of the driver (nvidia-smi's "CUDA Version").
+CUPY_FIX = "pip install cupy-cuda12x (CUDA 12 drivers) or pip install cupy-cuda13x (CUDA 13)"
 
 
 class CupyBackend(Backend):

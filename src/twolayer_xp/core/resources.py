@@ -3,11 +3,11 @@ refused in one line instead of failing deep inside numpy."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from twolayer_xp.backend import DTYPES
+from twolayer_xp.io.memory import available_bytes
+from twolayer_xp.io.memory import size_text as _size
 
 # Copies of the params a run holds at once: live, two rollback snapshots, the step's updates.
 PARAM_COPIES = 4
@@ -24,21 +24,6 @@ def run_bytes(D: int, H: int, C: int, batch_size: int, rows: dict, itemsize: int
     step = batch_size * (D + members * H * STEP_TEMPORARIES) * itemsize + 8 * batch_size
     evaluate = max(rows.values()) * members * (H + C) * itemsize
     return params + step + evaluate
-
-
-def available_bytes() -> int | None:
-    """Memory the host can still hand out (Linux MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_run(config, num_features: int, num_classes: int, rows: dict, members: int = 1) -> None:
@@ -77,11 +62,3 @@ def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool) -> None:
             f"a net with input_size={D}, hidden_size={H}, output_size={C} needs about {_size(need)} "
             f"of host memory for its weights but {_size(have)} is available; use a smaller hidden_size"
         )
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"

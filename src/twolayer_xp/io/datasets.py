@@ -2,7 +2,10 @@
 
 digits: scikit-learn's 8x8 handwritten digits, shipped inside scikit-learn (no download).
 cifar10: the CS231n dataset, read from the official python-format batches, downloaded with pooch
-when absent. Both come back as a ``Dataset`` of float arrays with the training mean subtracted.
+when absent. mnist, fashion-mnist: the IDX files (``idx``), downloaded once and sha256-checked.
+A path ending in .npz or .csv: the user's own data (``user_data``). All come back as a
+``Dataset`` of float arrays preprocessed as ``preprocessing`` says (scaled, the training mean
+subtracted), with the ``Preprocessing`` kept so a saved model can repeat it on new rows.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from twolayer_xp.io import mnist, user_data
 from twolayer_xp.io.cifar_batches import CIFAR10_ROW, DataError, read_batch
 from twolayer_xp.io.files import atomic_write
+from twolayer_xp.io.mnist import POOCH_FIX, default_data_dir, has_tqdm
+from twolayer_xp.io.preprocessing import Preprocessing, fitted
 
-DATASETS = ("digits", "cifar10")
+DATASETS = ("digits", "cifar10", *mnist.IDX_SETS)
+DIGITS_SCALE = 16.0  # digits' pixel intensities are 0..16
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -50,8 +57,18 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     mean_image: np.ndarray  # (D,), already subtracted from every split
-    image_shape: tuple  # how one row displays: (8, 8) or (32, 32, 3)
+    image_shape: tuple | None  # how one row displays: (8, 8) or (32, 32, 3); None: not an image
     class_names: list
+    scale: float = 1.0  # raw rows were divided by this before the mean was subtracted
+    feature_std: np.ndarray | None = None  # (D,): each column then divided by this (own data)
+    notes: tuple = ()  # what the loader decided on its own (e.g. a split it held out)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Raw rows -> this data set's inputs, as a saved model repeats it."""
+        return Preprocessing(
+            self.scale, self.mean_image, self.feature_std, self.class_names, self.image_shape
+        )
 
     @property
     def num_features(self) -> int:
@@ -66,12 +83,78 @@ class Dataset:
 
 
 def load(name: str, dtype: str = "float32", **options) -> Dataset:
-    """Load dataset ``name`` ('digits' or 'cifar10'); options go to its loader."""
+    """Load dataset ``name`` (one of DATASETS, or a .npz/.csv path); options go to its loader."""
+    if user_data.is_data_file(name):
+        return load_file(name, dtype=dtype, **options)
+    loaders = {"digits": load_digits, "cifar10": load_cifar10}
+    loaders.update(dict.fromkeys(mnist.IDX_SETS, lambda **o: load_idx_set(name, **o)))
+    if name not in loaders:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or a .npz/.csv file; got {name!r}")
+    return loaders[name](dtype=dtype, **options)
+
+
+def test_rows(name: str, **options) -> tuple[np.ndarray, np.ndarray, list]:
+    """(raw test rows, their labels, class names) of dataset ``name``, before any preprocessing:
+    what ``twolayer-xp predict MODEL NAME`` feeds a saved model."""
+    if user_data.is_data_file(name):
+        splits, names, _ = user_data.read(name, options.get("label_column"))
+        return (*splits["test"], names)
     if name == "digits":
-        return load_digits(dtype=dtype, **options)
+        X, y, _ = _digits_rows()
+        test = _digits_split(len(y))[0]
+        return X[test], y[test], [str(d) for d in range(10)]
+    if name in mnist.IDX_SETS:
+        rows = mnist.read_split(name, "test", options.get("data_dir"), options.get("num_test"))
+        return (*rows, list(mnist.IDX_SETS[name].class_names))
     if name == "cifar10":
-        return load_cifar10(dtype=dtype, **options)
-    raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+        folder = find_or_fetch_cifar10(options.get("data_dir"))
+        data, labels = read_batch(folder / "test_batch")
+        n = options.get("num_test") or CIFAR10_SPLIT["num_test"]
+        return _to_hwc(data[:n], "float32"), labels[:n], read_batch(folder / "batches.meta", meta=True)
+    raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or a .npz/.csv file; got {name!r}")
+
+
+def load_file(path, dtype: str = "float32", label_column: str | None = None) -> Dataset:
+    """A user's .npz or .csv (see ``user_data``): each column standardized with the training
+    rows' mean and standard deviation, since its columns may have any scale."""
+    splits, names, notes = user_data.read(path, label_column)
+    pre, X_train = fitted(splits["train"][0], 1.0, True, names, None, dtype)
+    return _dataset(str(path), pre, (X_train, splits["train"][1]), splits["val"], splits["test"], notes)
+
+
+def load_idx_set(
+    name: str,
+    data_dir=None,
+    num_train: int | None = None,
+    num_val: int | None = None,
+    num_test: int | None = None,
+    dtype: str = "float32",
+    download: bool = True,
+) -> Dataset:
+    """MNIST or Fashion-MNIST: train = the first num_train of the 60,000 training images, val =
+    the next num_val, test = the first num_test of the 10,000 test images; pixels / 255, the
+    training mean image subtracted."""
+    spec = mnist.IDX_SETS[name]
+    split = {k: _row_count(k, v) for k, v in mnist.default_split(num_train, num_val, num_test).items()}
+    if split["num_train"] + split["num_val"] > spec.rows["train"] or split["num_test"] > spec.rows["test"]:
+        raise ValueError(
+            f"{name} has {spec.rows['train']} training and {spec.rows['test']} test images; num_train + "
+            f"num_val = {split['num_train'] + split['num_val']} and num_test = {split['num_test']} were asked for"
+        )
+    X, y = mnist.read_split(name, "train", data_dir, split["num_train"] + split["num_val"], download)
+    X_test, y_test = mnist.read_split(name, "test", data_dir, split["num_test"], download)
+    n = split["num_train"]
+    pre, X_train = fitted(X[:n], mnist.SCALE, False, spec.class_names, mnist.IMAGE_SHAPE, dtype)
+    return _dataset(name, pre, (X_train, y[:n]), (X[n:], y[n:]), (X_test, y_test))
+
+
+def _dataset(name, pre: Preprocessing, train, val, test, notes=()) -> Dataset:
+    """A Dataset of the preprocessed training rows and the raw val/test rows put through ``pre``."""
+    val, test = ((pre.apply(X, train[0].dtype, copy=False), y) for X, y in (val, test))
+    return Dataset(
+        name, *train, *val, *test, mean_image=pre.mean, image_shape=pre.image_shape,
+        class_names=pre.class_names, scale=pre.scale, feature_std=pre.std, notes=tuple(notes),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -80,47 +163,32 @@ def load(name: str, dtype: str = "float32", **options) -> Dataset:
 
 def load_digits(dtype: str = "float32") -> Dataset:
     """1,797 8x8 digits scaled to [0, 1]: 1,300 train / 197 val / 300 test, fixed shuffle."""
+    X, y, names = _digits_rows()
+    test, val, train = _digits_split(len(y))
+    pre, X_train = fitted(X[train], DIGITS_SCALE, False, names, (8, 8), dtype)
+    return _dataset("digits", pre, (X_train, y[train]), (X[val], y[val]), (X[test], y[test]))
+
+
+def _digits_rows() -> tuple[np.ndarray, np.ndarray, list]:
+    """scikit-learn's 1,797 digits: raw pixels (N, 64) in 0..16, labels, names."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
         raise ImportError(
-            'the digits dataset ships with scikit-learn, which is not installed; fix: pip install "twolayer-xp[cli]"'
+            'the digits dataset ships with scikit-learn, which is not installed; fix: pip install -e ".[cli]"'
         ) from None
     bunch = sklearn_digits()
-    X = (bunch.data / 16.0).astype(dtype)  # pixel intensities are 0..16
-    y = bunch.target.astype(np.int64)
-    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
-    test, val, train = np.split(order, [DIGITS_NUM_TEST, len(y) - DIGITS_NUM_TRAIN])
-    return _centered(
-        "digits",
-        (X[train], y[train]),
-        (X[val], y[val]),
-        (X[test], y[test]),
-        image_shape=(8, 8),
-        class_names=[str(d) for d in range(10)],
-    )
+    return bunch.data, bunch.target.astype(np.int64), [str(d) for d in range(10)]
 
 
-def _centered(name, train, val, test, image_shape, class_names) -> Dataset:
-    """Subtract the training rows' mean image from every split, in place."""
-    mean = np.mean(train[0], axis=0, dtype=np.float64).astype(train[0].dtype)
-    for X, _ in (train, val, test):
-        X -= mean
-    return Dataset(
-        name, *train, *val, *test, mean_image=mean, image_shape=image_shape, class_names=class_names
-    )
+def _digits_split(n: int) -> list:
+    """Row indices (test, val, train) of the fixed split."""
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(n)
+    return np.split(order, [DIGITS_NUM_TEST, n - DIGITS_NUM_TRAIN])
 
 
 # ------------------------------------------------------------------------------------------
 # CIFAR-10
-
-
-def default_data_dir() -> Path:
-    """Where CIFAR-10 is looked for and cached: $TWOLAYER_XP_DATA, else the user cache dir."""
-    if os.environ.get("TWOLAYER_XP_DATA"):
-        return Path(os.environ["TWOLAYER_XP_DATA"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "twolayer-xp"
 
 
 def load_cifar10(
@@ -158,14 +226,9 @@ def load_cifar10(
     X_val = _to_hwc(pixels[num_train:], dtype)
     del pixels
     X_test = _to_hwc(test_data[:num_test], dtype)
-    return _centered(
-        "cifar10",
-        (X_train, labels[:num_train]),
-        (X_val, labels[num_train:]),
-        (X_test, np.asarray(test_labels[:num_test], dtype=np.int64)),
-        image_shape=(32, 32, 3),
-        class_names=names,
-    )
+    pre, X_train = fitted(X_train, 1.0, False, names, (32, 32, 3), dtype)  # in place: already dtype
+    test = (X_test, np.asarray(test_labels[:num_test], dtype=np.int64))
+    return _dataset("cifar10", pre, (X_train, labels[:num_train]), (X_val, labels[num_train:]), test)
 
 
 def _to_hwc(rows: np.ndarray, dtype: str) -> np.ndarray:
@@ -199,7 +262,7 @@ def _download(archive: Path) -> None:
     try:
         import pooch
     except ImportError:
-        raise ImportError('downloading CIFAR-10 needs pooch; fix: pip install "twolayer-xp[cli]"') from None
+        raise ImportError(f"downloading CIFAR-10 needs pooch; fix: {POOCH_FIX}") from None
     try:
         archive.parent.mkdir(parents=True, exist_ok=True)
         pooch.retrieve(
@@ -207,7 +270,7 @@ def _download(archive: Path) -> None:
             known_hash=f"md5:{CIFAR10_MD5}",
             fname=archive.name,
             path=archive.parent,
-            progressbar=_has_tqdm(),
+            progressbar=has_tqdm(),
         )
     except Exception as exc:  # requests' ConnectionError, HTTPError, pooch's hash ValueError...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -216,14 +279,6 @@ def _download(archive: Path) -> None:
             f"without network, fetch {CIFAR10_ARCHIVE} (163 MB) elsewhere and pass --data-dir to the "
             f"folder holding it or its {CIFAR10_FOLDER}/"
         ) from None
-
-
-def _has_tqdm() -> bool:
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _check_md5(archive: Path) -> None:

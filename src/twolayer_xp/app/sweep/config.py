@@ -21,7 +21,17 @@ STALE_HEARTBEATS = 3  # a trial whose heartbeat is this many intervals old belon
 SEARCH_SPAN = (1e-2, 10.0)
 DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 # Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
-SHARED_SETTINGS = ("dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "seed")
+SHARED_SETTINGS = (
+    "dataset",
+    "label_column",
+    "hidden_size",
+    "num_iters",
+    "batch_size",
+    "device",
+    "backend",
+    "dtype",
+    "seed",
+)
 # A sweep's scalar settings: a run's, and the sweep's own.
 CONSTRAINTS = {
     **configs.CONSTRAINTS,
@@ -35,7 +45,8 @@ CONSTRAINTS = {
 class SweepConfig:
     """One worker's sweep. Hyperparameters left None take ``configs.DEFAULTS`` of the dataset."""
 
-    dataset: str = "digits"
+    dataset: str = "digits"  # or a .npz/.csv path: the user's own data
+    label_column: str | None = None  # a .csv's label column (default: the last)
     trials: int | None = None  # None: DEFAULT_TRIALS, or the grid's size
     population: int = DEFAULT_POPULATION
     sampler: str = "tpe"
@@ -57,14 +68,16 @@ class SweepConfig:
     search: dict = field(default_factory=dict, init=False)  # what a trial means, stored in the study
 
     def __post_init__(self):
-        if self.dataset not in configs.DEFAULTS:
-            raise ValueError(f"--dataset must be one of {', '.join(configs.DEFAULTS)}; got {self.dataset!r}")
+        self.dataset = str(self.dataset)
+        kind = configs.kind(self.dataset)  # ValueError naming the choices
+        if self.label_column is not None and kind != configs.FILE:
+            raise ValueError(f"--label-column applies to a .csv dataset, not to {self.dataset}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
         for name in ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed"):
             if getattr(self, name) is not None:
                 validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
-        defaults = configs.DEFAULTS[self.dataset]
+        defaults = configs.DEFAULTS[kind]
         for name in ("hidden_size", "num_iters", "batch_size"):
             if getattr(self, name) is None:
                 setattr(self, name, defaults[name])
@@ -84,9 +97,9 @@ class SweepConfig:
             self.lr = _range("lr", self.lr, defaults["learning_rate"])
             self.reg = _range("reg", self.reg, defaults["reg"])
         self.trials = self.trials or DEFAULT_TRIALS
-        self.out = str(self.out or Path("runs") / f"sweep-{self.dataset}")
+        self.out = str(self.out or Path("runs") / f"sweep-{configs.label(self.dataset)}")
         self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
-        self.study = self.study or f"twolayer-xp-{self.dataset}"
+        self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
         self.search = {
             "dataset": self.dataset,
             "sampler": self.sampler,

@@ -15,6 +15,7 @@ import platform
 from pathlib import Path
 
 from twolayer_xp import __version__
+from twolayer_xp.app import provenance
 from twolayer_xp.io import files
 
 SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
@@ -126,9 +127,10 @@ def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
             "dtype": net.dtype_name,
             "worker": trial.user_attrs.get("worker"),
             "versions": {"twolayer_xp": __version__, "python": platform.python_version()},
+            "provenance": provenance.collect(net.backend),
         }
-        net.metadata = {**net.metadata, "sweep": metrics}
-        net.save(best / "model.npz", arrays={"mean_image": dataset.mean_image})
+        net.metadata = {**net.metadata, "sweep": metrics, "preprocessing": dataset.preprocessing.metadata()}
+        net.save(best / "model.npz", arrays=dataset.preprocessing.arrays())
         files.write_json(saved, metrics)
 
 

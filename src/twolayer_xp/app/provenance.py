@@ -1,0 +1,95 @@
+"""What a result needs to be reproduced from its files: the command, the code, the libraries
+and the machine (CPU, BLAS and its threads, device, GPU). Recorded in every metrics.json."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from twolayer_xp import __version__
+
+# Distributions whose version can change a number: the array libraries, the data and sweep
+# stack, and ONNX. Those not installed are left out.
+LIBRARIES = (
+    "numpy", "scipy", "scikit-learn", "array-api-compat", "array-api-strict", "torch", "cupy",
+    "cupy-cuda12x", "cupy-cuda13x", "matplotlib", "optuna", "pooch", "threadpoolctl", "onnx", "onnxruntime",
+)  # fmt: skip
+GIT_SECONDS = 5
+
+
+def collect(backend=None, argv: list | None = None) -> dict:
+    """The provenance of a run or a sweep's best: its command line, package version and git
+    commit (from a clone), library versions, CPU, BLAS threads, and the device it ran on."""
+    argv = sys.argv if argv is None else argv
+    record = {
+        "command": shlex.join(["twolayer-xp" if "twolayer" in Path(argv[0]).name else argv[0], *argv[1:]])
+        if argv
+        else None,
+        "twolayer_xp": __version__,
+        "git": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": libraries(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threadpools": threadpools(),
+    }
+    if backend is not None:
+        record.update(backend=backend.name, device=str(backend.device), gpu=backend.gpu_name())
+    return record
+
+
+def libraries() -> dict:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> dict | None:
+    """{'commit', 'dirty'} of the clone this package runs from, None when not run from one."""
+    root = Path(__file__).resolve().parents[3]  # src/twolayer_xp/app/provenance.py -> the clone
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = _git(root, "rev-parse", "HEAD")
+        dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=GIT_SECONDS, check=True
+    )
+    return done.stdout.strip()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def threadpools() -> list | None:
+    """The BLAS/OpenMP libraries loaded and their thread counts (threadpoolctl), None without it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    keys = ("internal_api", "prefix", "version", "num_threads", "threading_layer", "architecture")
+    return [{k: info[k] for k in keys if k in info} for info in threadpool_info()]

@@ -1,0 +1,108 @@
+"""What a run does to raw rows before the net sees them, kept so a saved model can do it again.
+
+``X = ((X_raw / scale) as dtype - mean) / std``: ``scale`` turns pixel counts into [0, 1]
+(16 for digits, 255 for MNIST, 1 for CIFAR-10 as CS231n leaves it), ``mean`` is the training
+rows' mean image, ``std`` (only for a user's own data, whose columns may differ in scale by
+orders of magnitude) each column's training standard deviation. ``class_names[k]`` is what
+class index k stands for. A checkpoint stores the arrays as extras and the rest in its metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MEAN, STD = "mean_image", "feature_std"  # the checkpoint's extra arrays
+
+
+@dataclass
+class Preprocessing:
+    """Raw rows (N, D) -> the net's inputs. mean, std: (D,) in the training dtype; std None = 1."""
+
+    scale: float
+    mean: np.ndarray
+    std: np.ndarray | None
+    class_names: list
+    image_shape: tuple | None = None  # how one row displays, e.g. (28, 28)
+
+    @property
+    def num_features(self) -> int:
+        return self.mean.shape[0]
+
+    def apply(self, X_raw, dtype=None, *, copy: bool = True) -> np.ndarray:
+        """The net's inputs for raw rows (N, D). The division runs in float64 and is then cast,
+        as the data sets always did, so a saved model reproduces its run's inputs bit for bit.
+        copy=False may reuse X_raw's memory when it already has the dtype (and scale is 1)."""
+        dtype = np.dtype(dtype or self.mean.dtype)
+        X = np.asarray(X_raw)
+        if X.ndim != 2 or X.shape[1] != self.num_features:
+            raise ValueError(f"inputs must be rows of {self.num_features} features, got shape {X.shape}")
+        X = (X / self.scale).astype(dtype) if self.scale != 1 else X.astype(dtype, copy=copy)
+        X -= self.mean
+        if self.std is not None:
+            X /= self.std
+        return X
+
+    def arrays(self) -> dict:
+        """The extra arrays a checkpoint stores."""
+        return {MEAN: self.mean} if self.std is None else {MEAN: self.mean, STD: self.std}
+
+    def metadata(self) -> dict:
+        """The JSON a checkpoint stores."""
+        return {
+            "scale": self.scale,
+            "class_names": list(self.class_names),
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "standardized": self.std is not None,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict, arrays: dict, num_features: int, num_classes: int) -> Preprocessing:
+        """Rebuilt from a checkpoint's metadata and extras; ValueError naming what does not fit
+        a net of ``num_features`` inputs and ``num_classes`` outputs."""
+        scale, names, shape = meta.get("scale"), meta.get("class_names"), meta.get("image_shape")
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < math.inf):
+            raise ValueError(f"preprocessing scale must be a positive number, got {scale!r}")
+        if not (
+            isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError(f"preprocessing class_names must be {num_classes} strings")
+        if shape is not None and not (
+            isinstance(shape, list)
+            and all(isinstance(n, int) and n > 0 for n in shape)
+            and math.prod(shape) == num_features
+        ):
+            raise ValueError(f"preprocessing image_shape {shape!r} does not hold {num_features} features")
+        mean = _feature_array(arrays, MEAN, num_features)
+        std = _feature_array(arrays, STD, num_features) if meta.get("standardized") else None
+        if std is not None and not np.all(std > 0):
+            raise ValueError(f"extra array {STD} must be positive")
+        return cls(float(scale), mean, std, names, tuple(shape) if shape else None)
+
+
+def _feature_array(arrays: dict, name: str, num_features: int) -> np.ndarray:
+    value = arrays.get(name)
+    if value is None:
+        raise ValueError(f"extra array {name} is missing")
+    if value.shape != (num_features,) or value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+        raise ValueError(
+            f"extra array {name} must be {num_features} finite floats, got {value.dtype} {value.shape}"
+        )
+    return value
+
+
+def fitted(X_train_raw, scale: float, standardize: bool, class_names, image_shape, dtype) -> tuple:
+    """(Preprocessing fitted on the training rows, those rows preprocessed). The mean is taken in
+    float64 and cast, as CS231n's notebooks do; a constant column keeps std 1 (nothing to scale)."""
+    X = np.asarray(X_train_raw)
+    X = (X / scale).astype(dtype) if scale != 1 else X.astype(dtype, copy=False)
+    mean = np.mean(X, axis=0, dtype=np.float64).astype(X.dtype)
+    X -= mean
+    std = None
+    if standardize:
+        std64 = np.std(X, axis=0, dtype=np.float64)
+        std = np.where(std64 > 0, std64, 1.0).astype(X.dtype)
+        X /= std
+    return Preprocessing(float(scale), mean, std, list(class_names), image_shape), X

@@ -1,0 +1,129 @@
+"""Runs that say what happened: resumed from where, how many decays and why, an interrupted
+run's metrics and plot, small metrics.json at any length, and how to reproduce it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from twolayer_xp.app import config, plots, runs
+from twolayer_xp.core.training import HISTORY_KEYS
+
+
+@pytest.mark.parametrize("batch_size,expected", [(128, 7), (100, 154), (200, 154)])
+def test_decay_count_follows_cs231ns_float_modulo(batch_size, expected):
+    """The issue's numbers: 7 decays in 2,000 iterations at --batch-size 128 on digits' 1,300
+    rows (1300/128 = 10.156..., whole only at multiples of 32 epochs), 154 at 100; at 200
+    (6.5 iterations an epoch) only every other epoch ends on a whole iteration: 154 again."""
+    assert runs.decays(0, 2000, 1300, batch_size)["count"] == expected
+
+
+def test_decay_count_matches_the_training_loop(blobs):
+    """The count metrics.json reports equals the decays the loop applied to the learning rate."""
+    from twolayer_xp import TwoLayerNet
+
+    X, y = blobs()[:2]
+    net = TwoLayerNet(X.shape[1], 10, int(y.max()) + 1, std=1e-2, rng=0)
+    net.train(X, y, X, y, learning_rate=1.0, learning_rate_decay=0.5, reg=0.0, num_iters=300, batch_size=64)
+    count = runs.decays(0, 300, len(y), 64)["count"]
+    assert net.state.learning_rate == pytest.approx(0.5**count)
+
+
+def test_fractional_epoch_is_said_once_and_whole_is_silent(tmp_path):
+    notes = []
+    runs.run(
+        config.RunConfig(num_iters=60, batch_size=128, checkpoint_every=20),
+        tmp_path / "a",
+        notify=notes.append,
+    )
+    assert len(notes) == 1 and "1300/128 = 10.16 is not a whole number" in notes[0]
+    notes.clear()
+    result = runs.run(
+        config.RunConfig(num_iters=60, checkpoint_every=20), tmp_path / "b", notify=notes.append
+    )
+    assert notes == []
+    assert (
+        "learning rate decayed 5 times (once every num_train / batch_size = 13 iterations)"
+        in result.summary()
+    )
+
+
+def test_resumed_summary_metrics_and_plot(tmp_path, monkeypatch):
+    runs.run(config.RunConfig(num_iters=40), tmp_path)
+    drawn = {}
+    real = plots.history_figure
+    monkeypatch.setattr(plots, "history_figure", lambda *a, **k: drawn.update(k) or real(*a, **k))
+    result = runs.run(config.RunConfig(num_iters=80), resume=tmp_path / "model.npz")
+    assert "after 80 iterations (resumed from iteration 40)" in result.summary()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["resumed_from_iteration"] == 40 and drawn["resumed_at"] == 40
+
+
+def test_interrupted_run_still_writes_metrics_and_loss_plot(tmp_path):
+    syncs = []
+
+    def progress(info):
+        syncs.append(info["iteration"])
+        if len(syncs) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(runs.RunInterrupted, match="holds iteration 20"):
+        runs.run(config.RunConfig(num_iters=60, checkpoint_every=20), tmp_path, progress=progress)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["iterations"] == 20
+    assert metrics["test_accuracy"] is None and len(metrics["loss_history"]) == 20
+    assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_metrics_stay_small_and_history_npz_keeps_everything(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "MAX_HISTORY_POINTS", 50)
+    result = runs.run(config.RunConfig(num_iters=300), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["loss_history"]) == 50 and metrics["loss_history_every"] == 6
+    full = np.load(tmp_path / "history.npz")
+    assert set(full.files) == set(HISTORY_KEYS) and len(full["loss_history"]) == 300
+    np.testing.assert_allclose(metrics["loss_history"], full["loss_history"][::6])
+    assert result.metrics["loss_history"] == metrics["loss_history"]
+
+
+def test_metrics_record_how_to_reproduce(tmp_path):
+    runs.run(config.RunConfig(num_iters=20), tmp_path)
+    p = json.loads((tmp_path / "metrics.json").read_text())["provenance"]
+    assert {"numpy", "scikit-learn"} <= set(p["libraries"]) and p["twolayer_xp"]
+    assert p["command"] and p["cpu"] and p["cpu_count"] >= 1 and p["device"] == "cpu"
+    assert isinstance(p["threadpools"], list)
+    assert p["git"] is None or len(p["git"]["commit"]) == 40  # a clone: the commit it ran
+
+
+def test_loss_plot_reads_at_any_length():
+    losses = list(np.exp(-np.linspace(0, 5, 20_000)) * 10 + np.random.default_rng(0).random(20_000))
+    history = {"loss_history": losses, "train_acc_history": [0.1, 0.5], "val_acc_history": [0.1, 0.4]}
+    fig = plots.history_figure(history, resumed_at=5000)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"  # spans more than 10x
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["minibatch loss", "mean of 100", "resumed at 5000"]
+    short = plots.history_figure({**history, "loss_history": [2.3, 2.2, 2.1]})
+    assert short.axes[0].get_yscale() == "linear" and len(short.axes[0].get_lines()) == 1
+
+
+def test_sweep_on_own_data_and_its_best_carries_preprocessing_and_provenance(tmp_path):
+    pytest.importorskip("optuna")
+    from twolayer_xp import load_model, run_sweep
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (400, 6))
+    np.savez(tmp_path / "own.npz", X_train=X * 50 + 7, y_train=np.where(X[:, 0] + X[:, 1] > 0, "yes", "no"))
+    result = run_sweep(
+        dataset=str(tmp_path / "own.npz"),
+        trials=2,
+        population=2,
+        num_iters=60,
+        out=str(tmp_path / "s"),
+        progress=False,
+    )
+    assert "own" in result["summary"]
+    best = tmp_path / "s" / "best"
+    assert "provenance" in json.loads((best / "metrics.json").read_text())
+    model = load_model(best / "model.npz")
+    assert model.labels == ["no", "yes"] and model.preprocessing.std is not None

@@ -1,0 +1,141 @@
+"""A saved model you can use: load_model, predict / evaluate / export, and ONNX agreeing with predict."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from twolayer_xp import TwoLayerNet, load_model
+from twolayer_xp.app import cli, config, runs
+from twolayer_xp.io import datasets
+from twolayer_xp.io.checkpoint import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "run"
+    return runs.run(config.RunConfig(num_iters=300), out)
+
+
+def _run_cli(*args):
+    return cli.main([*map(str, args)])
+
+
+def test_predict_on_raw_test_rows_gives_the_runs_accuracy(digits_run, tmp_path, capsys):
+    model = load_model(digits_run.out_dir / "model.npz")
+    X_raw, y, names = datasets.test_rows("digits")
+    assert model.labels == names and model.preprocessing.scale == 16.0
+    assert model.accuracy(X_raw, y) == digits_run.metrics["test_accuracy"]
+    # exactly the inputs the run trained on, bit for bit
+    np.testing.assert_array_equal(model.preprocess(X_raw), digits_run.dataset.X_test)
+    # the CLI says the same, and writes one row per input
+    assert _run_cli("predict", digits_run.out_dir / "model.npz", "digits", "--out", tmp_path / "p.csv") == 0
+    assert f"accuracy {digits_run.metrics['test_accuracy']:.4f} on 300 rows" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 300 and list(rows[0]) == ["row", "predicted", "label", "true_label"]
+    assert np.mean([r["label"] == r["true_label"] for r in rows]) == digits_run.metrics["test_accuracy"]
+
+
+def test_the_plain_net_still_takes_preprocessed_inputs(digits_run):
+    net = TwoLayerNet.load(digits_run.out_dir / "model.npz")
+    assert (
+        net.accuracy(digits_run.dataset.X_test, digits_run.dataset.y_test)
+        == digits_run.metrics["test_accuracy"]
+    )
+
+
+def _digits_csv(path, label_names, with_labels=True, rows=None):
+    X, y, _ = datasets._digits_rows()
+    rows = slice(None) if rows is None else rows
+    header = [f"p{i}" for i in range(64)] + (["digit"] if with_labels else [])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for x, label in zip(X[rows], y[rows], strict=True):
+            w.writerow([int(v) for v in x] + ([label_names[label]] if with_labels else []))
+    return path
+
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_own_csv_train_then_predict_new_rows(tmp_path, capsys, train):
+    data = _digits_csv(tmp_path / "digits.csv", NAMES)
+    assert train("--dataset", data, "--out", tmp_path / "run", "--num-iters", 300, "--no-progress") == 0
+    captured = capsys.readouterr()
+    assert "note: digits.csv has no test split" in captured.err and "test accuracy" in captured.out
+    model = load_model(tmp_path / "run" / "model.npz")
+    assert model.labels == sorted(NAMES) and model.preprocessing.std is not None
+    # the run's own test rows, raw, give the run's accuracy
+    splits, _, _ = datasets.user_data.read(data)
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert model.accuracy(*splits["test"]) == pytest.approx(metrics["test_accuracy"])
+    # new rows without a label column: predictions by name
+    new = _digits_csv(tmp_path / "new.csv", NAMES, with_labels=False, rows=slice(0, 20))
+    assert _run_cli("predict", tmp_path / "run" / "model.npz", new, "--out", tmp_path / "p.csv") == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 20 and set(r["label"] for r in rows) <= set(NAMES) and "true_label" not in rows[0]
+    assert "accuracy" not in capsys.readouterr().out
+    # evaluate needs labels
+    assert _run_cli("evaluate", tmp_path / "run" / "model.npz", new) == 2
+    assert "has no labels to evaluate" in capsys.readouterr().err
+
+
+def test_unknown_labels_and_wrong_widths_are_one_line(digits_run, tmp_path, capsys, one_error_line):
+    (tmp_path / "x.csv").write_text("a,b,y\n1,2,3\n")
+    assert _run_cli("predict", digits_run.out_dir / "model.npz", tmp_path / "x.csv") == 2
+    assert "has rows of 3 features; the model takes 64" in one_error_line(capsys)
+    np.savez(tmp_path / "x.npz", X_test=np.zeros((2, 64)), y_test=np.array([3, 11]))
+    assert _run_cli("evaluate", digits_run.out_dir / "model.npz", tmp_path / "x.npz") == 2
+    assert "labels the model does not know: 11" in one_error_line(capsys)
+
+
+def test_a_checkpoint_without_preprocessing(digits_run, tmp_path):
+    net = TwoLayerNet.load(digits_run.out_dir / "model.npz")
+    net.metadata = {}
+    bare = net.save(tmp_path / "bare.npz")
+    with pytest.raises(CheckpointError, match="carries no preprocessing"):
+        load_model(bare)
+    # one written before preprocessing was kept: digits' scale and its mean image are enough
+    net.metadata = {"config": {"dataset": "digits"}}
+    old = net.save(tmp_path / "old.npz", arrays={"mean_image": digits_run.dataset.mean_image})
+    X_raw, y, _ = datasets.test_rows("digits")
+    assert load_model(old).accuracy(X_raw, y) == digits_run.metrics["test_accuracy"]
+
+
+def test_bad_preprocessing_in_a_checkpoint_is_a_checkpoint_error(digits_run, tmp_path):
+    net = TwoLayerNet.load(digits_run.out_dir / "model.npz")
+    net.metadata["preprocessing"]["class_names"] = ["only one"]
+    path = net.save(tmp_path / "bad.npz", arrays={"mean_image": digits_run.dataset.mean_image})
+    with pytest.raises(CheckpointError, match="class_names must be 10 strings"):
+        load_model(path)
+
+
+def test_onnx_export_agrees_with_predict(digits_run, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the test extra has it)")
+    assert _run_cli("export", digits_run.out_dir / "model.npz", tmp_path / "m.onnx") == 0
+    assert "wrote" in capsys.readouterr().out
+    model = load_model(digits_run.out_dir / "model.npz")
+    X_raw, _, _ = datasets.test_rows("digits")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    scores, labels = session.run(["scores", "label"], {"X": X_raw.astype(np.float32)})
+    np.testing.assert_array_equal(labels, model.predict(X_raw))
+    np.testing.assert_allclose(scores, model.scores(X_raw), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_of_standardized_own_data(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the test extra has it)")
+    from twolayer_xp.app import export
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(100.0, 30.0, (300, 5))
+    np.savez(tmp_path / "d.npz", X_train=X, y_train=np.where(X[:, 0] > 100, "hi", "lo"))
+    run = runs.run(config.RunConfig(dataset=str(tmp_path / "d.npz"), num_iters=200), tmp_path / "run")
+    model = load_model(run.out_dir / "model.npz")
+    export.export(model, tmp_path / "d.onnx")
+    session = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    scores, labels = session.run(None, {"X": X.astype(np.float32)})
+    np.testing.assert_array_equal(labels, model.predict(X.astype(np.float32)))
+    np.testing.assert_allclose(scores, model.scores(X.astype(np.float32)), rtol=1e-4, atol=1e-4)
