@@ -21,6 +21,7 @@ from twolayer_xp.app.config import RunConfig
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
 from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
+from twolayer_xp.errors import one_line
 from twolayer_xp.io import checkpoint, datasets, files
 from twolayer_xp.io.checkpoint import CheckpointError
 
@@ -37,6 +38,7 @@ class RunResult:
     metrics: dict
     net: TwoLayerNet
     dataset: datasets.Dataset = field(repr=False)
+    warnings: list[str] = field(default_factory=list)  # figures that could not be drawn, one line each
 
     def summary(self) -> str:
         m = self.metrics
@@ -270,13 +272,32 @@ class _Session:
             **self.history,
         }
         files.write_json(self.out / "metrics.json", _finite_or_none(metrics))
-        from twolayer_xp.app import plots  # matplotlib is imported only when a run has something to draw
-
-        history_fig = plots.history_figure(self.history, title=f"{config.dataset}, {net.device}")
-        plots.save(history_fig, self.out / "loss.png")
         W1 = net.backend.to_numpy(net.params["W1"])
-        plots.save(plots.weights_figure(W1, self.ds.image_shape), self.out / "weights.png")
-        return RunResult(out_dir=self.out, metrics=metrics, net=net, dataset=self.ds)
+        problems = save_figures(
+            {
+                self.out / "loss.png": lambda plots: plots.history_figure(
+                    self.history, title=f"{config.dataset}, {net.device}"
+                ),
+                self.out / "weights.png": lambda plots: plots.weights_figure(W1, self.ds.image_shape),
+            }
+        )
+        return RunResult(out_dir=self.out, metrics=metrics, net=net, dataset=self.ds, warnings=problems)
+
+
+def save_figures(figures: dict[Path, Callable]) -> list[str]:
+    """Draw and save each ``path: make(plots) -> Figure``; return one line per figure that could
+    not be drawn. A figure is a view of results already saved, so matplotlib missing or
+    misconfigured (MPLBACKEND, SOURCE_DATE_EPOCH) is a warning beside a finished run, never
+    its failure."""
+    problems = []
+    for path, make in figures.items():
+        try:
+            from twolayer_xp.app import plots  # matplotlib is imported only when there is something to draw
+
+            plots.save(make(plots), path)
+        except Exception as exc:
+            problems.append(f"{path} not drawn ({one_line(exc, named=True, limit=200)})")
+    return problems
 
 
 def _finite_or_none(value: Any) -> Any:
