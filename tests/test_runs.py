@@ -238,7 +238,10 @@ def test_a_lock_still_being_written_is_not_taken_as_stale(tmp_path):
 
 def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, train):
     # what atomic_write leaves when a run is killed between mkstemp and the rename
-    stale = [tmp_path / f".model.npz.k1lled{files.TEMP_SUFFIX}", tmp_path / f".metrics.json.x9_2{files.TEMP_SUFFIX}"]
+    stale = [
+        tmp_path / f".model.npz.k1lled{files.TEMP_SUFFIX}",
+        tmp_path / f".metrics.json.x9_2{files.TEMP_SUFFIX}",
+    ]
     for f in stale:
         f.write_bytes(b"half a file")
     assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0

@@ -96,9 +96,11 @@ def _add_train(commands) -> None:
 
 
 def main(argv=None) -> int:
-    process.interrupt_on_signals()
-    process.warnings_as_lines()
-    process.check_environment()
+    with process.command():  # SIGTERM/SIGHUP as Ctrl-C, warnings as lines, for this command only
+        return _main(argv)
+
+
+def _main(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
         from twolayer_xp.backend import CudaUnavailableError

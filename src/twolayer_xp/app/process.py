@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
+import warnings
 
 SIGNALS = ("SIGTERM", "SIGHUP")  # handled like SIGINT; names, since SIGHUP is POSIX-only
 MIN_ADDRESS_SPACE = 1 << 30  # numpy's BLAS reserves buffers per thread; below this, start-up can hang
@@ -24,13 +27,36 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be."""
 
 
-def interrupt_on_signals() -> None:
-    """Make SIGTERM and SIGHUP raise ``Terminated`` in the main thread. A signal someone chose to
-    ignore (``nohup`` ignores SIGHUP) stays ignored; only the default, dying silently, is replaced."""
+@contextlib.contextmanager
+def command():
+    """For the duration of one command: SIGTERM and SIGHUP as Ctrl-C, warnings as one line each,
+    the environment checked. What it changed is put back on the way out (a test, a notebook or
+    any other caller of ``cli.main`` keeps its own handlers)."""
+    _received.clear()
+    saved_signals = interrupt_on_signals()
+    saved_show = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        check_environment()
+        yield
+    finally:
+        warnings.showwarning = saved_show
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+
+
+def interrupt_on_signals() -> dict:
+    """Make SIGTERM and SIGHUP raise ``Terminated`` in the main thread; return the handlers they
+    had. A signal someone chose to ignore (``nohup`` ignores SIGHUP) stays ignored; only the
+    default, dying silently, is replaced."""
+    saved = {}
+    if threading.current_thread() is not threading.main_thread():
+        return saved  # only the main thread may set handlers (and only it receives signals)
     for name in SIGNALS:
         signum = getattr(signal, name, None)
         if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
-            signal.signal(signum, _raise)
+            saved[signum] = signal.signal(signum, _raise)
+    return saved
 
 
 def _raise(signum, frame) -> None:
@@ -49,7 +75,10 @@ def check_environment() -> None:
     fail an import halfway through a run; it is dropped with a warning instead."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is not None and not epoch.strip().lstrip("-").isdigit():
-        say(f"twolayer-xp: warning: SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds; ignored", err=True)
+        say(
+            f"twolayer-xp: warning: SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds; ignored",
+            err=True,
+        )
         del os.environ["SOURCE_DATE_EPOCH"]
 
 
@@ -68,11 +97,9 @@ def check_address_space() -> None:
         )
 
 
-def warnings_as_lines() -> None:
-    """Show Python warnings as one ``twolayer-xp: warning:`` line on stderr, through ``say``."""
-    import warnings
-
-    warnings.showwarning = lambda message, *args, **kwargs: say(f"twolayer-xp: warning: {message}", err=True)
+def _show_warning(message, *args, **kwargs) -> None:
+    """A Python warning as one ``twolayer-xp: warning:`` line on stderr."""
+    say(f"twolayer-xp: warning: {message}", err=True)
 
 
 def say(text: str, *, err: bool = False) -> None:

@@ -162,7 +162,8 @@ def made_folder(path: str | os.PathLike, what: str = "output folder"):
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _remove_if_empty(created)
-        raise ValueError(f"{what} {path} is not writable ({exc.strerror or exc})") from None
+        reason = "it exists and is not a folder" if os.path.lexists(path) else exc.strerror or exc
+        raise ValueError(f"{what} {path} is not writable ({reason})") from None
     try:
         yield path
     finally:
