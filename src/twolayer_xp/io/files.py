@@ -256,23 +256,24 @@ def _take_lock(folder: Path) -> Path:
     except FileExistsError:
         if _age(guard) > LOCK_WRITE_GRACE_S:  # left by a run killed mid-takeover
             guard.unlink(missing_ok=True)
-        raise FolderBusy(f"{folder} is in use by another run (taking it over)") from None
+        raise _busy(lock, " (taking it over)") from None
     try:
         _refuse_if_held(folder, lock)  # again, under the guard
         lock.unlink(missing_ok=True)
         try:
             return _create_lock(lock)
         except FileExistsError:  # a new run created it meanwhile: it proceeds, we stop
-            raise FolderBusy(f"{folder} is in use by another run") from None
+            raise _busy(lock, "") from None
     finally:
         os.close(guard_fd)
         guard.unlink(missing_ok=True)
 
 
 def _create_lock(lock: Path) -> Path:
+    record = json.dumps(own_record())  # before the file exists: it stays empty as briefly as can be
     fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(own_record()))
+        f.write(record)
     return lock
 
 
@@ -294,10 +295,14 @@ def process_start(pid: int) -> str | None:
 def _refuse_if_held(folder: Path, lock: Path) -> None:
     owner = _lock_owner(lock)
     if owner is not None:
-        raise FolderBusy(
-            f"{folder} is in use by another run{owner}; if no such process is alive, delete {lock} "
-            "and try again"
-        )
+        raise _busy(lock, owner)
+
+
+def _busy(lock: Path, owner: str) -> FolderBusy:
+    return FolderBusy(
+        f"{lock.parent} is in use by another run{owner}; if no such process is alive, delete {lock} "
+        "and try again"
+    )
 
 
 def _release_lock(lock: Path) -> None:
