@@ -14,6 +14,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable
+from typing import BinaryIO
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +43,11 @@ class ArrayHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_npz(path: str | os.PathLike, names: Callable[[str], bool], check: Callable[[dict], None]) -> dict:
+def read_npz(path: str | os.PathLike | BinaryIO, names: Callable[[str], bool], check: Callable[[dict], None]) -> dict:
     """{name: array} for the ``name.npy`` members with ``names(name)`` true (others are never read).
+
+    path: a file name, or a binary file already opened (``files.open_regular``: checked to be a
+    regular file of a plausible size first).
 
     ``check({name: ArrayHeader})`` runs before any data is decompressed; it raises to refuse.
     """
