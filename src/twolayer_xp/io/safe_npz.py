@@ -14,8 +14,8 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -43,7 +43,9 @@ class ArrayHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_npz(path: str | os.PathLike | BinaryIO, names: Callable[[str], bool], check: Callable[[dict], None]) -> dict:
+def read_npz(
+    path: str | os.PathLike | BinaryIO, names: Callable[[str], bool], check: Callable[[dict], None]
+) -> dict:
     """{name: array} for the ``name.npy`` members with ``names(name)`` true (others are never read).
 
     path: a file name, or a binary file already opened (``files.open_regular``: checked to be a
