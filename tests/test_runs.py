@@ -200,7 +200,13 @@ def test_two_runs_started_together_in_one_folder(tmp_path):
     _, stdout, stderr = next(d for d in done if d[0] == 2)
     lines = stderr.strip().splitlines()
     assert stdout == "" and len(lines) == 1, stderr
-    assert "is in use by another run (pid" in lines[0] or "already holds a run's files" in lines[0]
+    # the lock (its owner's pid, or none yet while it is being written; always the lock's path),
+    # or, had the second run started late, the first run's files
+    assert (
+        "in use by another run" in lines[0]
+        and str(out / files.LOCK_NAME) in lines[0]
+        or ("already holds a run's files" in lines[0])
+    )
     assert json.loads((out / "metrics.json").read_text())["iterations"] == 300
     assert not (out / files.LOCK_NAME).exists()
 
@@ -217,7 +223,7 @@ def test_lock_of_a_live_run_refuses_and_a_stale_one_is_taken_over(tmp_path):
     alive.wait()
     # the run that held it was killed: its lock is stale and the next run takes it
     with files.claim_folder(tmp_path, False, runs.OUTPUTS) as out:
-        assert (out / files.LOCK_NAME).read_text() == str(os.getpid())
+        assert json.loads((out / files.LOCK_NAME).read_text()) == files.own_record()
     assert not lock.exists()
 
 
@@ -233,12 +239,15 @@ def test_a_lock_still_being_written_is_not_taken_as_stale(tmp_path):
     old = time.time() - 10 * files.LOCK_WRITE_GRACE_S
     os.utime(lock, (old, old))
     with files.claim_folder(tmp_path, False, runs.OUTPUTS):
-        assert lock.read_text() == str(os.getpid())
+        assert json.loads(lock.read_text()) == files.own_record()
 
 
 def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, train):
     # what atomic_write leaves when a run is killed between mkstemp and the rename
-    stale = [tmp_path / ".model.npz.k1lled.tmp", tmp_path / ".metrics.json.x9_2.tmp"]
+    stale = [
+        tmp_path / f".model.npz.k1lled{files.TEMP_SUFFIX}",
+        tmp_path / f".metrics.json.x9_2{files.TEMP_SUFFIX}",
+    ]
     for f in stale:
         f.write_bytes(b"half a file")
     assert train("--out", tmp_path, "--num-iters", 20, "--quiet") == 0
@@ -459,5 +468,5 @@ def test_two_runs_finding_the_same_stale_lock_do_not_both_take_it(tmp_path, monk
     monkeypatch.setattr(files, "_lock_owner", owner_while_a_takes_over)
     with pytest.raises(ValueError, match=f"in use by another run \\(pid {os.getpid()}\\)"):
         files._take_lock(tmp_path)  # B
-    assert taken == [lock] and lock.read_text() == str(os.getpid())  # A holds it
+    assert taken == [lock] and json.loads(lock.read_text()) == files.own_record()  # A holds it
     assert not (tmp_path / (files.LOCK_NAME + ".takeover")).exists()

@@ -1,7 +1,8 @@
 """``twolayer-xp``: the command line. Parses flags, runs a command, prints one summary line.
 
 Exit codes: 0 done; 1 training diverged (the last finite state is kept); 2 bad input or a
-missing requirement (one line saying what and how to fix it, never a traceback); 130 interrupted.
+missing requirement (one line saying what and how to fix it, never a traceback); 130 interrupted
+(Ctrl-C), 143 / 129 ended by SIGTERM / SIGHUP (handled like Ctrl-C).
 The ``train`` flags are built from ``config.SETTINGS``, the one table of run settings.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import importlib.util
 import sys
 
+from twolayer_xp.app import process  # imports no numpy: signals are handled from the start
 from twolayer_xp.errors import one_line  # imports nothing: usable while numpy is still loading
 
 EPILOG = """\
@@ -28,6 +30,7 @@ outputs (in --out): model.npz (with its preprocessing), metrics.json, history.np
 use the model: twolayer-xp predict MODEL INPUT | evaluate MODEL INPUT | export MODEL OUT.onnx
 resuming may change only: {resume}
 exit codes: 0 ok, 1 training diverged, 2 bad input or missing requirement, 130 interrupted
+(Ctrl-C), 143 / 129 SIGTERM / SIGHUP (handled like Ctrl-C: the last checkpoint is kept)
 """
 CLI_EXTRAS = {"matplotlib": "matplotlib", "tqdm": "tqdm", "sklearn": "scikit-learn"}
 GROUPS = {
@@ -103,12 +106,18 @@ def _add_train(commands) -> None:
 
 
 def main(argv=None) -> int:
+    with process.command():  # SIGTERM/SIGHUP as Ctrl-C, warnings as lines, for this command only
+        return _main(argv)
+
+
+def _main(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
         from twolayer_xp.backend import CudaUnavailableError
         from twolayer_xp.core.training import TrainingDivergedError
 
         try:
+            process.check_address_space()
             if args.command == "sweep":
                 from twolayer_xp.app.sweep import command as sweep
 
@@ -129,9 +138,9 @@ def main(argv=None) -> int:
                 "out of memory: the sizes asked for do not fit; use a smaller --hidden-size or --batch-size"
             )
             return 2
-    except KeyboardInterrupt as exc:  # during start-up (imports) or a run
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP, during start-up (imports) or a run
         _fail(str(exc) or "interrupted before anything was saved")
-        return 130
+        return process.exit_code()
 
 
 def _train(args) -> int:
@@ -155,7 +164,9 @@ def _train(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(result.summary())
+    for warning in result.warnings:
+        process.say(f"twolayer-xp: warning: {warning}", err=True)
+    process.say(result.summary())
     return 0
 
 
@@ -186,7 +197,12 @@ class _ProgressBar:
         if self.bar is None:
             start = info["iteration"] - len(info["losses"])
             self.bar = tqdm(
-                total=info["num_iters"], initial=start, desc=self.desc, unit="it", dynamic_ncols=True
+                total=info["num_iters"],
+                initial=start,
+                desc=self.desc,
+                unit="it",
+                dynamic_ncols=True,
+                file=process.Guarded(sys.stderr),  # a closed or full stderr never fails the run
             )
         self.bar.update(info["iteration"] - self.bar.n)
         postfix = {"loss": f"{info['losses'][-1]:.4f}"}
@@ -201,7 +217,7 @@ class _ProgressBar:
 
 
 def _fail(what: BaseException | str) -> None:
-    print(f"twolayer-xp: error: {one_line(what)}", file=sys.stderr)
+    process.say(f"twolayer-xp: error: {one_line(what)}", err=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from twolayer_xp.errors import one_line
-from twolayer_xp.io.files import atomic_write
+from twolayer_xp.io.files import FileRefused, atomic_write, open_regular
 from twolayer_xp.io.safe_npz import NpzError, read_npz
 
 FORMAT = "twolayer-xp-checkpoint"
@@ -31,6 +31,7 @@ VERSION = 1
 # Caps on what loading may allocate. CIFAR-10 (D=3072) with H=10,000 hidden units in float64 is
 # 246 MB of params; 1 GiB leaves 4x headroom yet stays loadable on a laptop.
 MAX_BYTES = 1 << 30  # all arrays read from one checkpoint
+MAX_FILE_BYTES = MAX_BYTES + (16 << 20)  # the arrays plus zip and .npy headers
 # The header is JSON text; its history holds one loss per iteration (~20 characters each), so
 # 32 Mi characters keep about 1.5 million iterations, 128 MiB as a numpy unicode array.
 MAX_HEADER_CHARS = 32 << 20
@@ -178,16 +179,23 @@ def load(path: str | os.PathLike, layout: Layout) -> tuple[dict, dict, dict]:
     """(params, header, extra arrays) from a checkpoint of ``layout``; CheckpointError if it is
     not one: every param present and finite, every header field as declared."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        file = open_regular(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
         npz = path.with_name(path.name + ".npz")
         hint = f" (did you mean {npz}?)" if npz.is_file() else ""
-        raise CheckpointError(f"checkpoint {path} does not exist{hint}")
+        raise CheckpointError(f"checkpoint {path} does not exist{hint}") from None
+    except FileRefused as exc:
+        raise CheckpointError(f"checkpoint {exc}; a checkpoint is a .npz file") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path} ({exc.strerror or exc})") from None
     try:
-        contents = read_npz(
-            path,
-            lambda name: name in layout.params or name == "header" or name.startswith("extra_"),
-            lambda headers: _check_arrays(headers, layout),
-        )
+        with file:
+            contents = read_npz(
+                file,
+                lambda name: name in layout.params or name == "header" or name.startswith("extra_"),
+                lambda headers: _check_arrays(headers, layout),
+            )
     except NpzError as exc:
         raise CheckpointError(f"{path} is not a readable twolayer-xp checkpoint ({one_line(exc)})") from None
     if "header" not in contents:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from twolayer_xp.io import mnist, user_data
-from twolayer_xp.io.cifar_batches import CIFAR10_ROW, DataError, read_batch
-from twolayer_xp.io.files import atomic_write
+from twolayer_xp.io.cifar_batches import CIFAR10_ROW, MAX_BATCH_FILE_BYTES, DataError, read_batch
+from twolayer_xp.io.files import FileRefused, atomic_write, check_regular, expand_path, open_regular
 from twolayer_xp.io.mnist import POOCH_FIX, default_data_dir, has_tqdm
 from twolayer_xp.io.preprocessing import Preprocessing, fitted
 
@@ -31,6 +31,7 @@ DIGITS_SCALE = 16.0  # digits' pixel intensities are 0..16
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_ARCHIVE_BYTES = 170_498_071  # what CIFAR10_MD5 was computed over
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
@@ -242,14 +243,16 @@ def _to_hwc(rows: np.ndarray, dtype: str) -> np.ndarray:
 def find_or_fetch_cifar10(data_dir=None, download: bool = True) -> Path:
     """The ``cifar-10-batches-py`` folder: found in data_dir, or unpacked from the archive there,
     or downloaded (md5-checked) into data_dir and unpacked. data_dir defaults to the user cache."""
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    data_dir = expand_path(data_dir, "data_dir (--data-dir)") if data_dir is not None else default_data_dir()
     if data_dir.name == CIFAR10_FOLDER and data_dir.is_dir():
         return _checked_folder(data_dir)
     folder = data_dir / CIFAR10_FOLDER
     if folder.is_dir():
         return _checked_folder(folder)
     archive = data_dir / CIFAR10_ARCHIVE
-    if not archive.is_file():
+    if os.path.lexists(archive):  # whatever sits there is checked, never replaced by a download
+        _check_file(archive, CIFAR10_ARCHIVE_BYTES)
+    else:
         if not download:
             raise DataError(f"CIFAR-10 not found in {data_dir} (no {CIFAR10_FOLDER}/ or {CIFAR10_ARCHIVE})")
         _download(archive)
@@ -283,7 +286,7 @@ def _download(archive: Path) -> None:
 
 def _check_md5(archive: Path) -> None:
     digest = hashlib.md5()
-    with open(archive, "rb") as f:
+    with open_regular(archive, CIFAR10_ARCHIVE_BYTES) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     if digest.hexdigest() != CIFAR10_MD5:
@@ -297,7 +300,7 @@ def _extract(archive: Path, data_dir: Path) -> None:
     """Unpack only the expected regular files of the archive (no links, no paths outside)."""
     wanted = {f"{CIFAR10_FOLDER}/{name}" for name in CIFAR10_FILES}
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with open_regular(archive, CIFAR10_ARCHIVE_BYTES) as f, tarfile.open(fileobj=f, mode="r:gz") as tar:
             for member in tar.getmembers():
                 if member.name in wanted and member.isfile():
                     source = tar.extractfile(member)
@@ -308,8 +311,24 @@ def _extract(archive: Path, data_dir: Path) -> None:
         ) from None
 
 
+def _check_file(path: Path, max_bytes: int) -> bool:
+    """True if ``path`` is a regular file of at most ``max_bytes``, False if it is missing; a
+    DataError if it is something else (a FIFO, a device, a folder, a link to one of them)."""
+    try:
+        check_regular(path, max_bytes)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise DataError(
+                f"{path} is a link to a missing file; remove it or point it at the file"
+            ) from None
+        return False
+    except FileRefused as exc:
+        raise DataError(f"{exc}; CIFAR-10 is read only from regular files") from None
+    return True
+
+
 def _checked_folder(folder: Path) -> Path:
-    missing = [name for name in CIFAR10_FILES if not (folder / name).is_file()]
+    missing = [name for name in CIFAR10_FILES if not _check_file(folder / name, MAX_BATCH_FILE_BYTES)]
     if missing:
         raise DataError(
             f"{folder} is missing {', '.join(missing)}; delete the folder and run again to re-download"

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from twolayer_xp.io.cifar_batches import DataError
+from twolayer_xp.io.files import expand_path
 from twolayer_xp.io.idx import read_idx
 
 POOCH_FIX = 'pip install -e ".[cli]"'  # pooch comes with the cli extra
@@ -62,11 +63,18 @@ IDX_SETS = {
 
 
 def default_data_dir() -> Path:
-    """Where downloaded data is looked for and cached: $TWOLAYER_XP_DATA, else the user cache dir."""
+    """Where downloaded data sets are looked for and cached: $TWOLAYER_XP_DATA, else the user cache dir."""
     if os.environ.get("TWOLAYER_XP_DATA"):
-        return Path(os.environ["TWOLAYER_XP_DATA"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "twolayer-xp"
+        return expand_path(os.environ["TWOLAYER_XP_DATA"], "TWOLAYER_XP_DATA")
+    if os.environ.get("XDG_CACHE_HOME"):
+        return expand_path(os.environ["XDG_CACHE_HOME"], "XDG_CACHE_HOME") / "twolayer-xp"
+    try:
+        return expand_path("~/.cache", "the default data folder") / "twolayer-xp"
+    except ValueError:
+        raise ValueError(
+            "HOME is unset and this user has no home, so there is no default data folder; "
+            "set TWOLAYER_XP_DATA or pass --data-dir"
+        ) from None
 
 
 def default_split(num_train=None, num_val=None, num_test=None) -> dict:

@@ -15,6 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -42,8 +43,13 @@ class ArrayHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_npz(path: str | os.PathLike, names: Callable[[str], bool], check: Callable[[dict], None]) -> dict:
+def read_npz(
+    path: str | os.PathLike | BinaryIO, names: Callable[[str], bool], check: Callable[[dict], None]
+) -> dict:
     """{name: array} for the ``name.npy`` members with ``names(name)`` true (others are never read).
+
+    path: a file name, or a binary file already opened (``files.open_regular``: checked to be a
+    regular file of a plausible size first).
 
     ``check({name: ArrayHeader})`` runs before any data is decompressed; it raises to refuse.
     """

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from twolayer_xp.app import config as configs
+from twolayer_xp.app import process
 from twolayer_xp.app.flags import add_settings, checked
 from twolayer_xp.app.sweep.config import (
     CONSTRAINTS,
@@ -91,12 +91,14 @@ def command(args: argparse.Namespace) -> int:
             raise
         reason = one_line(getattr(exc, "orig", None) or exc, limit=300)
         raise OSError(f"the study's storage failed ({reason}); run the same command to continue") from None
-    except KeyboardInterrupt:
-        print(
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP
+        process.say(
             f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are re-run "
             "after a restart): run the same command to continue",
-            file=sys.stderr,
+            err=True,
         )
-        return 130
-    print(result["summary"])
+        return process.exit_code()
+    for warning in result["warnings"]:
+        process.say(f"twolayer-xp: warning: {warning}", err=True)
+    process.say(result["summary"])
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from twolayer_xp.app import config as configs
 from twolayer_xp.core import validation
 from twolayer_xp.core.validation import POSITIVE_INT
+from twolayer_xp.io import files
 
 SAMPLERS = ("tpe", "random", "grid")
 HEARTBEAT_SECONDS = 10
@@ -97,7 +98,8 @@ class SweepConfig:
             self.lr = _range("lr", self.lr, defaults["learning_rate"])
             self.reg = _range("reg", self.reg, defaults["reg"])
         self.trials = self.trials or DEFAULT_TRIALS
-        self.out = str(self.out or Path("runs") / f"sweep-{configs.label(self.dataset)}")
+        default_out = Path("runs") / f"sweep-{configs.label(self.dataset)}"
+        self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
         self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
         self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
         self.search = {

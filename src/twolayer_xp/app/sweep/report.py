@@ -7,15 +7,18 @@ retry) or surplus ones turned away unrun; neither counts.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
+import json
 import math
 import platform
+import sys
+import warnings
 from pathlib import Path
 
 from twolayer_xp import __version__
-from twolayer_xp.app import provenance
+from twolayer_xp.app import process, provenance, runs
+from twolayer_xp.errors import one_line
 from twolayer_xp.io import files
 
 SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
@@ -75,9 +78,9 @@ def write_trials_csv(study, path: Path) -> None:
     files.atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def save_figure(trials, config, path: Path) -> None:
-    """sweep.png: the completed and diverged trials over learning rate x reg, best starred."""
-    from twolayer_xp.app import plots
+def save_figure(trials, config, path: Path) -> list[str]:
+    """sweep.png: the completed and diverged trials over learning rate x reg, best starred; a
+    line saying why if it could not be drawn (``runs.save_figures``)."""
 
     def points(kind):
         return [
@@ -87,30 +90,50 @@ def save_figure(trials, config, path: Path) -> None:
         ]
 
     best = best_trial(trials)
-    figure = plots.sweep_figure(
-        points("completed"),
-        points("diverged"),
-        None if best is None else (best.params["learning_rate"], best.params["reg"], best.value, best.number),
-        config.lr,
-        config.reg,
-        config.study,
+    starred = (
+        None if best is None else (best.params["learning_rate"], best.params["reg"], best.value, best.number)
     )
-    plots.save(figure, path)
+    return runs.save_figures(
+        {
+            path: lambda plots: plots.sweep_figure(
+                points("completed"), points("diverged"), starred, config.lr, config.reg, config.study
+            )
+        }
+    )
+
+
+BEST_LOCK_WAIT_S = 300.0  # another worker holds best/ only while it saves one net
+MAX_METRICS_BYTES = 1 << 20
+STUDY_MARK = "study.json"  # which study an --out belongs to
+
+
+def claim_out(out: Path, config, mark: bool = True) -> None:
+    """Refuse an ``--out`` that holds another study's results; ``mark`` a new one as this study's."""
+    path = out / STUDY_MARK
+    with files.locked(out, wait_s=BEST_LOCK_WAIT_S):
+        owner = _read_json(path, "study")
+        if owner is None and mark:
+            files.write_json(path, {"study": config.study, "storage": _shown(config.storage)})
+        elif owner is not None and owner["study"] != config.study:
+            raise ValueError(
+                f"--out {out} holds the results of study {owner['study']!r} ({owner.get('storage')}); "
+                f"study {config.study!r} needs another --out"
+            )
 
 
 def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
-    """best/model.npz and best/metrics.json, if ``trial`` beats the one saved there (file lock:
-    the workers sharing this folder replace it one at a time)."""
+    """best/model.npz and best/metrics.json, if ``trial`` beats the one saved there. The workers
+    sharing this folder replace it one at a time (its lock), and the two files as one unit: a
+    reader sees both old or both new. An unreadable previous best counts as absent (a warning)."""
     best = out / "best"
     best.mkdir(parents=True, exist_ok=True)
-    with _locked(best / ".lock"):
-        saved = best / "metrics.json"
-        if saved.exists():
-            import json
-
-            previous = json.loads(saved.read_text())
-            if (previous["val_accuracy"], -previous["trial"]) >= (accuracy["val"], -trial.number):
-                return
+    with files.locked(best, wait_s=BEST_LOCK_WAIT_S):
+        previous = _read_json(best / "metrics.json", "val_accuracy", "trial")
+        if previous is not None and (previous["val_accuracy"], -previous["trial"]) >= (
+            accuracy["val"],
+            -trial.number,
+        ):
+            return
         metrics = {
             "study": config.study,
             "storage": _shown(config.storage),
@@ -130,23 +153,30 @@ def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
             "provenance": provenance.collect(net.backend),
         }
         net.metadata = {**net.metadata, "sweep": metrics, "preprocessing": dataset.preprocessing.metadata()}
-        net.save(best / "model.npz", arrays=dataset.preprocessing.arrays())
-        files.write_json(saved, metrics)
+        with files.together():
+            net.save(best / "model.npz", arrays=dataset.preprocessing.arrays())
+            files.write_json(best / "metrics.json", metrics)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
+def _read_json(path: Path, *keys: str) -> dict | None:
+    """The JSON object in ``path`` if it holds ``keys`` (numbers, or a str for "study"); None if
+    it is missing, or unreadable (with a warning: it is then treated as absent)."""
     try:
-        import fcntl
-    except ImportError:  # not POSIX: one worker per folder
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        with files.open_regular(path, MAX_METRICS_BYTES) as f:
+            data = json.loads(f.read())
+        expected = {key: str if key == "study" else (int, float) for key in keys}
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in expected.items()):
+            raise ValueError(f"not a JSON object with {', '.join(keys)}")
+        return data
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        warnings.warn(
+            f"{path} is unreadable ({one_line(exc, limit=200)}); treated as absent",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
 
 
 def _shown(url: str) -> str:
@@ -173,6 +203,7 @@ class TrialsBar:
                 desc=self.config.study,
                 unit="trial",
                 dynamic_ncols=True,
+                file=process.Guarded(sys.stderr),  # a closed or full stderr never fails the sweep
             )
         self.bar.update(min(done, self.config.trials) - self.bar.n)
         if best is not None:

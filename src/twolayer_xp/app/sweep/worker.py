@@ -9,7 +9,6 @@ import os
 import socket
 import time
 import warnings
-from pathlib import Path
 
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import runs
@@ -24,6 +23,7 @@ from twolayer_xp.app.sweep.study import (
 )
 from twolayer_xp.backend import resolve
 from twolayer_xp.core.population import Population
+from twolayer_xp.io import files
 
 TRAIN_EVAL_ROWS = 5000  # train accuracy is measured on the first rows of the training split
 
@@ -32,18 +32,29 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     """Join (or start) the study and work on it until it holds ``config.trials`` results.
 
     Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run',
-    'seconds', 'load_seconds', 'train_seconds', 'study_seconds'} for this worker. ``options``: SweepConfig fields.
+    'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'warnings' (figures not drawn)}
+    for this worker. ``options``: SweepConfig fields.
     """
     started = time.perf_counter()
     config = config or SweepConfig(**options)
     optuna = import_optuna()
-    out = _output_folder(Path(config.out))
-    storage = open_storage(config.storage, config.heartbeat)
-    study = open_study(optuna, storage, config)
+    # Everything that can fail without touching --out or the storage comes first (a missing
+    # device, missing data); a failure after it removes the folders this worker created empty.
     data = configs.RunConfig(dataset=config.dataset, dtype=config.dtype, label_column=config.label_column)
     ds = runs.load_data(data.resolved())
     placed = _placed(ds, config)
-    loaded = time.perf_counter()
+    with files.made_folder(config.out, "--out") as out:
+        report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
+        storage = open_storage(config.storage, config.heartbeat)
+        study = open_study(optuna, storage, config)
+        report.claim_out(out, config)
+        loaded = time.perf_counter()
+        return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
+
+
+def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock: tuple) -> dict:
+    """Claim, train and tell populations until the study holds ``config.trials`` results."""
+    started, loaded = clock
     worker = Worker(optuna, study, storage, config, ds, placed, out)
     with report.TrialsBar(config, enabled=progress) as bar, worker.heartbeat:
         while True:
@@ -65,7 +76,7 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
                 time.sleep(min(config.heartbeat, 1.0))
     trials = study.get_trials(deepcopy=False)
     report.write_trials_csv(study, out / "trials.csv")
-    report.save_figure(trials, config, out / "sweep.png")
+    figure_warnings = report.save_figure(trials, config, out / "sweep.png")
     seconds = time.perf_counter() - started
     result = {
         "study": study,
@@ -75,17 +86,10 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
         "train_seconds": worker.train_seconds,
         "load_seconds": loaded - started,
         "study_seconds": worker.study_seconds,  # storage and sampler: asks, tells, heartbeats, trials.csv
+        "warnings": figure_warnings,
     }
     result["summary"] = report.summary(config, trials, result)
     return result
-
-
-def _output_folder(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"output folder {out} is not writable ({exc.strerror or exc})") from None
-    return out
 
 
 def _placed(ds, config: SweepConfig) -> dict:

@@ -1,0 +1,158 @@
+"""How a command meets its process: signals, the terminal, the address-space limit.
+
+- SIGTERM (Slurm, Kubernetes, ``kill``) and SIGHUP (the terminal closed) take the path Ctrl-C
+  takes: a ``KeyboardInterrupt`` raised in the main thread, so a run saves what it can, says
+  so, releases its locks, and the command exits 128 + the signal's number.
+- Text for the terminal goes through ``say`` or a ``Guarded`` stream: what cannot be encoded is
+  written with backslash escapes, and a closed pipe, a full disk or a closed stream drops the
+  text quietly. Writing to the terminal never turns a finished run into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import warnings
+
+SIGNALS = ("SIGTERM", "SIGHUP")  # handled like SIGINT; names, since SIGHUP is POSIX-only
+MIN_ADDRESS_SPACE = 1 << 30  # numpy's BLAS reserves buffers per thread; below this, start-up can hang
+
+_received: list[int] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+@contextlib.contextmanager
+def command():
+    """For the duration of one command: SIGTERM and SIGHUP as Ctrl-C, warnings as one line each,
+    the environment checked. What it changed is put back on the way out (a test, a notebook or
+    any other caller of ``cli.main`` keeps its own handlers)."""
+    _received.clear()
+    saved_signals = interrupt_on_signals()
+    saved_show = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        check_environment()
+        yield
+    finally:
+        warnings.showwarning = saved_show
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+
+
+def interrupt_on_signals() -> dict:
+    """Make SIGTERM and SIGHUP raise ``Terminated`` in the main thread; return the handlers they
+    had. A signal someone chose to ignore (``nohup`` ignores SIGHUP) stays ignored; only the
+    default, dying silently, is replaced."""
+    saved = {}
+    if threading.current_thread() is not threading.main_thread():
+        return saved  # only the main thread may set handlers (and only it receives signals)
+    for name in SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+            saved[signum] = signal.signal(signum, _raise)
+    return saved
+
+
+def _raise(signum, frame) -> None:
+    _received.append(signum)
+    raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+def exit_code() -> int:
+    """The exit status of an interrupted command: 128 + the signal that ended it (130: Ctrl-C)."""
+    return 128 + (_received[-1] if _received else signal.SIGINT)
+
+
+def check_environment() -> None:
+    """Variables that libraries parse while they are imported, checked first: a malformed
+    ``SOURCE_DATE_EPOCH`` (reproducible builds' clock, read by numpy.f2py and matplotlib) would
+    fail an import halfway through a run; it is dropped with a warning instead."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None and not epoch.strip().lstrip("-").isdigit():
+        say(
+            f"twolayer-xp: warning: SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds; ignored",
+            err=True,
+        )
+        del os.environ["SOURCE_DATE_EPOCH"]
+
+
+def check_address_space() -> None:
+    """A ValueError saying so if ``ulimit -v`` leaves less address space than start-up needs:
+    numpy's BLAS then fails to allocate its buffers and can hang instead of raising."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < MIN_ADDRESS_SPACE:
+        raise ValueError(
+            f"the address space is limited to {soft >> 20} MiB (ulimit -v {soft >> 10}); twolayer-xp "
+            f"needs at least {MIN_ADDRESS_SPACE >> 20} MiB: raise the limit (ulimit -v {MIN_ADDRESS_SPACE >> 10})"
+        )
+
+
+def _show_warning(message, *args, **kwargs) -> None:
+    """A Python warning as one ``twolayer-xp: warning:`` line on stderr."""
+    say(f"twolayer-xp: warning: {message}", err=True)
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print one line on stdout (or stderr), never raising (see ``Guarded``)."""
+    stream = Guarded(sys.stderr if err else sys.stdout)
+    stream.write(text + "\n")
+    stream.flush()
+
+
+class Guarded:
+    """A text stream whose writes never raise. Characters its encoding lacks (a non-UTF-8 path,
+    an ASCII locale) are written as backslash escapes; once a write fails (closed pipe, full
+    disk, closed or missing stream) the stream's file descriptor is pointed at /dev/null, so
+    neither later writes nor the interpreter's final flush fail, and the text is dropped."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:
+            try:
+                self.stream.write(text.encode(self.encoding, "backslashreplace").decode(self.encoding))
+            except (OSError, ValueError):  # ValueError: the stream was closed
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream is not None and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        if self.stream is None:
+            raise OSError("no stream")
+        return self.stream.fileno()
+
+    def _drop(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a file descriptor (a test's capture): nothing flushes it at exit
+        self.stream = None

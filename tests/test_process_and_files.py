@@ -1,0 +1,482 @@
+"""Hostile files, paths, signals, streams, locks and environments (issue 19, classes 1-4, 8, 10):
+real FIFOs, real symlinks, real processes and real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twolayer_xp import TwoLayerNet
+from twolayer_xp.app import runs
+from twolayer_xp.io import checkpoint, datasets, files
+from twolayer_xp.io.cifar_batches import DataError
+
+RUN = [sys.executable, "-m", "twolayer_xp", "train"]
+QUICK = ["--num-iters", "20", "--no-progress"]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and signals are POSIX")
+
+
+def run_cli(args, **kwargs):
+    kwargs.setdefault("capture_output", True)
+    return subprocess.run([*RUN, *map(str, args)], env={**ENV, **kwargs.pop("env", {})}, timeout=60, **kwargs)
+
+
+def no_hang(seconds=5):
+    """Turn a hang into a failure: SIGALRM raises in the test's thread after ``seconds``."""
+
+    def fire(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+
+
+@pytest.fixture(autouse=True)
+def _cancel_alarm():
+    yield
+    signal.alarm(0)
+
+
+# -- 1. a run removes only what it made; an empty path is refused ---------------------------------
+
+
+def test_a_run_keeps_the_users_tmp_files_and_folders(tmp_path, train, cifar):
+    """--out an existing folder that is also --data-dir, holding the user's *.tmp files and a
+    *.tmp folder: the run finishes and every one of them is still there, unchanged."""
+    cifar.write_cifar(tmp_path)
+    (tmp_path / ".notes.tmp").write_text("mine")
+    (tmp_path / ".download.tmp").write_text("half a download, mine")
+    (tmp_path / ".cache.tmp").mkdir()
+    sizes = ["--num-train", "100", "--num-val", "10", "--num-test", "10"]
+    assert train("--out", tmp_path, "--dataset", "cifar10", "--data-dir", tmp_path, *sizes, *QUICK) == 0
+    assert (tmp_path / ".notes.tmp").read_text() == "mine"
+    assert (tmp_path / ".download.tmp").read_text() == "half a download, mine"
+    assert (tmp_path / ".cache.tmp").is_dir()
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys, train, one_error_line):
+    monkeypatch.chdir(tmp_path)
+    assert train("--out", "", *QUICK) == 2
+    assert "empty path" in one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+
+
+def test_an_empty_sweep_out_is_refused():
+    pytest.importorskip("optuna")
+    from twolayer_xp.app.sweep.config import SweepConfig
+
+    with pytest.raises(ValueError, match="--out is an empty path"):
+        SweepConfig(out="")
+
+
+# -- 2. signals: SIGTERM and SIGHUP as Ctrl-C -------------------------------------------------------
+
+
+def wait_for(path: Path, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@posix_only
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_train_ended_by_a_signal_keeps_its_checkpoint_and_says_how_to_resume(tmp_path, signum):
+    out = tmp_path / "run"
+    args = [*RUN, "--out", str(out), "--num-iters", "1000000", "--checkpoint-every", "50", "--no-progress"]
+    with subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        wait_for(out / "model.npz", p)
+        p.send_signal(signum)
+        _, stderr = p.communicate(timeout=30)
+    assert p.returncode == 128 + signum, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"continue with --resume {out / 'model.npz'}" in lines[0], stderr
+    # the lock is gone, no temp left; an interrupted run still says what it did (metrics, plot)
+    assert sorted(p.name for p in out.iterdir()) == ["history.npz", "loss.png", "metrics.json", "model.npz"]
+    assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+    assert TwoLayerNet.load(out / "model.npz").iteration % 50 == 0
+
+
+@posix_only
+def test_a_sweep_worker_ended_by_sigterm_exits_143_and_leaves_no_lock(tmp_path):
+    pytest.importorskip("optuna")
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "twolayer_xp", "sweep", "--out", str(out), "--quiet", "--trials", "400"]
+    args += ["--population", "2", "--num-iters", "100", "--hidden-size", "16"]
+    with subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        wait_for(out / "trials.csv", p, timeout=60)
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=30)
+    assert p.returncode == 143, stderr
+    assert "interrupted; study" in stderr and "run the same command to continue" in stderr
+    assert not list(out.rglob(files.LOCK_NAME + "*")) and not list(out.rglob(f"*{files.TEMP_SUFFIX}"))
+
+
+@posix_only
+def test_nohup_keeps_sighup_ignored_and_main_restores_the_handlers(train, tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    assert train("--out", "", *QUICK) == 2
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+    code = "import signal; from twolayer_xp.app import process; held = process.command(); held.__enter__(); "
+    code += "print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is process._raise)"
+    done = subprocess.run(["nohup", sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert done.stdout.split() == ["True", "True"], done
+
+
+# -- 2. output streams: the terminal never fails a finished run -----------------------------------
+
+STREAMS = {
+    "stdout-full": ("{run} > /dev/full", []),
+    "stdout-closed-pipe": ("{run} | head -c 0", []),
+    "stderr-full-bar": ("{run} 2> /dev/full", ["--num-iters", "20"]),
+    "stderr-closed-bar": ("{run} 2>&-", ["--num-iters", "20"]),
+    "stdout-closed": ("{run} >&-", []),
+}
+
+
+@posix_only
+@pytest.mark.parametrize("case", sorted(STREAMS))
+def test_a_finished_run_exits_0_whatever_its_streams(tmp_path, case):
+    shell, extra = STREAMS[case]
+    out = tmp_path / "run"
+    command = " ".join(map(str, [*RUN, "--out", out, *(extra or QUICK)]))
+    done = subprocess.run(
+        ["bash", "-c", shell.format(run=command) + "; exit ${PIPESTATUS[0]}"], env=ENV, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"Traceback" not in done.stderr and b"Exception ignored" not in done.stderr, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(runs.OUTPUTS)
+
+
+@posix_only
+@pytest.mark.parametrize("encoding", ["ascii", "utf-8:strict"])
+def test_a_path_the_terminal_cannot_encode_is_printed_with_escapes(tmp_path, encoding):
+    out = os.fsencode(tmp_path) + b"/run-\xff\xe9"  # not UTF-8
+    done = subprocess.run(
+        [*map(os.fsencode, RUN), b"--out", out, *map(os.fsencode, QUICK)],
+        env={**ENV, "PYTHONIOENCODING": encoding},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("ascii").rstrip().endswith("run-\\udcff\\udce9")
+    assert sorted(map(os.fsdecode, os.listdir(out))) == sorted(runs.OUTPUTS)
+
+
+# -- 3. special files and paths ---------------------------------------------------------------------
+
+
+def special(tmp_path, kind) -> Path:
+    """A path that is a FIFO, a link to /dev/zero or /dev/urandom, or a folder."""
+    path = tmp_path / f"special-{kind}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(f"/dev/{kind}")
+    return path
+
+
+SPECIAL = {"fifo": "FIFO", "zero": "character device", "urandom": "character device", "folder": "directory"}
+
+
+@posix_only
+@pytest.mark.parametrize("kind", sorted(SPECIAL))
+def test_a_cifar_archive_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind, monkeypatch):
+    monkeypatch.setattr(datasets, "_download", lambda archive: pytest.fail("tried to download over it"))
+    special(tmp_path, kind).rename(tmp_path / datasets.CIFAR10_ARCHIVE)
+    no_hang()
+    with pytest.raises(DataError, match=SPECIAL[kind]):
+        datasets.find_or_fetch_cifar10(tmp_path)
+    assert os.path.lexists(tmp_path / datasets.CIFAR10_ARCHIVE)  # still the user's, untouched
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["fifo", "zero", "folder"])
+def test_a_cifar_batch_that_is_not_a_regular_file_is_refused(tmp_path, kind, cifar):
+    folder = cifar.write_cifar(tmp_path)
+    (folder / "data_batch_2").unlink()
+    special(tmp_path, kind).rename(folder / "data_batch_2")
+    no_hang()
+    with pytest.raises(DataError, match=f"data_batch_2 is an? {SPECIAL[kind]}"):
+        datasets.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=10)
+
+
+@posix_only
+@pytest.mark.parametrize("kind", sorted(SPECIAL))
+def test_a_checkpoint_that_is_not_a_regular_file_is_named_for_what_it_is(tmp_path, kind, capsys, train):
+    path = special(tmp_path, kind)
+    no_hang()
+    with pytest.raises(checkpoint.CheckpointError, match=SPECIAL[kind]):
+        TwoLayerNet.load(path)
+    assert train("--resume", path, "--out", tmp_path / "out", *QUICK) == 2
+    err = capsys.readouterr().err
+    assert SPECIAL[kind] in err and "does not exist" not in err
+
+
+def test_a_checkpoint_larger_than_any_net_is_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "huge.npz"
+    with open(path, "wb") as f:
+        f.truncate(checkpoint.MAX_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(checkpoint.CheckpointError, match="bytes; at most"):
+        TwoLayerNet.load(path)
+
+
+@pytest.mark.parametrize("where", ["flag", "variable"])
+def test_a_path_whose_tilde_cannot_be_expanded_is_one_line_naming_it(
+    where, monkeypatch, capsys, tmp_path, train
+):
+    args = ["--dataset", "cifar10", "--out", tmp_path / "out", *QUICK]
+    if where == "flag":
+        args += ["--data-dir", "~nosuchuser-xyz/cifar"]
+    else:
+        monkeypatch.setenv("TWOLAYER_XP_DATA", "~nosuchuser-xyz/cifar")
+    assert train(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nosuchuser-xyz" in err
+    assert ("--data-dir" if where == "flag" else "TWOLAYER_XP_DATA") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_home_and_no_passwd_entry_is_one_line(monkeypatch, capsys, tmp_path, train):
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "TWOLAYER_XP_DATA", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert train("--dataset", "cifar10", "--out", tmp_path / "out", *QUICK) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "HOME is unset" in err and "TWOLAYER_XP_DATA" in err
+
+
+# -- 4. locks ---------------------------------------------------------------------------------------
+
+
+def test_a_lock_whose_pid_now_names_another_process_is_stale(tmp_path):
+    """A run's lock, left by its crash, whose pid now names an unrelated live process (the pid
+    was reused): the folder is free, not blocked forever."""
+    lock = files._take_lock(tmp_path)  # the lock as a run writes it; that run then dies
+    text = lock.read_text()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as unrelated:
+        if text.startswith("{"):
+            lock.write_text(json.dumps({**json.loads(text), "pid": unrelated.pid}))
+        else:  # a bare pid
+            lock.write_text(str(unrelated.pid))
+        try:
+            with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+                assert json.loads(lock.read_text())["pid"] == os.getpid()
+        finally:
+            unrelated.kill()
+    assert not lock.exists()
+
+
+def test_a_live_lock_names_its_file_and_how_to_clear_it(tmp_path):
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        record = {
+            "pid": alive.pid,
+            "started": files.process_start(alive.pid),
+            "host": files.own_record()["host"],
+        }
+        (tmp_path / files.LOCK_NAME).write_text(json.dumps(record))
+        try:
+            with pytest.raises(ValueError) as refused:
+                with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+                    pass
+        finally:
+            alive.kill()
+    message = str(refused.value)
+    assert f"(pid {alive.pid})" in message and f"delete {tmp_path / files.LOCK_NAME}" in message
+
+
+def test_a_lock_of_another_host_is_respected_and_named(tmp_path):
+    (tmp_path / files.LOCK_NAME).write_text(json.dumps({"pid": 1, "started": "5", "host": "elsewhere"}))
+    with pytest.raises(ValueError, match="pid 1 on host elsewhere"):
+        with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+            pass
+
+
+def test_a_lock_path_that_is_a_folder_is_reported_as_such(tmp_path):
+    (tmp_path / files.LOCK_NAME).mkdir()
+    with pytest.raises(ValueError, match="is a directory") as refused:
+        with files.claim_folder(tmp_path, False, runs.OUTPUTS):
+            pass
+    assert "in use by another run" not in str(refused.value)
+    assert (tmp_path / files.LOCK_NAME).is_dir()  # not ours to remove
+
+
+def test_a_waiting_lock_waits_for_its_holder(tmp_path):
+    code = (
+        "import sys, time; from pathlib import Path; from twolayer_xp.io import files\n"
+        "with files.locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(1.0)"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ValueError, match="in use"):
+            with files.locked(tmp_path):
+                pass
+        start = time.monotonic()
+        with files.locked(tmp_path, wait_s=30):
+            assert time.monotonic() - start > 0.1  # it waited for the holder
+    assert not (tmp_path / files.LOCK_NAME).exists()
+
+
+# -- 8. best/ is one unit; an --out belongs to one study -------------------------------------------
+
+
+def test_files_written_together_appear_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    files.write_json(a, {"v": "old"})
+    files.write_json(b, {"v": "old"})
+
+    def disk_full(f):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError), files.together():
+        files.write_json(a, {"v": "new"})
+        assert json.loads(a.read_text()) == {"v": "old"}  # not yet: the unit is not complete
+        files.atomic_write(b, disk_full)
+    assert json.loads(a.read_text()) == json.loads(b.read_text()) == {"v": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    with files.together():
+        files.write_json(a, {"v": "new"})
+        files.write_json(b, {"v": "new"})
+    assert json.loads(a.read_text()) == json.loads(b.read_text()) == {"v": "new"}
+
+
+@pytest.fixture
+def best_saver(tmp_path):
+    """save(trial_number, val) -> report.save_best of a tiny net as that trial."""
+    pytest.importorskip("optuna")
+    from types import SimpleNamespace
+
+    from twolayer_xp.app.sweep import report
+    from twolayer_xp.io.datasets import Dataset
+
+    X, y = np.zeros((1, 4), np.float32), np.zeros(1, np.int64)
+    ds = Dataset(
+        "tiny", X, y, X, y, X, y, mean_image=np.zeros(4, np.float32), image_shape=None, class_names=["a", "b"]
+    )
+    config = SimpleNamespace(study="s", storage="sqlite:///x.db", search={}, seed=0)
+
+    def save(number, val):
+        net = TwoLayerNet(4, 3, 2, rng=number)
+        trial = SimpleNamespace(number=number, params={"learning_rate": 0.1, "reg": 0.0}, user_attrs={})
+        accuracy = {"val": val, "train_eval": val, "test": val}
+        report.save_best(tmp_path, net, trial, accuracy, config, ds)
+
+    return save
+
+
+def test_a_failed_metrics_write_leaves_the_previous_best_whole(tmp_path, best_saver, monkeypatch):
+    best_saver(0, 0.5)
+    real_write_json = files.write_json
+
+    def full_disk(path, data):
+        if Path(path).name == "metrics.json":
+            raise OSError(28, "No space left on device")
+        real_write_json(path, data)
+
+    monkeypatch.setattr(files, "write_json", full_disk)
+    with pytest.raises(OSError):
+        best_saver(3, 0.9)
+    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    model = TwoLayerNet.load(tmp_path / "best" / "model.npz")
+    assert metrics["trial"] == model.metadata["sweep"]["trial"] == 0
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["metrics.json", "model.npz"]
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"trial": 2}', "[1, 2]", '{"val_accuracy": "x", "trial": 1}']
+)
+def test_an_unreadable_previous_best_is_absent_with_a_warning(tmp_path, best_saver, content):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "metrics.json").write_text(content)
+    with pytest.warns(RuntimeWarning, match="metrics.json is unreadable .* treated as absent"):
+        best_saver(4, 0.7)
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["trial"] == 4
+    assert not (tmp_path / "best" / files.LOCK_NAME).exists()
+
+
+def sweep(out, *args, study="A"):
+    from twolayer_xp.app import cli
+
+    return cli.main(
+        ["sweep", "--out", str(out), "--study", study, "--quiet", "--trials", "2", "--population", "2"]
+        + ["--num-iters", "30", "--hidden-size", "8", *map(str, args)]
+    )
+
+
+def test_an_out_belongs_to_one_study(tmp_path, capsys, one_error_line):
+    pytest.importorskip("optuna")
+    assert sweep(tmp_path, study="A") == 0
+    assert not list(tmp_path.rglob(files.LOCK_NAME + "*"))  # no sweep leaves a lock behind
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert sweep(tmp_path, study="B") == 2
+    line = one_error_line(capsys)
+    assert "'A'" in line and "'B'" in line and "another --out" in line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+# -- carried over: a failed sweep leaves no debris ------------------------------------------------
+
+
+def test_a_sweep_whose_storage_cannot_be_opened_leaves_no_out(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "new" / "sweep"
+    assert sweep(out, "--storage", f"sqlite:///{tmp_path}/no/such/folder/study.db") == 2
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_sweep_on_a_missing_device_creates_nothing(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    if sys.modules.get("cupy") is not None or __import__("importlib").util.find_spec("cupy"):
+        pytest.skip("CuPy is installed here")
+    out = tmp_path / "sweep"
+    assert sweep(out, "--device", "cuda") == 2
+    assert not out.exists()
+
+
+# -- 10. environment --------------------------------------------------------------------------------
+
+
+@posix_only
+def test_a_small_address_space_fails_fast_with_one_line(tmp_path):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (256000 * 1024, resource.RLIM_INFINITY))
+
+    start = time.monotonic()
+    done = run_cli(["--out", tmp_path / "run", *QUICK], preexec_fn=limit, text=True)
+    assert done.returncode == 2 and time.monotonic() - start < 30, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ulimit -v" in lines[0], done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "env", [{"MPLBACKEND": "nonexistent"}, {"SOURCE_DATE_EPOCH": "abc"}, {"TZ": "Garbage/Nowhere+99:99"}]
+)
+def test_a_broken_plotting_environment_is_a_warning_beside_a_finished_run(tmp_path, env):
+    done = run_cli(["--out", tmp_path / "run", *QUICK], env=env, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and all(
+        line.startswith("twolayer-xp: warning:") for line in done.stderr.splitlines()
+    ), done.stderr
+    assert {"model.npz", "metrics.json"} <= set(os.listdir(tmp_path / "run"))
