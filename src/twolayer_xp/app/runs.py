@@ -58,7 +58,9 @@ def default_out_dir(dataset: str, root: str | Path = "runs") -> Path:
     return out
 
 
-def load_data(config: RunConfig) -> datasets.Dataset:
+def load_data(config: RunConfig, read_only: bool = False) -> datasets.Dataset:
+    """The run's dataset. read_only: ``config.data_dir`` is only read (it came from a
+    checkpoint, which may name any path), never created, downloaded or unpacked into."""
     if config.dataset == "cifar10":
         return datasets.load_cifar10(
             config.data_dir,
@@ -66,6 +68,7 @@ def load_data(config: RunConfig) -> datasets.Dataset:
             num_val=config.num_val,
             num_test=config.num_test,
             dtype=config.dtype,
+            read_only=read_only,
         )
     return datasets.load(config.dataset, dtype=config.dtype)
 
@@ -97,6 +100,8 @@ def run(
 
 def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunResult:
     net = None
+    # A data_dir stored in a checkpoint is read, never written; one the user gave may be.
+    read_only = resume is not None and config.data_dir is None
     if resume is not None:
         net, config = _resumed(config, resume)
     else:
@@ -104,7 +109,7 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunR
     if out_dir is None:
         out_dir = Path(resume).parent if resume is not None else default_out_dir(config.dataset)
     with files.claim_folder(out_dir, _continuing(out_dir, resume), OUTPUTS) as out:
-        ds = load_data(config)
+        ds = load_data(config, read_only)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         if net is None:
             net = TwoLayerNet(
@@ -128,13 +133,16 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunR
 def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
     """The checkpointed net and its saved config, with the changes (the set fields of
     ``config``) a resume may make; it runs where it was saved unless told otherwise."""
-    _, header, _ = checkpoint.load(resume, model.LAYOUT)
+    params, header, _ = checkpoint.load(resume, model.LAYOUT)
     saved = (header.get("metadata") or {}).get("config")
-    if not isinstance(saved, dict) or saved.get("dataset") not in configs.DEFAULTS:
+    if not isinstance(saved, dict) or not saved:
         raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
-    merged = configs.resumed(saved, config.given())
+    facts = {"hidden_size": params["W1"].shape[1], "dtype": header["dtype"]}  # what the arrays say
+    try:
+        merged = configs.resumed(saved, config.given(), resume, facts)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
-    merged.dtype = net.dtype_name
     return net, merged
 
 

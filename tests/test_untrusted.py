@@ -1,0 +1,97 @@
+"""Untrusted inputs that steer the program (issue 19, classes 5 and 6): a checkpoint's stored run
+config is checked like its params, paths it names are only read, and tiny files or huge
+arguments are refused before they allocate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from twolayer_xp.app import config
+
+RUN_ARGS = ("--num-iters", 20, "--checkpoint-every", 10, "--hidden-size", 8, "--quiet")
+
+
+@pytest.fixture(scope="module")
+def checkpoint_of_a_run(tmp_path_factory):
+    """The bytes of a finished 20-iteration digits run's model.npz (hidden_size 8)."""
+    from twolayer_xp.app import cli
+
+    out = tmp_path_factory.mktemp("run")
+    assert cli.main(["train", "--out", str(out), *map(str, RUN_ARGS)]) == 0
+    return (out / "model.npz").read_bytes()
+
+
+def with_config(path, source: bytes, **changes):
+    """Write ``source`` to ``path`` with its stored run config changed (a value of ... deletes)."""
+    path.write_bytes(source)
+    with np.load(path) as f:
+        contents = {name: f[name] for name in f.files}
+    header = json.loads(str(contents["header"][()]))
+    stored = header["metadata"]["config"]
+    for name, value in changes.items():
+        if value is ...:
+            del stored[name]
+        else:
+            stored[name] = value
+    contents["header"] = np.asarray(json.dumps(header))
+    np.savez(path, **contents)
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes,words",
+    [
+        ({"batch_size": "100"}, "field batch_size is invalid: batch_size must be an int, got str '100'"),
+        ({"dataset": "cifar10", "data_dir": 5}, "field data_dir is invalid: data_dir must be a string"),
+        ({"learning_rate": ...}, "field learning_rate is missing"),
+        ({"learning_rate": None}, "field learning_rate is missing"),
+        ({"reg": -1.0}, "field reg is invalid: reg must be >= 0"),
+        ({"num_iters": 1e9}, "field num_iters is invalid: num_iters must be an int"),
+        ({"hidden_size": 10**12}, "field hidden_size is 1000000000000 but the checkpoint's arrays have 8"),
+        ({"dtype": "float64"}, "field dtype is 'float64' but the checkpoint's arrays have 'float32'"),
+        ({"dtype": "float16"}, "field dtype is invalid: dtype must be one of"),
+        ({"backend": "os.system"}, "field backend is invalid: backend must be one of"),
+        ({"device": ["cpu"]}, "field device is invalid: device must be a string"),
+        ({"dataset": "imagenet"}, "field dataset must be one of digits, cifar10, got 'imagenet'"),
+        ({"num_train": 100}, "field num_train applies to cifar10 only, not to digits"),
+        ({"seed": True}, "field seed is invalid: seed must be an int"),
+    ],
+)
+def test_a_stored_run_config_is_checked_field_by_field(
+    tmp_path, capsys, checkpoint_of_a_run, train, one_error_line, changes, words
+):
+    path = with_config(tmp_path / "model.npz", checkpoint_of_a_run, **changes)
+    before = sorted(tmp_path.iterdir())
+    assert train("--resume", path, "--num-iters", 30, "--quiet") == 2
+    line = one_error_line(capsys)
+    assert f"{path}: its stored run config {words}" in line, line
+    assert sorted(tmp_path.iterdir()) == before  # nothing written beside it
+
+
+def test_a_data_dir_named_by_a_checkpoint_is_never_created(
+    tmp_path, capsys, monkeypatch, checkpoint_of_a_run, train, one_error_line
+):
+    import pooch
+
+    downloads = []
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: downloads.append(a) or 1 / 0)
+    target = tmp_path / "planted" / "data"
+    cifar = {**config.SPLITS["cifar10"], "dataset": "cifar10", "data_dir": str(target)}
+    path = with_config(tmp_path / "model.npz", checkpoint_of_a_run, **cifar)
+    assert train("--resume", path, "--num-iters", 30, "--quiet") == 2
+    assert "only read here" in one_error_line(capsys)
+    assert not (tmp_path / "planted").exists() and downloads == []
+
+
+def test_a_resumed_cifar10_run_reads_its_data_dir_or_the_one_given(tmp_path, capsys, cifar, train):
+    cifar.write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)
+    sizes = ("--num-train", 250, "--num-val", 30, "--num-test", 20, "--batch-size", 25)
+    first = ("--dataset", "cifar10", "--data-dir", tmp_path / "data", *sizes, "--out", tmp_path / "run")
+    assert train(*first, "--num-iters", 10, "--quiet") == 0
+    assert train("--resume", tmp_path / "run" / "model.npz", "--num-iters", 20, "--quiet") == 0
+    (tmp_path / "data").rename(tmp_path / "moved")
+    resume = ("--resume", tmp_path / "run" / "model.npz", "--data-dir", tmp_path / "moved")
+    assert train(*resume, "--num-iters", 30, "--quiet") == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["iterations"] == 30
+    capsys.readouterr()
