@@ -95,3 +95,35 @@ def test_a_resumed_cifar10_run_reads_its_data_dir_or_the_one_given(tmp_path, cap
     assert train(*resume, "--num-iters", 30, "--quiet") == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["iterations"] == 30
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------
+# Class 6: memory from tiny files. Opcodes that make pickle's C unpickler allocate: a memo index
+# (the memo grows to hold it) and DUP (the stack grows by one slot each).
+
+OPCODE_BOMBS = {
+    "long-binput": ("data_batch_1", b"\x80\x02}r" + (1 << 25).to_bytes(4, "little") + b"."),
+    "protocol-0-put": ("batches.meta", b"(dp%d\n." % (1 << 25)),
+    "dup": ("data_batch_1", b"\x80\x02}" + b"2" * 1_500_000 + b"."),
+}
+
+
+@pytest.mark.parametrize("name", list(OPCODE_BOMBS))
+def test_a_tiny_batch_cannot_make_the_unpickler_allocate(tmp_path, monkeypatch, cifar, name):
+    """Each would take >= 12 MB before the scan (2**25 memo slots: 256 MB); the opcode cap is
+    lowered to 200,000 (twice a real batch's) to keep the DUP file and its scan small."""
+    import tracemalloc
+
+    from twolayer_xp.io import cifar_batches, datasets
+    from twolayer_xp.io.cifar_batches import DataError
+
+    monkeypatch.setattr(cifar_batches, "MAX_BATCH_OPCODES", 200_000)
+    member, content = OPCODE_BOMBS[name]
+    folder = cifar.write_cifar(tmp_path)
+    (folder / member).write_bytes(content)
+    tracemalloc.start()
+    with pytest.raises(DataError, match=f"{member} is not a readable CIFAR-10 batch .*(memo index|opcodes)"):
+        datasets.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4e6, peak

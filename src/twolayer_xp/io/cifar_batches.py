@@ -1,10 +1,12 @@
-"""Reading CIFAR-10's pickled batches safely: an allow-list unpickler that cannot run code or
-allocate more than a real batch needs, and checks of what it returns."""
+"""Reading CIFAR-10's pickled batches safely: an opcode scan that bounds the unpickler's stack and
+memo, an allow-list unpickler that cannot run code or allocate more than a real batch needs, and
+checks of what it returns."""
 
 from __future__ import annotations
 
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,11 @@ MAX_BATCH_TEXT_BYTES = MAX_BATCH_ARRAY_BYTES + CIFAR10_BATCH_ROWS * 256
 # That text is UTF-8 in the file: up to 2 bytes a pixel. Official batches are ~31 MB.
 MAX_BATCH_FILE_BYTES = 2 * MAX_BATCH_TEXT_BYTES
 _NDARRAY = object()  # stands for numpy.ndarray: only _reconstruct may take it; it cannot be called
+# The unpickler's own memory: its stack and memo grow by one slot per opcode at most, if every memo
+# index is below the count of opcodes read so far (a pickler numbers its memo from 0 or 1). A real
+# batch is ~90,000 opcodes (protocol 2; protocol 0: ~120,000); ten times that bounds both to 8 MB.
+MAX_BATCH_OPCODES = 1_000_000
+_MEMO_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
 
 
 class _CheckedArray(np.ndarray):
@@ -98,6 +105,18 @@ def _uint8_dtype(spec, align=False, copy=False):
     return np.dtype("u1", False, True)  # a copy: the pickle's BUILD then sets state on it, not on uint8
 
 
+def _check_opcodes(file) -> None:
+    """Walk the opcode stream before anything is unpickled (pickletools parses, allocating only
+    each opcode's argument): more than MAX_BATCH_OPCODES opcodes, or a memo index beyond the
+    opcodes read so far (which would make the unpickler allocate a memo that large), is refused."""
+    for count, (opcode, arg, _) in enumerate(pickletools.genops(file)):
+        if count >= MAX_BATCH_OPCODES:
+            raise pickle.UnpicklingError(f"it has more than {MAX_BATCH_OPCODES} opcodes; a batch needs fewer")
+        if opcode.name in _MEMO_OPCODES and not (type(arg) is int and 0 <= arg <= count):
+            raise pickle.UnpicklingError(f"{opcode.name} of memo index {arg} after {count} opcodes")
+    file.seek(0)
+
+
 def read_batch(path: Path, meta: bool = False):
     """(data (N, 3072) uint8, labels list) of a batch file, or the label names of batches.meta."""
     try:
@@ -105,6 +124,7 @@ def read_batch(path: Path, meta: bool = False):
         if size > MAX_BATCH_FILE_BYTES:
             raise DataError(f"{path} is {size} bytes; a CIFAR-10 batch is at most {MAX_BATCH_FILE_BYTES}")
         with open(path, "rb") as f:
+            _check_opcodes(f)
             batch = _BatchUnpickler(f).load()
     except FileNotFoundError:
         raise DataError(f"{path} is missing; delete its folder and run again to re-download") from None
