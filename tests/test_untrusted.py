@@ -127,3 +127,51 @@ def test_a_tiny_batch_cannot_make_the_unpickler_allocate(tmp_path, monkeypatch, 
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 4e6, peak
+
+
+# Class 6: huge arguments. The API estimates memory before training, as the CLI does.
+
+
+def trainers():
+    from twolayer_xp import Population, TwoLayerNet
+    from twolayer_xp.sklearn import TwoLayerClassifier
+
+    def fit(net):
+        return lambda X, y, batch_size: net.train(
+            X, y, X, y, learning_rate=1e-3, reg=0.0, num_iters=2, batch_size=batch_size
+        )
+
+    return {
+        "net": lambda: fit(TwoLayerNet(5, 4, 3, rng=0)),
+        "population": lambda: fit(Population(5, 4, 3, size=2, rng=0)),
+        "classifier": lambda: (
+            lambda X, y, batch_size: TwoLayerClassifier(
+                hidden_size=4, num_iters=2, batch_size=batch_size, random_state=0
+            ).fit(X, y)
+        ),
+    }
+
+
+@pytest.mark.parametrize("trainer", ["net", "population", "classifier"])
+@pytest.mark.parametrize("batch_size", [10**9, np.uint64(2**63)], ids=["1e9", "uint64-2**63"])
+def test_a_huge_batch_size_is_refused_before_allocating(trainer, batch_size):
+    import tracemalloc
+
+    X, y = np.random.default_rng(0).standard_normal((40, 5)), np.arange(40) % 3
+    fit = trainers()[trainer]()
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=f"batch_size={int(batch_size)} needs about .* smaller batch_size"):
+        fit(X, y, batch_size)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20e6, peak
+
+
+def test_the_estimate_counts_against_the_memory_available(monkeypatch):
+    """2 million rows a step (about 0.5 GB here) against 50 MB available: refused, though it would fit."""
+    from twolayer_xp.core import resources
+
+    monkeypatch.setattr(resources, "available_bytes", lambda: 50 << 20)
+    X, y = np.random.default_rng(0).standard_normal((40, 5)), np.arange(40) % 3
+    with pytest.raises(ValueError, match="batch_size=2000000 needs about .* but 50.0 MiB is available"):
+        trainers()["net"]()(X, y, 2_000_000)

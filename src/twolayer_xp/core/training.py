@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np  # host side: histories and schedules
 
-from twolayer_xp.core import kernels, validation
+from twolayer_xp.core import kernels, resources, validation
 from twolayer_xp.core.rng import HostRNG
 
 # Indices drawn per transfer: a whole run up to 2**22 indices (32 MB of int64), else in blocks.
@@ -120,6 +120,7 @@ def fit(
     # that is sampled always shows up in the loss.
     X, y = trainee.place(X, y, "X", check_finite=False)
     X_val, y_val = trainee.place(X_val, y_val, "X_val")
+    resources.check_fit(trainee, batch_size, X_val.shape[0])  # before any minibatch is drawn
     plan = _Plan(*hyper, num_iters, batch_size, start, sync_every, verbose, progress, on_divergence)
     with trainee.backend.quiet_overflow():
         return _Loop(trainee, X, y, X_val, y_val, plan).run()
