@@ -1,6 +1,6 @@
-"""Untrusted inputs that steer the program (issue 19, classes 5 and 6): a checkpoint's stored run
-config is checked like its params, paths it names are only read, and tiny files or huge
-arguments are refused before they allocate."""
+"""Untrusted inputs that steer the program (issue 19, classes 5, 6 and 9): a checkpoint's stored
+run config is checked like its params, paths it names are only read, tiny files or huge
+arguments are refused before they allocate, and the API refuses what it could not read back."""
 
 import json
 
@@ -175,3 +175,80 @@ def test_the_estimate_counts_against_the_memory_available(monkeypatch):
     X, y = np.random.default_rng(0).standard_normal((40, 5)), np.arange(40) % 3
     with pytest.raises(ValueError, match="batch_size=2000000 needs about .* but 50.0 MiB is available"):
         trainers()["net"]()(X, y, 2_000_000)
+
+
+# ------------------------------------------------------------------------------------------
+# Class 9: the API and the estimator.
+
+
+def test_save_refuses_params_that_load_would_refuse(tmp_path):
+    from twolayer_xp import TwoLayerNet
+
+    net = TwoLayerNet(5, 4, 3, rng=0)
+    net.params["W2"][1, 2] = np.nan
+    with pytest.raises(ValueError, match="cannot save checkpoint .*model.npz: param W2 is not a finite"):
+        net.save(tmp_path / "model.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bit_generator", ["PCG64", "Philox", "MT19937", "SFC64", "PCG64DXSM"])
+def test_any_generator_trains_saves_and_resumes_bit_identically(tmp_path, bit_generator):
+    from twolayer_xp import TwoLayerNet
+
+    X, y = np.random.default_rng(0).standard_normal((60, 5)), np.arange(60) % 3
+    kwargs = dict(learning_rate=0.1, reg=1e-3, batch_size=16, learning_rate_decay=0.9)
+
+    def net():
+        return TwoLayerNet(5, 4, 3, rng=np.random.Generator(getattr(np.random, bit_generator)(7)))
+
+    whole = net()
+    whole.train(X, y, X, y, num_iters=40, **kwargs)
+    first = net()
+    first.train(X, y, X, y, num_iters=25, **kwargs)
+    first.save(tmp_path / "model.npz")
+    resumed = TwoLayerNet.load(tmp_path / "model.npz")
+    resumed.train(X, y, X, y, num_iters=15, **{**kwargs, "learning_rate": resumed.state.learning_rate})
+    for name, p in whole.params.items():
+        np.testing.assert_array_equal(resumed.params[name], p)
+    assert resumed.state.rng.get_state() == whole.state.rng.get_state()
+
+
+class _NA:
+    """Behaves like pandas' NA where it matters: equal to nothing, not even as a bool."""
+
+    def __eq__(self, other):
+        return self
+
+    def __bool__(self):
+        raise TypeError("boolean value of NA is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+def pandas_series(values, dtype=None):
+    pd = pytest.importorskip("pandas")
+    return pd.Series([pd.NA if v is _NA else v for v in values], dtype=dtype)
+
+
+LABELS = {
+    "None-in-strings": (lambda: np.array(["a", "b", None, "a", "b", "a"], dtype=object), ValueError),
+    "NaN-in-strings": (lambda: np.array(["a", "b", float("nan"), "a", "b", "a"], dtype=object), ValueError),
+    "NA-like-in-objects": (lambda: np.array(["a", "b", _NA(), "a", "b", "a"], dtype=object), ValueError),
+    "mixed-kinds": (lambda: np.array([1, "a", 2, 1, "a", 2], dtype=object), TypeError),
+    "pandas-NA-object": (lambda: pandas_series(["a", "b", _NA, "a", "b", "a"], object), ValueError),
+    "pandas-NA-string": (lambda: pandas_series(["a", "b", _NA, "a", "b", "a"], "string"), ValueError),
+}
+
+
+@pytest.mark.parametrize("case", list(LABELS))
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_missing_or_unordered_labels_name_y(case, method):
+    from twolayer_xp.sklearn import TwoLayerClassifier
+
+    make, error = LABELS[case]
+    y = make()
+    X = np.random.default_rng(0).standard_normal((6, 3))
+    classifier = TwoLayerClassifier(hidden_size=3, num_iters=2)
+    extra = {"classes": np.array(["a", "b"], dtype=object)} if method == "partial_fit" else {}
+    with pytest.raises(error, match=r"^y (holds 1 missing label\(s\)|mixes labels)"):
+        getattr(classifier, method)(X, y, **extra)
