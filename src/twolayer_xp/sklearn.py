@@ -194,7 +194,7 @@ def _check_label_values(y) -> None:
         values = np.asarray(y)
     except Exception:  # noqa: BLE001 - not array-like: validate_data says why, naming y
         return
-    if values.dtype != object:
+    if y is None or values.dtype != object:  # no y at all: validate_data's words
         return
     values = values.reshape(-1)
     missing = [i for i, v in enumerate(values) if _is_missing(v)]
