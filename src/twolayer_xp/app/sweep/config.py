@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twolayer_xp.app import config as configs
 from twolayer_xp.core import validation
-from twolayer_xp.core.validation import POSITIVE_INT
+from twolayer_xp.core.validation import POSITIVE_INT, Constraint
 
 SAMPLERS = ("tpe", "random", "grid")
 HEARTBEAT_SECONDS = 10
@@ -23,11 +23,13 @@ DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 # Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
 SHARED_SETTINGS = ("dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "seed")
 # A sweep's scalar settings: a run's, and the sweep's own.
+MAX_HEARTBEAT = 24 * 3600  # a day; far beyond what threads can wait, a heartbeat overflows
+MAX_STUDY_NAME = 512  # characters Optuna's storage keeps for a study name (VARCHAR(512))
 CONSTRAINTS = {
     **configs.CONSTRAINTS,
     "trials": POSITIVE_INT,
     "population": POSITIVE_INT,
-    "heartbeat": POSITIVE_INT,
+    "heartbeat": Constraint(int, 0, True, MAX_HEARTBEAT),
 }
 
 
@@ -87,6 +89,10 @@ class SweepConfig:
         self.out = str(self.out or Path("runs") / f"sweep-{self.dataset}")
         self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
         self.study = self.study or f"twolayer-xp-{self.dataset}"
+        if len(self.study) > MAX_STUDY_NAME:
+            raise ValueError(
+                f"--study is {len(self.study)} characters long; a study name has at most {MAX_STUDY_NAME}"
+            )
         self.search = {
             "dataset": self.dataset,
             "sampler": self.sampler,
