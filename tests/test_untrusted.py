@@ -105,12 +105,15 @@ OPCODE_BOMBS = {
     "long-binput": ("data_batch_1", b"\x80\x02}r" + (1 << 25).to_bytes(4, "little") + b"."),
     "protocol-0-put": ("batches.meta", b"(dp%d\n." % (1 << 25)),
     "dup": ("data_batch_1", b"\x80\x02}" + b"2" * 1_500_000 + b"."),
+    "empty-lists": ("data_batch_1", b"\x80\x02" + b"]" * 300_000 + b"."),  # a stack of distinct objects
+    # a length field of 2**31 in a 13-byte file: read() would allocate it before finding 2 bytes
+    "bytes8-length": ("data_batch_2", b"\x80\x04\x8e" + (1 << 31).to_bytes(8, "little") + b"ab"),
 }
 
 
 @pytest.mark.parametrize("name", list(OPCODE_BOMBS))
 def test_a_tiny_batch_cannot_make_the_unpickler_allocate(tmp_path, monkeypatch, cifar, name):
-    """Each would take >= 12 MB before the scan (2**25 memo slots: 256 MB); the opcode cap is
+    """Each would take >= 12 MB before the scan (2**25 memo slots: 256 MB, the length: 2 GB); the opcode cap is
     lowered to 200,000 (twice a real batch's) to keep the DUP file and its scan small."""
     import tracemalloc
 
@@ -122,7 +125,10 @@ def test_a_tiny_batch_cannot_make_the_unpickler_allocate(tmp_path, monkeypatch, 
     folder = cifar.write_cifar(tmp_path)
     (folder / member).write_bytes(content)
     tracemalloc.start()
-    with pytest.raises(DataError, match=f"{member} is not a readable CIFAR-10 batch .*(memo index|opcodes)"):
+    with pytest.raises(
+        DataError,
+        match=f"{member} is not a readable CIFAR-10 batch .*(memo index|opcodes|stack grows|expected 2147483648 bytes)",
+    ):
         datasets.load_cifar10(tmp_path, num_train=100, num_val=10, num_test=5, download=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
