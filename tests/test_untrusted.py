@@ -69,6 +69,27 @@ def test_a_stored_run_config_is_checked_field_by_field(
     assert sorted(tmp_path.iterdir()) == before  # nothing written beside it
 
 
+@pytest.mark.parametrize(
+    "changes,words",
+    [
+        ({"backend": "cupy"}, "backend 'cupy' runs on an NVIDIA GPU"),
+        ({"device": "cuda:99"}, "cuda"),
+        (
+            {**config.SPLITS["cifar10"], "dataset": "cifar10", "data_dir": "{tmp}", "num_train": 10**12},
+            "CIFAR-10 has 50000 training and 10000 test images",
+        ),
+    ],
+)
+def test_what_valid_stored_settings_cannot_do_here_names_the_checkpoint(
+    tmp_path, capsys, checkpoint_of_a_run, train, one_error_line, changes, words
+):
+    changes = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in changes.items()}
+    path = with_config(tmp_path / "model.npz", checkpoint_of_a_run, **changes)
+    assert train("--resume", path, "--num-iters", 30, "--quiet", "--out", tmp_path / "out") == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"twolayer-xp: error: {path}: ") and words.lower() in line.lower(), line
+
+
 def test_a_data_dir_named_by_a_checkpoint_is_never_created(
     tmp_path, capsys, monkeypatch, checkpoint_of_a_run, train, one_error_line
 ):

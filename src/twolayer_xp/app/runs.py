@@ -7,6 +7,7 @@ first (two runs never share one): ``model.npz`` (checkpoint, rewritten atomicall
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from twolayer_xp import __version__
 from twolayer_xp.app import config as configs
 from twolayer_xp.app.config import RunConfig
+from twolayer_xp.backend import CudaUnavailableError
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
 from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
@@ -103,13 +105,15 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started) -> RunR
     # A data_dir stored in a checkpoint is read, never written; one the user gave may be.
     read_only = resume is not None and config.data_dir is None
     if resume is not None:
-        net, config = _resumed(config, resume)
+        with _naming(resume):
+            net, config = _resumed(config, resume)
     else:
         config = config.resolved()
     if out_dir is None:
         out_dir = Path(resume).parent if resume is not None else default_out_dir(config.dataset)
     with files.claim_folder(out_dir, _continuing(out_dir, resume), OUTPUTS) as out:
-        ds = load_data(config, read_only)
+        with _naming(resume):
+            ds = load_data(config, read_only)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         if net is None:
             net = TwoLayerNet(
@@ -144,6 +148,23 @@ def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
         raise CheckpointError(str(exc)) from None
     net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
     return net, merged
+
+
+@contextlib.contextmanager
+def _naming(resume):
+    """A refusal of what a resumed checkpoint's settings ask for (its device, its data) names the
+    checkpoint first, as the checks of its contents do; the error keeps its type."""
+    try:
+        yield
+    except (ValueError, TypeError, CudaUnavailableError) as exc:
+        text = str(exc)
+        if resume is None or text.startswith(str(resume)):
+            raise
+        try:
+            renamed = type(exc)(f"{resume}: {text}")
+        except Exception:  # noqa: BLE001 - an error type that takes other arguments: as it was
+            raise exc from None
+        raise renamed from None
 
 
 def _continuing(out_dir, resume) -> bool:
