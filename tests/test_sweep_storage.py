@@ -54,7 +54,9 @@ def tables(path) -> list[str]:
         (["--storage", "sqlite://"], "--storage sqlite:// is an in-memory database"),
         (["--storage", "sqlite:///:memory:"], "--storage sqlite:///:memory: is an in-memory database"),
         (["--storage", "sqlite:///{tmp}/s.db?timeout=abc"], "cannot open storage sqlite:///"),
-        (["--storage", "sqlite:///{tmp}/s.db?timeout=abc"], "?timeout=abc is not a number of seconds"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=abc"], "?timeout=abc is not a finite number of seconds"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=inf"], "?timeout=inf is not a finite number of seconds"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=-5"], "?timeout=-5 is not a finite number of seconds"),
         (["--heartbeat", 10**11], "heartbeat must be at most 86400, got 100000000000"),
         (
             ["--sampler", "grid", "--grid-lr", "nan", "--grid-reg", "0.1"],

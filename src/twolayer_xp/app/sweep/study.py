@@ -16,6 +16,7 @@ How the workers agree without a scheduler:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -170,8 +171,12 @@ def _connect_args(parsed) -> dict:
         if timeout is not None:
             try:
                 timeout = float(timeout)
-            except ValueError:
-                raise ValueError(f"its ?timeout={timeout} is not a number of seconds") from None
+            except (TypeError, ValueError):  # TypeError: given twice, a list
+                timeout = math.nan
+            if not 0 <= timeout < math.inf:  # inf: wait forever for a lock another worker holds
+                raise ValueError(
+                    f"its ?timeout={parsed.query['timeout']} is not a finite number of seconds >= 0"
+                )
         return {"timeout": SQLITE_LOCK_SECONDS if timeout is None else timeout, "isolation_level": None}
     if parsed.get_backend_name() == "postgresql":
         return {k: v for k, v in POSTGRES_TIMEOUTS.items() if k not in parsed.query}
