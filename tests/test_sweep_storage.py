@@ -200,6 +200,9 @@ def test_a_server_that_accepts_and_never_answers(tmp_path, capsys, monkeypatch):
 @pytest.mark.skipif(postgres.binaries() is None, reason="PostgreSQL's initdb and pg_ctl are not installed")
 def test_a_server_stopped_mid_sweep_exits_2_saying_what_is_kept(tmp_path):
     with postgres.server() as url:
+        with study.open_storage(url).engine.connect() as connection:  # the server-side timeouts hold
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1min"
+            assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "1min"
         args = ["--storage", url, "--heartbeat", "1", "--trials", "200", "--population", "1"]
         command = [sys.executable, "-m", "twolayer_xp", "sweep", "--out", str(tmp_path), *TINY, *args]
         worker = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
