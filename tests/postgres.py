@@ -26,6 +26,14 @@ def binaries() -> tuple[str, str] | None:
     return None
 
 
+_stoppers = {}  # URL of a running server() -> how to stop it
+
+
+def stop(url: str) -> None:
+    """Stop the running ``server()`` of ``url`` now (as a crash or an admin would, mid-use)."""
+    _stoppers.pop(url)()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,9 +61,12 @@ def server():
         run(initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
         run(pg_ctl, "-D", data, "-l", folder / "server.log", "-o", options, "-w", "start")
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        _stoppers[url] = lambda: run(pg_ctl, "-D", data, "-m", "fast", "-w", "stop")
         try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+            yield url
         finally:
-            run(pg_ctl, "-D", data, "-m", "fast", "-w", "stop")
+            if _stoppers.pop(url, None) is not None:
+                run(pg_ctl, "-D", data, "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -216,12 +216,12 @@ def test_a_diverged_member_is_told_failed_not_zero(tmp_path, capsys):
 
 def test_a_trial_orphaned_before_its_first_heartbeat_is_rerun(tmp_path):
     """Optuna never finds such a trial stale (it has no heartbeat): the sweep fails it itself."""
-    from twolayer_xp.app.sweep.study import STALE_HEARTBEATS, open_storage
+    from twolayer_xp.app.sweep.config import SweepConfig
+    from twolayer_xp.app.sweep.study import STALE_HEARTBEATS, open_storage, open_study
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(
-        storage=open_storage(url, 1), study_name="twolayer-xp-digits", direction="maximize"
-    )
+    config = SweepConfig(out=str(tmp_path), trials=2, population=2, num_iters=20, heartbeat=1)
+    study = open_study(optuna, open_storage(url, 1), config)  # the study as a sweep makes it
     study.ask()  # its worker died right after ask(): RUNNING, no heartbeat, no worker mark
     time.sleep(STALE_HEARTBEATS * 1 + 0.5)
     args = ["--trials", "2", "--population", "2", "--num-iters", "20", "--heartbeat", "1"]

@@ -103,6 +103,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _check_data(self, X, y, reset):
+        _check_label_values(y)
         X, y = validate_data(self, X, y, reset=reset)
         xp, _, dev = get_namespace_and_device(X)
         if not _is_numpy_namespace(xp):  # array-API dispatch: labels follow the features
@@ -182,3 +183,38 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         scores, xp = self._scores(X, "predict_proba")
         e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
         return e / xp.sum(e, axis=1, keepdims=True)
+
+
+def _check_label_values(y) -> None:
+    """Labels held as Python objects (strings, a pandas Series) must be present and mutually
+    ordered, since classes_ is their sorted set: ValueError naming y for a missing one (None,
+    NaN, pandas' NA), TypeError naming y for kinds that do not compare. Numeric arrays are
+    sklearn's to check (it names y for NaN)."""
+    try:
+        values = np.asarray(y)
+    except Exception:  # noqa: BLE001 - not array-like: validate_data says why, naming y
+        return
+    if y is None or values.dtype != object:  # no y at all: validate_data's words
+        return
+    values = values.reshape(-1)
+    missing = [i for i, v in enumerate(values) if _is_missing(v)]
+    if missing:
+        raise ValueError(
+            f"y holds {len(missing)} missing label(s) (None, NaN or NA), the first at row {missing[0]}: "
+            f"{values[missing[0]]!r}; drop or fill them before fitting"
+        )
+    try:
+        np.unique(values)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in values})
+        raise TypeError(f"y mixes labels that cannot be ordered ({', '.join(kinds)}); use one kind") from None
+
+
+def _is_missing(value) -> bool:
+    """None, or a value not equal to itself (NaN), or one whose equality is no bool (pandas' NA)."""
+    if value is None:
+        return True
+    try:
+        return not bool(value == value)
+    except (TypeError, ValueError):
+        return True

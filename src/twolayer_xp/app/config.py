@@ -144,8 +144,8 @@ class RunConfig:
             raise ValueError(f"{flag(unused[0])} applies to {', '.join(having)} only, not to {dataset}")
         filled = {k: v if v is not None else defaults.get(k) for k, v in self.as_dict().items()}
         for name, value in filled.items():
-            if name in CONSTRAINTS and value is not None:
-                filled[name] = validation.check(name, value, CONSTRAINTS)
+            if value is not None:
+                filled[name] = check_setting(name, value)
         return RunConfig(**filled)
 
     def as_dict(self) -> dict:
@@ -156,9 +156,42 @@ class RunConfig:
         return {k: v for k, v in self.as_dict().items() if v is not None}
 
     @classmethod
-    def from_saved(cls, saved: dict) -> RunConfig:
-        """A config from a checkpoint's JSON (fields this version does not know are dropped)."""
-        return cls(**{k: v for k, v in saved.items() if k in FIELDS})
+    def from_saved(cls, saved: dict, source, facts: dict | None = None) -> RunConfig:
+        """The resolved config a checkpoint ``source`` stores (its JSON ``saved``), trusted no more
+        than the file: every field the dataset needs present, each checked by ``check_setting``
+        (the CLI's checks), and each of ``facts`` (what the checkpoint's arrays say, e.g. its
+        hidden_size) agreeing with it. Else a ValueError naming ``source`` and the field. Fields
+        this version does not know are dropped."""
+
+        def refuse(name: str, problem: str):
+            return ValueError(f"{source}: its stored run config field {name} {problem}")
+
+        dataset = saved.get("dataset")
+        try:
+            key = kind(dataset) if isinstance(dataset, str) else None
+        except ValueError:
+            key = None
+        if key is None:
+            known = f"one of {', '.join(datasets.DATASETS)} or a .npz/.csv file"
+            raise refuse("dataset", f"must be {known}, got {_short(dataset)}")
+        needed = {**DEFAULTS[key], **SPLITS.get(key, {}), **COMMON}
+        config = {}
+        for name in FIELDS:
+            value = saved.get(name)
+            if value is None:
+                if needed.get(name) is not None:
+                    raise refuse(name, "is missing")
+            elif name not in needed and name not in ("dataset", "backend", "threads"):
+                raise refuse(name, f"does not apply to {dataset}")
+            else:
+                try:
+                    config[name] = check_setting(name, value)
+                except (TypeError, ValueError) as exc:
+                    raise refuse(name, f"is invalid: {exc}") from None
+        for name, value in (facts or {}).items():
+            if config.get(name) != value:
+                raise refuse(name, f"is {config.get(name)!r} but the checkpoint's arrays have {value!r}")
+        return cls(**config)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -184,7 +217,8 @@ SETTINGS = {
     ),
     "data_dir": Setting(
         "data",
-        "cifar10, mnist, fashion-mnist: folder holding (or receiving) the downloaded files (default: $TWOLAYER_XP_DATA or ~/.cache/twolayer-xp)",
+        "cifar10, mnist, fashion-mnist: folder holding (or receiving) the downloaded files (default: $TWOLAYER_XP_DATA or ~/.cache/twolayer-xp; a resumed run only reads the folder its checkpoint names)",
+        resume=True,
         metavar="DIR",
     ),
     "label_column": Setting(
@@ -240,9 +274,31 @@ assert set(SETTINGS) == set(FIELDS), "every RunConfig field has exactly one Sett
 RESUME_MAY_CHANGE = tuple(name for name, s in SETTINGS.items() if s.resume)
 
 
-def resumed(saved: dict, given: dict[str, Any]) -> RunConfig:
-    """The config of a resumed run: the saved one, with the ``given`` settings that
-    RESUME_MAY_CHANGE applied; ValueError naming the first setting a resume may not change."""
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` of the setting ``name`` checked as the CLI checks its flag: by CONSTRAINTS (a
+    number), by SETTINGS' choices, or as a string (a path, a device); TypeError/ValueError
+    naming it otherwise."""
+    if name in CONSTRAINTS:
+        return validation.check(name, value, CONSTRAINTS)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {_short(value)}")
+    choices = SETTINGS[name].choices
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {_short(value)}")
+    if not value or "\0" in value:
+        raise ValueError(f"{name} must be a non-empty string without NUL characters, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def resumed(saved: dict, given: dict[str, Any], source, facts: dict | None = None) -> RunConfig:
+    """The config of a resumed run: the saved one (checked by ``RunConfig.from_saved``, naming
+    ``source``), with the ``given`` settings that RESUME_MAY_CHANGE applied; ValueError naming
+    the first setting a resume may not change."""
     fixed = [name for name in given if name not in RESUME_MAY_CHANGE]
     if fixed:
         allowed = ", ".join(flag(n) for n in RESUME_MAY_CHANGE)
@@ -250,9 +306,5 @@ def resumed(saved: dict, given: dict[str, Any]) -> RunConfig:
             f"{flag(fixed[0])} cannot change when resuming: a resumed run keeps its saved settings "
             f"(only {allowed} and the output flags may change)"
         )
-    config = dataclasses.replace(RunConfig.from_saved(saved), **given)
-    for name in RESUME_MAY_CHANGE:
-        value = getattr(config, name)
-        if name in CONSTRAINTS and value is not None:
-            validation.check(name, value, CONSTRAINTS)
-    return config
+    config = RunConfig.from_saved(saved, source, facts)
+    return dataclasses.replace(config, **{k: check_setting(k, v) for k, v in given.items()})

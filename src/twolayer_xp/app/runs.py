@@ -10,6 +10,7 @@ An interrupted or diverged run still writes metrics.json and loss.png, saying so
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -25,6 +26,7 @@ from twolayer_xp import __version__
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import provenance
 from twolayer_xp.app.config import RunConfig
+from twolayer_xp.backend import CudaUnavailableError
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
 from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
@@ -108,9 +110,13 @@ def default_out_dir(dataset: str, root: str | Path = "runs") -> Path:
     return out
 
 
-def load_data(config: RunConfig) -> datasets.Dataset:
-    """The data of a resolved config, with the options its kind of data set takes."""
+def load_data(config: RunConfig, read_only: bool = False) -> datasets.Dataset:
+    """The data of a resolved config, with the options its kind of data set takes. read_only:
+    ``config.data_dir`` is only read (it came from a checkpoint, which may name any path), never
+    created, downloaded or unpacked into."""
     options = {name: getattr(config, name) for name in configs.SPLITS.get(configs.kind(config.dataset), {})}
+    if read_only and "data_dir" in options:
+        options["read_only"] = True
     return datasets.load(config.dataset, dtype=config.dtype, **options)
 
 
@@ -145,8 +151,11 @@ def run(
 
 def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify) -> RunResult:
     net = None
+    # A data_dir stored in a checkpoint is read, never written; one the user gave may be.
+    read_only = resume is not None and config.data_dir is None
     if resume is not None:
-        net, config = _resumed(config, resume)
+        with _naming(resume):
+            net, config = _resumed(config, resume)
     else:
         config = config.resolved()
     if out_dir is None:
@@ -154,7 +163,8 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
             Path(resume).parent if resume is not None else default_out_dir(configs.label(config.dataset))
         )
     with files.claim_folder(out_dir, _continuing(out_dir, resume), OUTPUTS) as out:
-        ds = load_data(config)
+        with _naming(resume):
+            ds = load_data(config, read_only)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         for note in (
             *ds.notes,
@@ -184,21 +194,34 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
 def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
     """The checkpointed net and its saved config, with the changes (the set fields of
     ``config``) a resume may make; it runs where it was saved unless told otherwise."""
-    _, header, _ = checkpoint.load(resume, model.LAYOUT)
+    params, header, _ = checkpoint.load(resume, model.LAYOUT)
     saved = (header.get("metadata") or {}).get("config")
-    if not isinstance(saved, dict) or not _known_dataset(saved.get("dataset")):
+    if not isinstance(saved, dict) or not saved:
         raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
-    merged = configs.resumed(saved, config.given())
+    facts = {"hidden_size": params["W1"].shape[1], "dtype": header["dtype"]}  # what the arrays say
+    try:
+        merged = configs.resumed(saved, config.given(), resume, facts)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
-    merged.dtype = net.dtype_name
     return net, merged
 
 
-def _known_dataset(dataset) -> bool:
+@contextlib.contextmanager
+def _naming(resume):
+    """A refusal of what a resumed checkpoint's settings ask for (its device, its data) names the
+    checkpoint first, as the checks of its contents do; the error keeps its type."""
     try:
-        return isinstance(dataset, str) and bool(configs.kind(dataset))
-    except ValueError:
-        return False
+        yield
+    except (ValueError, TypeError, CudaUnavailableError) as exc:
+        text = str(exc)
+        if resume is None or text.startswith(str(resume)):
+            raise
+        try:
+            renamed = type(exc)(f"{resume}: {text}")
+        except Exception:  # noqa: BLE001 - an error type that takes other arguments: as it was
+            raise exc from None
+        raise renamed from None
 
 
 def _continuing(out_dir, resume) -> bool:

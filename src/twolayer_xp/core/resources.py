@@ -40,13 +40,39 @@ def check_run(config, num_features: int, num_classes: int, rows: dict, members: 
         ITEMSIZE[config.dtype],
         members,
     )
+    _refuse_over(
+        need,
+        f"this run needs about {{need}} of memory (hidden_size={config.hidden_size}, "
+        f"batch_size={config.batch_size}, {sum(rows.values())} rows) but {{have}} is available; "
+        "use a smaller --hidden-size or --batch-size",
+    )
+
+
+def check_fit(trainee, batch_size: int, eval_rows: int) -> None:
+    """ValueError naming batch_size when training ``trainee`` (a net or a population) on
+    minibatches of ``batch_size`` rows cannot fit: the API's counterpart of ``check_run``,
+    judged before the loop draws a single index. A host backend holds all of ``run_bytes``; a
+    GPU's run still draws its indices on the host (8 bytes each, a block of at least one step)."""
+    members = trainee.size or 1
+    itemsize = np.dtype(trainee.dtype_name).itemsize
+    D, H, C = trainee.input_size, trainee.hidden_size, trainee.output_size
+    need = run_bytes(D, H, C, batch_size, {"eval": eval_rows}, itemsize, members)
+    if not trainee.backend.host_memory:
+        need = 8 * batch_size
+    _refuse_over(
+        need,
+        f"training with batch_size={batch_size} needs about {{need}} of host memory (hidden_size={H}"
+        f"{'' if trainee.size is None else f', {members} nets'}) but {{have}} is available; use a "
+        "smaller batch_size (rows are drawn with replacement: more than the training rows rarely helps)",
+    )
+
+
+def _refuse_over(need: int, message: str) -> None:
+    """ValueError(``message`` with {need} and {have} filled in) when ``need`` bytes exceed what
+    the host has available (never where that is unknown)."""
     have = available_bytes()
     if have is not None and need > have:
-        raise ValueError(
-            f"this run needs about {_size(need)} of memory (hidden_size={config.hidden_size}, "
-            f"batch_size={config.batch_size}, {sum(rows.values())} rows) but {_size(have)} is available; "
-            "use a smaller --hidden-size or --batch-size"
-        )
+        raise ValueError(message.format(need=_size(need), have=_size(have)))
 
 
 def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool) -> None:
@@ -56,9 +82,8 @@ def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool) -> None:
     fail with a MemoryError at best, and with overcommit let the system swap or kill at worst."""
     weights = D * H + H * C
     need = 2 * weights * ITEMSIZE["float64"] + (weights + H + C) * ITEMSIZE[dtype] * params_on_host
-    have = available_bytes()
-    if have is not None and need > have:
-        raise ValueError(
-            f"a net with input_size={D}, hidden_size={H}, output_size={C} needs about {_size(need)} "
-            f"of host memory for its weights but {_size(have)} is available; use a smaller hidden_size"
-        )
+    _refuse_over(
+        need,
+        f"a net with input_size={D}, hidden_size={H}, output_size={C} needs about {{need}} "
+        "of host memory for its weights but {have} is available; use a smaller hidden_size",
+    )

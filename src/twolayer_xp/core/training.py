@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np  # host side: hyperparameters, losses
 
-from twolayer_xp.core import kernels, validation
+from twolayer_xp.core import kernels, resources, validation
 from twolayer_xp.core.divergence import Divergence
 from twolayer_xp.core.history import HISTORY_KEYS, History
 from twolayer_xp.core.minibatches import Minibatches
@@ -126,6 +126,7 @@ def fit(
     # that is sampled always shows up in the loss.
     X, y = trainee.place(X, y, "X", check_finite=False)
     X_val, y_val = trainee.place(X_val, y_val, "X_val")
+    resources.check_fit(trainee, batch_size, X_val.shape[0])  # before any minibatch is drawn
     plan = _Plan(*hyper, num_iters, batch_size, start, sync_every, verbose, progress, on_divergence)
     with trainee.backend.quiet_overflow():
         return _Loop(trainee, mode, X, y, X_val, y_val, plan).run()

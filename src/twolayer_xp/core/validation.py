@@ -25,6 +25,7 @@ class Constraint(NamedTuple):
     kind: type  # int or float
     low: float  # lower bound
     strict: bool  # low itself excluded
+    high: float = math.inf  # upper bound, included
 
 
 POSITIVE_INT = Constraint(int, 0, True)
@@ -68,6 +69,8 @@ def check(name: str, value: Any, table: dict = CONSTRAINTS) -> Any:
             f"{'>' if rule.strict else '>='} {rule.low:g}"
         )
         raise ValueError(f"{name} must be {bound}, got {value}")
+    if value > rule.high:
+        raise ValueError(f"{name} must be at most {rule.high:g}, got {value}")
     return value
 
 

@@ -168,7 +168,7 @@ def save(
     text = json.dumps({"format": FORMAT, "version": VERSION, **header})
     contents["header"] = np.asarray(text)
     problem = _arrays_problem({name: (a.shape, a.dtype) for name, a in contents.items()}, layout)
-    problem = problem or header_problem(json.loads(text), layout.fields)
+    problem = problem or _values_problem(contents, layout) or header_problem(json.loads(text), layout.fields)
     if problem:
         raise ValueError(f"cannot save checkpoint {path}: {problem}")
     atomic_write(path, lambda f: np.savez(f, **contents))
@@ -214,12 +214,20 @@ def load(path: str | os.PathLike, layout: Layout) -> tuple[dict, dict, dict]:
     missing = [name for name in layout.params if name not in contents]
     if missing:
         raise CheckpointError(f"{path} lacks params {', '.join(missing)}")
+    problem = _values_problem(contents, layout)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     params = {name: contents.pop(name) for name in layout.params}
-    for name, p in params.items():
-        if not np.all(np.isfinite(p)):
-            raise CheckpointError(f"{path}: param {name} is not a finite float array")
     extras = {name[len("extra_") :]: value for name, value in contents.items() if name.startswith("extra_")}
     return params, header, extras
+
+
+def _values_problem(contents: dict, layout: Layout) -> str | None:
+    """What is wrong with the params' values (NaN or inf), or None; save and load alike."""
+    for name in layout.params:
+        if not np.all(np.isfinite(contents[name])):
+            return f"param {name} is not a finite float array (it holds NaN or inf)"
+    return None
 
 
 def _check_arrays(headers: dict, layout: Layout) -> None:

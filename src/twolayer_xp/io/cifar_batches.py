@@ -1,10 +1,13 @@
-"""Reading CIFAR-10's pickled batches safely: an allow-list unpickler that cannot run code or
-allocate more than a real batch needs, and checks of what it returns."""
+"""Reading CIFAR-10's pickled batches safely: an opcode scan that bounds the unpickler's stack and
+memo, an allow-list unpickler that cannot run code or allocate more than a real batch needs, and
+checks of what it returns."""
 
 from __future__ import annotations
 
 import math
+import mmap
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,13 @@ MAX_BATCH_TEXT_BYTES = MAX_BATCH_ARRAY_BYTES + CIFAR10_BATCH_ROWS * 256
 # That text is UTF-8 in the file: up to 2 bytes a pixel. Official batches are ~31 MB.
 MAX_BATCH_FILE_BYTES = 2 * MAX_BATCH_TEXT_BYTES
 _NDARRAY = object()  # stands for numpy.ndarray: only _reconstruct may take it; it cannot be called
+# The unpickler's own memory: its memo grows by one slot per opcode at most if every memo index is
+# below the count of opcodes read so far (a pickler numbers its memo from 0 or 1), and its stack
+# is bounded by the scan below. A real batch is ~90,000 opcodes (protocol 2; protocol 0: ~120,000)
+# whose stack never holds more than a few thousand objects (picklers append 1000 items at a time).
+MAX_BATCH_OPCODES = 1_000_000
+MAX_STACK_DEPTH = 100_000
+_MEMO_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
 
 
 class _CheckedArray(np.ndarray):
@@ -98,14 +108,55 @@ def _uint8_dtype(spec, align=False, copy=False):
     return np.dtype("u1", False, True)  # a copy: the pickle's BUILD then sets state on it, not on uint8
 
 
+def _check_opcodes(pages) -> None:
+    """Walk the opcode stream of a pickle before anything is unpickled, as pickletools parses it
+    (from a mapped file, where an argument announcing 2**40 bytes reads only what is there): more than
+    MAX_BATCH_OPCODES opcodes, a stack deeper than MAX_STACK_DEPTH, or a memo index beyond the
+    opcodes read so far (the unpickler would allocate a memo that large) is refused."""
+    depth, marks = 0, []
+    for count, (opcode, arg, _) in enumerate(pickletools.genops(pages)):
+        memo, mark, to_mark, change = _EFFECTS[opcode.code]
+        if count >= MAX_BATCH_OPCODES:
+            raise pickle.UnpicklingError(f"it has more than {MAX_BATCH_OPCODES} opcodes; a batch needs fewer")
+        if memo and not (type(arg) is int and 0 <= arg <= count):
+            raise pickle.UnpicklingError(f"{opcode.name} of memo index {arg} after {count} opcodes")
+        if mark:
+            marks.append(depth)
+        elif to_mark:  # pops everything since its MARK, then pushes
+            depth = (marks.pop() if marks else 0) + change
+        else:
+            depth += change
+        if depth + len(marks) > MAX_STACK_DEPTH:
+            raise pickle.UnpicklingError(
+                f"its stack grows beyond {MAX_STACK_DEPTH} objects; a batch needs fewer"
+            )
+
+
+# Per opcode: (a memo index, MARK, pops to its MARK, change of the stack: pushed - popped, or
+# pushed alone for an opcode that pops to its MARK).
+_EFFECTS = {
+    op.code: (
+        op.name in _MEMO_OPCODES,
+        op.name == "MARK",
+        pickletools.markobject in op.stack_before,
+        len(op.stack_after) - (0 if pickletools.markobject in op.stack_before else len(op.stack_before)),
+    )
+    for op in pickletools.opcodes
+}
+
+
 def read_batch(path: Path, meta: bool = False):
     """(data (N, 3072) uint8, labels list) of a batch file, or the label names of batches.meta."""
     try:
         size = path.stat().st_size
         if size > MAX_BATCH_FILE_BYTES:
             raise DataError(f"{path} is {size} bytes; a CIFAR-10 batch is at most {MAX_BATCH_FILE_BYTES}")
-        with open(path, "rb") as f:
-            batch = _BatchUnpickler(f).load()
+        # Mapped, not read: both passes read the file's pages, and a length field of 2**40 reads
+        # only what is there. A file that cannot be mapped (empty, a pipe, a device) ends here.
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as pages:
+            _check_opcodes(pages)
+            pages.seek(0)
+            batch = _BatchUnpickler(pages).load()
     except FileNotFoundError:
         raise DataError(f"{path} is missing; delete its folder and run again to re-download") from None
     except DataError:

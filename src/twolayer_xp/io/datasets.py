@@ -131,10 +131,12 @@ def load_idx_set(
     num_test: int | None = None,
     dtype: str = "float32",
     download: bool = True,
+    read_only: bool = False,
 ) -> Dataset:
     """MNIST or Fashion-MNIST: train = the first num_train of the 60,000 training images, val =
     the next num_val, test = the first num_test of the 10,000 test images; pixels / 255, the
-    training mean image subtracted."""
+    training mean image subtracted. read_only: data_dir is only read, nothing downloaded into it."""
+    download = download and not read_only
     spec = mnist.IDX_SETS[name]
     split = {k: _row_count(k, v) for k, v in mnist.default_split(num_train, num_val, num_test).items()}
     if split["num_train"] + split["num_val"] > spec.rows["train"] or split["num_test"] > spec.rows["test"]:
@@ -199,6 +201,7 @@ def load_cifar10(
     num_test: int = CIFAR10_SPLIT["num_test"],
     dtype: str = "float32",
     download: bool = True,
+    read_only: bool = False,
 ) -> Dataset:
     """The CS231n split: train = rows [0, num_train), val = the next num_val rows of the 50,000
     training images, test = the first num_test of test_batch. Rows in height-width-channel
@@ -215,7 +218,7 @@ def load_cifar10(
             f"CIFAR-10 has {CIFAR10_ROWS['train']} training and {CIFAR10_ROWS['test']} test images; "
             f"num_train + num_val = {num_train + num_val} and num_test = {num_test} were asked for"
         )
-    folder = find_or_fetch_cifar10(data_dir, download=download)
+    folder = find_or_fetch_cifar10(data_dir, download=download, read_only=read_only)
     names = read_batch(folder / "batches.meta", meta=True)
 
     pixels, labels = _training_rows(folder, num_train + num_val)
@@ -240,9 +243,10 @@ def _to_hwc(rows: np.ndarray, dtype: str) -> np.ndarray:
     return out
 
 
-def find_or_fetch_cifar10(data_dir=None, download: bool = True) -> Path:
+def find_or_fetch_cifar10(data_dir=None, download: bool = True, read_only: bool = False) -> Path:
     """The ``cifar-10-batches-py`` folder: found in data_dir, or unpacked from the archive there,
-    or downloaded (md5-checked) into data_dir and unpacked. data_dir defaults to the user cache."""
+    or downloaded (md5-checked) into data_dir and unpacked. data_dir defaults to the user cache.
+    read_only: data_dir is only read (an unpacked folder), never created or written."""
     data_dir = expand_path(data_dir, "data_dir (--data-dir)") if data_dir is not None else default_data_dir()
     if data_dir.name == CIFAR10_FOLDER and data_dir.is_dir():
         return _checked_folder(data_dir)
@@ -250,6 +254,11 @@ def find_or_fetch_cifar10(data_dir=None, download: bool = True) -> Path:
     if folder.is_dir():
         return _checked_folder(folder)
     archive = data_dir / CIFAR10_ARCHIVE
+    if read_only:  # nothing is downloaded or unpacked into data_dir
+        raise DataError(
+            f"CIFAR-10 not found in {data_dir} (no {CIFAR10_FOLDER}/), which is only read here: "
+            "unpack the data there, or pass --data-dir"
+        )
     if os.path.lexists(archive):  # whatever sits there is checked, never replaced by a download
         _check_file(archive, CIFAR10_ARCHIVE_BYTES)
     else:

@@ -18,8 +18,8 @@ from twolayer_xp.app.sweep.config import (
     STALE_HEARTBEATS,
     SweepConfig,
 )
+from twolayer_xp.app.sweep.study import StorageFailure, failure_reason, is_storage_error, storage_name
 from twolayer_xp.app.sweep.worker import run_sweep
-from twolayer_xp.errors import one_line
 
 # -- the command line -----------------------------------------------------------------------------
 
@@ -87,10 +87,13 @@ def command(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(config, progress=not args.quiet)
     except Exception as exc:
-        if not type(exc).__module__.startswith("sqlalchemy"):
+        if not is_storage_error(exc):
             raise
-        reason = one_line(getattr(exc, "orig", None) or exc, limit=300)
-        raise OSError(f"the study's storage failed ({reason}); run the same command to continue") from None
+        raise StorageFailure(
+            f"storage {storage_name(config.storage)} failed ({failure_reason(exc)}); study "
+            f"{config.study} keeps every trial told before (trials.csv and best/ in {config.out} are as "
+            "of the last one): run the same command to continue"
+        ) from None
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP
         process.say(
             f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are re-run "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twolayer_xp.app import config as configs
 from twolayer_xp.core import validation
-from twolayer_xp.core.validation import POSITIVE_INT
+from twolayer_xp.core.validation import POSITIVE_INT, Constraint
 from twolayer_xp.io import files
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -34,11 +34,13 @@ SHARED_SETTINGS = (
     "seed",
 )
 # A sweep's scalar settings: a run's, and the sweep's own.
+MAX_HEARTBEAT = 24 * 3600  # a day; far beyond what threads can wait, a heartbeat overflows
+MAX_STUDY_NAME = 512  # characters Optuna's storage keeps for a study name (VARCHAR(512))
 CONSTRAINTS = {
     **configs.CONSTRAINTS,
     "trials": POSITIVE_INT,
     "population": POSITIVE_INT,
-    "heartbeat": POSITIVE_INT,
+    "heartbeat": Constraint(int, 0, True, MAX_HEARTBEAT),
 }
 
 
@@ -102,6 +104,10 @@ class SweepConfig:
         self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
         self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
         self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
+        if len(self.study) > MAX_STUDY_NAME:
+            raise ValueError(
+                f"--study is {len(self.study)} characters long; a study name has at most {MAX_STUDY_NAME}"
+            )
         self.search = {
             "dataset": self.dataset,
             "sampler": self.sampler,

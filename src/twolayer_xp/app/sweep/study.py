@@ -16,6 +16,7 @@ How the workers agree without a scheduler:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -37,9 +38,111 @@ def import_optuna():
     return optuna
 
 
+# Tables Optuna's RDBStorage keeps (optuna.storages._rdb.models, plus alembic's version table). A
+# database holding any other table belongs to another application: a sweep adds nothing to it.
+OPTUNA_TABLES = frozenset(
+    {
+        "studies", "study_directions", "study_system_attributes", "study_user_attributes",
+        "trial_heartbeats", "trial_intermediate_values", "trial_params", "trial_system_attributes",
+        "trial_user_attributes", "trial_values", "trials", "version_info", "alembic_version",
+    }
+)  # fmt: skip
+# PostgreSQL: a server that accepts a connection and never answers, or vanishes mid-sweep, fails
+# the worker within about a minute instead of hanging it (libpq parameters; a URL's own win).
+POSTGRES_TIMEOUTS = {
+    "connect_timeout": 10,  # seconds to establish a connection
+    "keepalives": 1,  # a dead peer is noticed after 10 + 3 * 5 s of silence
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # ms that sent data may stay unacknowledged
+    "options": "-c statement_timeout=60000 -c lock_timeout=60000",  # ms, server side
+}
+SQLITE_LOCK_SECONDS = 60  # how long a worker waits for another's write lock (URL: ?timeout=S)
+
+
+class StorageFailure(OSError):
+    """The study's storage failed (unreachable, locked, full, read-only, lost mid-sweep); one
+    line naming the storage, what failed and what is kept."""
+
+
+def storage_name(url: str) -> str:
+    """``url`` as it may be shown: its password hidden."""
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL: shown as given
+        return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """An error of the database layer (Optuna's storage wrapper, SQLAlchemy, the DB driver)."""
+    return any(
+        type(e).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "psycopg", "psycopg2")
+        or type(e).__name__ == "StorageInternalError"
+        for e in _chain(exc)
+    )
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The database's own words for ``exc`` (the innermost driver error), on one line."""
+    innermost = exc
+    for e in _chain(exc):
+        innermost = getattr(e, "orig", None) or e
+    return one_line(innermost, limit=300)
+
+
+def _chain(exc: BaseException):
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or getattr(exc, "orig", None)
+    return seen
+
+
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
-    """Optuna's RDBStorage for ``url``, with heartbeats and re-runs of dead workers' trials."""
+    """Optuna's RDBStorage for ``url``, with heartbeats and re-runs of dead workers' trials.
+
+    Whatever keeps it from opening (an in-memory or foreign database, a bad URL option, a server
+    that never answers, a read-only or full disk) is one ValueError naming the storage."""
     optuna = import_optuna()
+    import sqlalchemy
+
+    parsed = _parsed(url)
+    shown = storage_name(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and (
+        parsed.database in (None, "", ":memory:")
+        or parsed.query.get("mode") == "memory"
+        or (parsed.database or "").startswith("file::memory:")
+    ):
+        raise ValueError(
+            f"--storage {shown} is an in-memory database: each connection gets its own, empty one and "
+            "nothing outlives the worker; use a file, e.g. sqlite:///study.db"
+        )
+    try:
+        engine_kwargs = {"connect_args": _connect_args(parsed)}
+        foreign = _foreign_tables(sqlalchemy, url, engine_kwargs)
+        if foreign:
+            raise ValueError(
+                f"holds tables of another application ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); a sweep needs a database of its own"
+            )
+        storage = _rdb_storage(optuna, sqlalchemy, url, engine_kwargs, heartbeat)
+    except Exception as exc:  # noqa: BLE001 - whatever the database or driver raised: one line
+        reason = str(exc) if isinstance(exc, ValueError) and not is_storage_error(exc) else None
+        raise ValueError(f"cannot open storage {shown}: {reason or failure_reason(exc)}") from None
+    if sqlite:
+        sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # connections opened from now on get the pragmas
+    return storage
+
+
+def _parsed(url: str):
+    """The SQLAlchemy URL of ``url`` with its driver importable; ImportError/ValueError otherwise."""
     import sqlalchemy
 
     try:
@@ -53,32 +156,59 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
             f"--storage {url!r} is not a database URL I can use (e.g. sqlite:///study.db, "
             "postgresql+psycopg://user@host:5432/db)"
         ) from None
-    sqlite = parsed.get_backend_name() == "sqlite"
-    # SQLite: pysqlite starts transactions lazily, so a read-then-write (popping a queued trial,
-    # failing a stale one) could interleave between processes and run a trial twice. Every
-    # transaction starts with BEGIN IMMEDIATE instead, taking the write lock first.
-    engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
+    return parsed
+
+
+def _connect_args(parsed) -> dict:
+    """Driver options: SQLite's lock wait and transaction mode, PostgreSQL's timeouts; an option
+    the URL sets itself is left to the URL."""
+    if parsed.get_backend_name() == "sqlite":
+        # pysqlite starts transactions lazily, so a read-then-write (popping a queued trial,
+        # failing a stale one) could interleave between processes and run a trial twice. With
+        # isolation_level None every transaction starts with BEGIN IMMEDIATE instead (see
+        # open_storage), taking the write lock first.
+        timeout = parsed.query.get("timeout")
+        if timeout is not None:
+            try:
+                timeout = float(timeout)
+            except (TypeError, ValueError):  # TypeError: given twice, a list
+                timeout = math.nan
+            if not 0 <= timeout < math.inf:  # inf: wait forever for a lock another worker holds
+                raise ValueError(
+                    f"its ?timeout={parsed.query['timeout']} is not a finite number of seconds >= 0"
+                )
+        return {"timeout": SQLITE_LOCK_SECONDS if timeout is None else timeout, "isolation_level": None}
+    if parsed.get_backend_name() == "postgresql":
+        return {k: v for k, v in POSTGRES_TIMEOUTS.items() if k not in parsed.query}
+    return {}
+
+
+def _foreign_tables(sqlalchemy, url: str, engine_kwargs: dict) -> list[str]:
+    """Tables of ``url``'s database that are not Optuna's, looked at before anything is written."""
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        return sorted(set(sqlalchemy.inspect(engine).get_table_names()) - OPTUNA_TABLES)
+    finally:
+        engine.dispose()
+
+
+def _rdb_storage(optuna, sqlalchemy, url: str, engine_kwargs: dict, heartbeat: int):
     for attempt in range(3):  # workers creating the tables of a new database at once may collide
         try:
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat,
                 grace_period=heartbeat * STALE_HEARTBEATS,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
             )
-            break
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            if attempt == 2:
-                reason = one_line(getattr(exc, "orig", None) or exc, limit=300)
-                shown = parsed.render_as_string(hide_password=True)
-                raise ValueError(f"cannot open storage {shown}: {reason}") from None
+            # Another worker created a table first (a duplicate key in PostgreSQL's catalogue, or
+            # "already exists"): look again. Anything else (a timeout, a refusal) is final.
+            collided = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)
+            if attempt == 2 or not collided:
+                raise
             time.sleep(0.5)
-    if sqlite:
-        sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-        storage.engine.dispose()  # connections opened from now on get the pragmas
-    return storage
 
 
 def _sqlite_pragmas(connection, _record) -> None:
@@ -97,18 +227,36 @@ def open_study(optuna, storage, config: SweepConfig):
     study = optuna.create_study(
         storage=storage, study_name=config.study, sampler=sampler, direction="maximize", load_if_exists=True
     )
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise ValueError(f"study {config.study} minimizes its objective; choose another --study")
+    problem = _incompatibility(optuna, study, config)
+    if problem:
+        raise ValueError(f"study {config.study} in {storage_name(config.storage)} {problem}")
+    if study.user_attrs.get(report.SEARCH_ATTR) is None:
+        study.set_user_attr(report.SEARCH_ATTR, config.search)
+    return study
+
+
+def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
+    """Why this sweep cannot join ``study`` (a phrase ending in what to do), or None: it must
+    maximize one objective and either be empty or hold this sweep's ``search``."""
+    other = "; choose another --study"
+    directions = study.directions
+    if len(directions) != 1:
+        return f"has {len(directions)} objectives; a sweep maximizes one (validation accuracy){other}"
+    if directions[0] != optuna.study.StudyDirection.MAXIMIZE:
+        return f"minimizes its objective; a sweep maximizes validation accuracy{other}"
     stored = study.user_attrs.get(report.SEARCH_ATTR)
     if stored is None:
-        study.set_user_attr(report.SEARCH_ATTR, config.search)
-    elif stored != config.search:
+        trials = len(study.get_trials(deepcopy=False))
+        return f"holds {trials} trials not made by twolayer-xp sweep{other}" if trials else None
+    if not isinstance(stored, dict):
+        return f"has a {report.SEARCH_ATTR} attribute that is a {type(stored).__name__}, not a sweep's{other}"
+    if stored != config.search:
         key = next(k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k))
-        raise ValueError(
-            f"study {config.study} was created with {key}={stored.get(key)}, this run has "
-            f"{key}={config.search.get(key)}: repeat the study's flags, or choose another --study"
+        return (
+            f"was created with {key}={stored.get(key)}, this run has {key}={config.search.get(key)}: "
+            "repeat the study's flags, or choose another --study"
         )
-    return study
+    return None
 
 
 def slot_holders(trials) -> set[int]:

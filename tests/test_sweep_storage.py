@@ -1,0 +1,217 @@
+"""Sweep storage and studies under faults (issue 19, class 7): every way the storage cannot be
+opened or fails mid-sweep is one line naming it (exit 2), never a traceback or a hang, and a
+database or study that is not a sweep's is refused by name before anything is written to it.
+Real Optuna, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
+
+from twolayer_xp.app import cli  # noqa: E402
+from twolayer_xp.app.sweep import report, study  # noqa: E402
+
+import postgres  # noqa: E402
+
+TINY = ["--trials", "2", "--population", "2", "--num-iters", "5", "--hidden-size", "4", "--quiet"]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def sweep(out, *args) -> int:
+    try:
+        return cli.main(["sweep", "--out", str(out), *TINY, *map(str, args)])
+    except SystemExit as exc:  # argparse's own checks exit from inside parse_args
+        return exc.code
+
+
+def failed_with(capsys, *words) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("twolayer-xp") and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def tables(path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return sorted(r[0] for r in db.execute("select name from sqlite_master where type='table'"))
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--storage", "sqlite://"], "--storage sqlite:// is an in-memory database"),
+        (["--storage", "sqlite:///:memory:"], "--storage sqlite:///:memory: is an in-memory database"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=abc"], "cannot open storage sqlite:///"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=abc"], "?timeout=abc is not a finite number of seconds"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=inf"], "?timeout=inf is not a finite number of seconds"),
+        (["--storage", "sqlite:///{tmp}/s.db?timeout=-5"], "?timeout=-5 is not a finite number of seconds"),
+        (["--heartbeat", 10**11], "heartbeat must be at most 86400, got 100000000000"),
+        (
+            ["--sampler", "grid", "--grid-lr", "nan", "--grid-reg", "0.1"],
+            "--grid-lr needs at least one positive",
+        ),
+        (["--study", "s" * 2000], "--study is 2000 characters long; a study name has at most 512"),
+    ],
+)
+def test_storage_flags_that_cannot_work(tmp_path, capsys, args, words):
+    args = [a.format(tmp=tmp_path) if isinstance(a, str) else a for a in args]
+    assert sweep(tmp_path / "out", *args) == 2
+    failed_with(capsys, words)
+
+
+def test_a_database_of_another_application_is_refused_before_writing(tmp_path, capsys):
+    other = tmp_path / "shop.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table customers (name text)")
+        db.execute("create table alembic_version (version_num text)")  # it uses alembic too
+    assert sweep(tmp_path / "out", "--storage", f"sqlite:///{other}") == 2
+    failed_with(
+        capsys, f"cannot open storage sqlite:///{other}: holds tables of another application (customers)"
+    )
+    assert tables(other) == ["alembic_version", "customers"]
+
+
+@pytest.fixture
+def finished_study(tmp_path, capsys):
+    """The study.db of a finished 2-trial sweep."""
+    assert sweep(tmp_path / "first") == 0
+    capsys.readouterr()
+    return tmp_path / "first" / "study.db"
+
+
+def test_a_read_only_database(tmp_path, capsys, finished_study):
+    url = f"sqlite:///file:{finished_study}?mode=ro&uri=true"
+    assert sweep(tmp_path / "out", "--storage", url, "--trials", 3) == 2
+    failed_with(
+        capsys, f"storage {url} failed (attempt to write a readonly database)", "run the same command"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_a_read_only_database_file(tmp_path, capsys, finished_study):
+    finished_study.chmod(0o444)
+    assert sweep(tmp_path / "out", "--storage", f"sqlite:///{finished_study}", "--trials", 3) == 2
+    failed_with(capsys, f"storage sqlite:///{finished_study} failed", "readonly")
+
+
+def test_a_lock_never_released_fails_the_worker_in_one_line(tmp_path, capsys, finished_study):
+    """What a SIGSTOPped worker holding SQLite's write lock does to the others, made certain: a
+    connection that takes the lock and keeps it. The worker waits ?timeout=1 s, then says so."""
+    holder = sqlite3.connect(finished_study, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        url = f"sqlite:///{finished_study}?timeout=1"
+        assert sweep(tmp_path / "out", "--storage", url, "--trials", 3) == 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    failed_with(capsys, f"storage {url} failed (database is locked)", "keeps every trial told before")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE stands in for a full disk on Linux")
+def test_a_full_disk_mid_sweep_is_one_line(tmp_path):
+    """Files may grow to 120 kB: enough for the study's tables and a few trials, not for 30."""
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (120_000, 120_000))
+
+    command = [sys.executable, "-m", "twolayer_xp", "sweep", "--out", str(tmp_path), *TINY, "--trials", "30"]
+    done = subprocess.run(
+        command, env=ENV, capture_output=True, text=True, timeout=120, preexec_fn=small_disk
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"storage sqlite:///{tmp_path / 'study.db'} failed (disk I/O error)" in done.stderr
+
+
+# Studies that are not this sweep's.
+
+
+def foreign_study(storage, kind):
+    if kind == "plain optuna":
+        s = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+        s.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    elif kind == "multi-objective":
+        optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
+    elif kind == "minimizing":
+        optuna.create_study(storage=storage, study_name="s", direction="minimize")
+    else:
+        s = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+        s.set_user_attr(report.SEARCH_ATTR, {"str": "digits", "list": ["digits", "tpe"]}[kind])
+
+
+@pytest.mark.parametrize(
+    "kind,words",
+    [
+        ("plain optuna", "holds 2 trials not made by twolayer-xp sweep"),
+        ("multi-objective", "has 2 objectives; a sweep maximizes one"),
+        ("minimizing", "minimizes its objective"),
+        ("str", "has a twolayer_xp_sweep attribute that is a str, not a sweep's"),
+        ("list", "has a twolayer_xp_sweep attribute that is a list, not a sweep's"),
+    ],
+)
+def test_a_study_that_is_not_a_sweeps_is_refused_by_name(tmp_path, capsys, kind, words):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    foreign_study(url, kind)
+    before = [(t.number, t.state, t.params) for t in optuna.load_study(study_name="s", storage=url).trials]
+    assert sweep(tmp_path / "out", "--storage", url, "--study", "s") == 2
+    failed_with(capsys, f"study s in {url} {words}", "choose another --study")
+    loaded = optuna.load_study(study_name="s", storage=url)
+    assert [(t.number, t.state, t.params) for t in loaded.trials] == before
+    assert report.SEARCH_ATTR not in loaded.user_attrs or kind in ("str", "list")
+
+
+# PostgreSQL: a server that never answers, and one that stops mid-sweep.
+
+
+def test_a_server_that_accepts_and_never_answers(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(study.POSTGRES_TIMEOUTS, "connect_timeout", 1)
+    pytest.importorskip("psycopg")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(
+        target=lambda: [accepted.append(listener.accept()) for _ in range(8)], daemon=True
+    ).start()
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{listener.getsockname()[1]}/db"
+    started = time.monotonic()
+    try:
+        assert sweep(tmp_path / "out", "--storage", url) == 2
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 20
+    failed_with(capsys, f"cannot open storage {url}: connection timeout expired")
+    assert accepted  # it did connect: the silence, not a refusal, is what timed out
+
+
+@pytest.mark.skipif(postgres.binaries() is None, reason="PostgreSQL's initdb and pg_ctl are not installed")
+def test_a_server_stopped_mid_sweep_exits_2_saying_what_is_kept(tmp_path):
+    with postgres.server() as url:
+        with study.open_storage(url).engine.connect() as connection:  # the server-side timeouts hold
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1min"
+            assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "1min"
+        args = ["--storage", url, "--heartbeat", "1", "--trials", "200", "--population", "1"]
+        command = [sys.executable, "-m", "twolayer_xp", "sweep", "--out", str(tmp_path), *TINY, *args]
+        worker = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (tmp_path / "trials.csv").exists():
+            time.sleep(0.2)
+        told = len(optuna.load_study(study_name="twolayer-xp-digits", storage=url).trials)
+        postgres.stop(url)
+        _, stderr = worker.communicate(timeout=120)
+    assert told >= 1 and worker.returncode == 2, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"storage {url} failed (" in stderr and "keeps every trial told before" in stderr
