@@ -44,8 +44,13 @@ class RunResult:
             f"{m['config']['dataset']} on {m['device']} ({m['backend']}, {m['dtype']}): "
             f"test accuracy {m['test_accuracy']:.4f} (val {m['val_accuracy']:.4f}) after "
             f"{m['iterations']} iterations in {m['train_seconds']:.2f} s "
-            f"({m['samples_per_second']:,.0f} samples/s); outputs in {self.out_dir}"
+            f"({m['samples_per_second']:,.0f} samples/s{_threads(m.get('threads'))}); outputs in {self.out_dir}"
         )
+
+
+def _threads(used: dict | None) -> str:
+    """', 1 thread' (the CPU threads a run computed with), or nothing when it trained none."""
+    return "" if not used else f", {used['count']} thread{'s' * (used['count'] != 1)}"
 
 
 def default_out_dir(dataset: str, root: str | Path = "runs") -> Path:
@@ -203,6 +208,7 @@ class _Session:
                     verbose=verbose,
                     progress=lambda info: self.report(info, progress),
                     on_divergence="raise",
+                    threads=config.threads,
                 )
                 self.extend(part)
                 self.save()
@@ -254,6 +260,7 @@ class _Session:
             "device": net.device,
             "gpu": net.backend.gpu_name(),
             "dtype": net.dtype_name,
+            "threads": _threads_used(net),
             "versions": {
                 "twolayer_xp": __version__,
                 "python": platform.python_version(),
@@ -277,6 +284,12 @@ class _Session:
         W1 = net.backend.to_numpy(net.params["W1"])
         plots.save(plots.weights_figure(W1, self.ds.image_shape), self.out / "weights.png")
         return RunResult(out_dir=self.out, metrics=metrics, net=net, dataset=self.ds)
+
+
+def _threads_used(net: TwoLayerNet) -> dict | None:
+    """{'count', 'source'} of the CPU threads the last training call used; None on a GPU."""
+    used = net.threads_used
+    return used._asdict() if used is not None and net.backend.host_memory else None
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -68,6 +68,12 @@ class Backend:
         non-finite losses itself and says so in one message."""
         return contextlib.nullcontext()
 
+    def limit_threads(self, count: int | None):
+        """A context in which this backend computes with at most ``count`` CPU threads (None:
+        as the libraries are configured). A GPU backend is unaffected. The count comes from
+        ``core.threads.choose``; the environment variables are never written."""
+        return contextlib.nullcontext()
+
     def gpu_name(self) -> str | None:
         """The GPU's marketing name, for reports; None on a CPU."""
         return None
@@ -167,3 +173,13 @@ def keep_freed_host_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
     except (OSError, AttributeError):
         return False
+
+
+def blas_threads(count: int | None):
+    """threadpoolctl's limit on the BLAS and OpenMP pools loaded in this process (numpy's
+    OpenBLAS or MKL): changed at run time for the context, restored after (~tens of us)."""
+    if count is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=count)

@@ -21,7 +21,9 @@ STALE_HEARTBEATS = 3  # a trial whose heartbeat is this many intervals old belon
 SEARCH_SPAN = (1e-2, 10.0)
 DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 # Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
-SHARED_SETTINGS = ("dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "seed")
+SHARED_SETTINGS = (
+    "dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "threads", "seed",
+)  # fmt: skip
 # A sweep's scalar settings: a run's, and the sweep's own.
 CONSTRAINTS = {
     **configs.CONSTRAINTS,
@@ -53,6 +55,7 @@ class SweepConfig:
     backend: str | None = None
     dtype: str = "float32"
     seed: int = 0
+    threads: int | None = None  # None: the environment's, else this host's CPUs / its live workers
     heartbeat: int = HEARTBEAT_SECONDS
     search: dict = field(default_factory=dict, init=False)  # what a trial means, stored in the study
 
@@ -61,7 +64,16 @@ class SweepConfig:
             raise ValueError(f"--dataset must be one of {', '.join(configs.DEFAULTS)}; got {self.dataset!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        for name in ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed"):
+        for name in (
+            "population",
+            "hidden_size",
+            "num_iters",
+            "batch_size",
+            "heartbeat",
+            "trials",
+            "seed",
+            "threads",
+        ):
             if getattr(self, name) is not None:
                 validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
         defaults = configs.DEFAULTS[self.dataset]
