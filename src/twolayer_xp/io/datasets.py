@@ -7,7 +7,9 @@ when absent. Both come back as a ``Dataset`` of float arrays with the training m
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.util
 import numbers
 import os
 import shutil
@@ -36,6 +38,8 @@ CIFAR10_ROWS = {"train": 50000, "test": 10000}  # images in the five training ba
 DIGITS_SPLIT_SEED = 0
 DIGITS_NUM_TEST = 300
 DIGITS_NUM_TRAIN = 1300  # the remaining 197 rows are the validation set
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")  # inside scikit-learn's package folder
+DIGITS_ROWS = (1797, 65)  # 8 x 8 pixels (0..16) and the label (0..9) per row
 
 
 @dataclass
@@ -80,15 +84,9 @@ def load(name: str, dtype: str = "float32", **options) -> Dataset:
 
 def load_digits(dtype: str = "float32") -> Dataset:
     """1,797 8x8 digits scaled to [0, 1]: 1,300 train / 197 val / 300 test, fixed shuffle."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:
-        raise ImportError(
-            'the digits dataset ships with scikit-learn, which is not installed; fix: pip install "twolayer-xp[cli]"'
-        ) from None
-    bunch = sklearn_digits()
-    X = (bunch.data / 16.0).astype(dtype)  # pixel intensities are 0..16
-    y = bunch.target.astype(np.int64)
+    pixels, labels = _digits()
+    X = (pixels / 16.0).astype(dtype)  # pixel intensities are 0..16
+    y = labels.astype(np.int64)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     test, val, train = np.split(order, [DIGITS_NUM_TEST, len(y) - DIGITS_NUM_TRAIN])
     return _centered(
@@ -99,6 +97,34 @@ def load_digits(dtype: str = "float32") -> Dataset:
         image_shape=(8, 8),
         class_names=[str(d) for d in range(10)],
     )
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64), labels (1797,)) as float64, read straight from the file scikit-learn
+    ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and the label per row) and checked;
+    importing ``sklearn.datasets`` instead costs ~1.5 s (it pulls in SciPy). A scikit-learn whose
+    file moved or changed form is asked through its own loader."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise ImportError(
+            'the digits dataset ships with scikit-learn, which is not installed; fix: pip install "twolayer-xp[cli]"'
+        )
+    for folder in spec.submodule_search_locations or ():
+        try:
+            with gzip.open(Path(folder, *DIGITS_FILE)) as f:
+                rows = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        except (OSError, ValueError):
+            continue
+        if (
+            rows.shape == DIGITS_ROWS
+            and np.array_equal(rows, np.clip(np.rint(rows), 0, 16))
+            and rows[:, -1].max() <= 9
+        ):
+            return rows[:, :-1], rows[:, -1]
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    return bunch.data, bunch.target
 
 
 def _centered(name, train, val, test, image_shape, class_names) -> Dataset:
