@@ -177,9 +177,16 @@ def keep_freed_host_memory() -> bool:
 
 def blas_threads(count: int | None):
     """threadpoolctl's limit on the BLAS and OpenMP pools loaded in this process (numpy's
-    OpenBLAS or MKL): changed at run time for the context, restored after (~tens of us)."""
+    OpenBLAS or MKL): changed at run time for the context, restored after (~20-50 us)."""
     if count is None:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    return _thread_pools().limit(limits=count)
 
-    return threadpool_limits(limits=count)
+
+@functools.cache
+def _thread_pools():
+    """The pools found once: finding them (threadpool_limits does it on every call) costs
+    0.4-2 ms, as much as several digits steps. numpy's BLAS loads with numpy, before any of this."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
