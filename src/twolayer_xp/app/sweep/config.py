@@ -24,6 +24,8 @@ DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 SHARED_SETTINGS = (
     "dataset", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype", "threads", "seed",
 )  # fmt: skip
+# The scalar fields SweepConfig checks against CONSTRAINTS.
+SCALARS = ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed", "threads")
 # A sweep's scalar settings: a run's, and the sweep's own.
 CONSTRAINTS = {
     **configs.CONSTRAINTS,
@@ -64,16 +66,7 @@ class SweepConfig:
             raise ValueError(f"--dataset must be one of {', '.join(configs.DEFAULTS)}; got {self.dataset!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        for name in (
-            "population",
-            "hidden_size",
-            "num_iters",
-            "batch_size",
-            "heartbeat",
-            "trials",
-            "seed",
-            "threads",
-        ):
+        for name in SCALARS:
             if getattr(self, name) is not None:
                 validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
         defaults = configs.DEFAULTS[self.dataset]
