@@ -244,7 +244,7 @@ def test_two_sweep_workers_on_one_host_each_take_half_the_cpus(tmp_path):
     hidden = math.ceil(cpus * threads.FLOPS_PER_THREAD / kernels.step_flops(1000, 64, 1, 10)) + 1
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = ["--storage", storage, "--trials", "2", "--population", "1", "--num-iters", "2",
-            "--hidden-size", hidden, "--batch-size", 1000, "--heartbeat", "1", "--quiet"]  # fmt: skip
+            "--hidden-size", hidden, "--batch-size", 1000, "--heartbeat", "5", "--quiet"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in threads.ENV_VARIABLES}
     workers = [
         subprocess.Popen(
