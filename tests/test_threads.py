@@ -199,6 +199,16 @@ def test_population_records_its_count(blobs, no_thread_variables, monkeypatch):
     assert pop.threads_used == Threads(3, "environment")
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_the_flag_is_checked_in_one_line(command, capsys, one_error_line):
+    from twolayer_xp.app import cli
+
+    with pytest.raises(SystemExit) as exit:  # argparse's usage error, in one line
+        cli.main([command, "--threads", "0"])
+    assert exit.value.code == 2
+    assert "--threads: threads must be a positive int, got 0" in one_error_line(capsys)
+
+
 def test_a_run_says_what_it_used(tmp_path, no_thread_variables):
     result = runs.run(config.RunConfig(num_iters=20, threads=1), tmp_path / "run")
     assert result.metrics["threads"] == {"count": 1, "source": "flag", "busy": 0}

@@ -165,7 +165,8 @@ SETTINGS = {
     "threads": Setting(
         "device",
         "CPU threads to compute with (default: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / "
-        "MKL_NUM_THREADS if set, else as many as the step can use, within this process's CPUs)",
+        "MKL_NUM_THREADS if set, else as many as the step can use within this process's share "
+        "of the free CPUs; docs/threads.md)",
         resume=True,
         metavar="N",
     ),
