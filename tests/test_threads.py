@@ -203,9 +203,9 @@ def test_population_records_its_count(blobs, no_thread_variables, monkeypatch):
 def test_the_flag_is_checked_in_one_line(command, capsys, one_error_line):
     from twolayer_xp.app import cli
 
-    with pytest.raises(SystemExit) as exit:  # argparse's usage error, in one line
+    with pytest.raises(SystemExit) as raised:  # argparse's usage error, in one line
         cli.main([command, "--threads", "0"])
-    assert exit.value.code == 2
+    assert raised.value.code == 2
     assert "--threads: threads must be a positive int, got 0" in one_error_line(capsys)
 
 
