@@ -72,6 +72,7 @@ def test_train_loop(benchmark, cifar_shaped, backend_label, hidden):
         }
     )
     benchmark.pedantic(loop, rounds=1 if QUICK else 3, iterations=1, warmup_rounds=0)
+    benchmark.extra_info["threads"] = net.threads_used._asdict()  # what train() chose (core.threads)
     if benchmark.stats is not None:
         per_iter = benchmark.stats.stats.median / ITERS
         benchmark.extra_info["ms_per_iteration"] = per_iter * 1e3

@@ -42,6 +42,7 @@ def test_every_benchmark_ran(quick_results):
     data = json.loads((quick_results / "bench.json").read_text())
     kinds = {b["extra_info"].get("implementation") for b in data["benchmarks"]}
     assert {"ours", "floor", "predict", "train_loop", "population", "sklearn_estimator", "sweep"} <= kinds
+    assert {"threads_busy", "threads_step", "threads_cohosted"} <= kinds
     ours = [b for b in data["benchmarks"] if b["extra_info"].get("implementation") == "ours"]
     assert all(b["extra_info"]["x_floor"] > 0 and b["extra_info"]["gflops"] > 0 for b in ours)
 
@@ -54,6 +55,8 @@ def test_report_table_and_chart(quick_results, capsys):
     assert "| numpy | 64, 64, 100, 10 | float32 |" in table and "x floor" in table
     assert "| float32 | 100, 64, 128, 10 | 4 |" in table  # the population rows
     assert "TwoLayerClassifier vs MLPClassifier" in table and "Sweep of 4 configurations" in table
+    assert "beside two busy processes: automatic threads (1, automatic)" in table
+    assert "three workers on one host" in table
     assert (quick_results / "bench.png").stat().st_size > 10_000
     assert table in capsys.readouterr().out
 

@@ -1,8 +1,11 @@
 """Datasets: the digits split, and CIFAR-10 read from synthetic files in the real format."""
 
 import codecs
+import gzip
 import hashlib
 import pickle
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -25,6 +28,30 @@ def test_digits_split_is_fixed_and_centered():
     # no row is in two splits: the split is a permutation of the 1,797 images
     raw = np.concatenate([a.X_train, a.X_val, a.X_test]) + a.mean_image
     assert np.unique(raw, axis=0).shape[0] >= 1780  # digits holds a few exact duplicates
+
+
+def test_digits_are_scikit_learns_without_importing_it(tmp_path, monkeypatch):
+    """Read straight from the file scikit-learn ships: the same numbers as its loader, and
+    sklearn.datasets (SciPy, ~1.5 s) is not imported. A file that moved or holds anything else
+    falls back to the loader."""
+    code = "import sys; from twolayer_xp.io import datasets; datasets.load_digits(); print('sklearn' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pixels, labels = data._digits()
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    for content in (None, b"1,2,3\n"):  # missing, wrong shape
+        moved = tmp_path / f"moved-{content is None}"
+        if content is not None:
+            moved.mkdir()
+            (moved / "digits.csv.gz").write_bytes(gzip.compress(content))
+        monkeypatch.setattr(data, "DIGITS_FILE", (str(moved), "digits.csv.gz"))  # an absolute path
+        pixels, labels = data._digits()
+        np.testing.assert_array_equal(pixels, bunch.data)
 
 
 def test_cifar_split_order_and_preprocessing(tmp_path, cifar):

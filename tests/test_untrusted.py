@@ -53,7 +53,10 @@ def with_config(path, source: bytes, **changes):
         ({"dtype": "float16"}, "field dtype is invalid: dtype must be one of"),
         ({"backend": "os.system"}, "field backend is invalid: backend must be one of"),
         ({"device": ["cpu"]}, "field device is invalid: device must be a string"),
-        ({"dataset": "imagenet"}, "field dataset must be one of digits, cifar10, mnist, fashion-mnist or a .npz/.csv file, got 'imagenet'"),
+        (
+            {"dataset": "imagenet"},
+            "field dataset must be one of digits, cifar10, mnist, fashion-mnist or a .npz/.csv file, got 'imagenet'",
+        ),
         ({"num_train": 100}, "field num_train does not apply to digits"),
         ({"seed": True}, "field seed is invalid: seed must be an int"),
     ],

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from twolayer_xp.app.flags import flag
 from twolayer_xp.backend import BACKENDS, DTYPES
-from twolayer_xp.core import validation
+from twolayer_xp.core import threads, validation
 from twolayer_xp.core.validation import COUNT, POSITIVE_INT
 from twolayer_xp.io import datasets, mnist, user_data
 
@@ -101,6 +101,7 @@ COMMON = {"seed": 0, "device": "cpu", "dtype": "float32", "checkpoint_every": 10
 # A run's scalar settings: the model's (core.validation) and the run's own.
 CONSTRAINTS = {
     **validation.CONSTRAINTS,
+    **threads.CONSTRAINTS,
     "num_train": POSITIVE_INT,
     "num_val": POSITIVE_INT,
     "num_test": POSITIVE_INT,
@@ -131,6 +132,7 @@ class RunConfig:
     device: str | None = None  # None: "cpu" for a new run, the saved one for a resumed run
     backend: str | None = None
     dtype: str | None = None
+    threads: int | None = None  # None: the environment's, else automatic (core.threads)
     checkpoint_every: int | None = None
 
     def resolved(self) -> RunConfig:
@@ -263,6 +265,14 @@ SETTINGS = {
         "device", "array library (default: numpy on cpu, cupy on cuda)", resume=True, choices=BACKENDS
     ),
     "dtype": Setting("device", f"float precision (default {COMMON['dtype']})", choices=DTYPES),
+    "threads": Setting(
+        "device",
+        "CPU threads to compute with (default: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / "
+        "MKL_NUM_THREADS if set, else as many as the step can use within this process's share "
+        "of the free CPUs; docs/threads.md)",
+        resume=True,
+        metavar="N",
+    ),
     "checkpoint_every": Setting(
         "output",
         f"rewrite model.npz every N iterations (default {COMMON['checkpoint_every']})",

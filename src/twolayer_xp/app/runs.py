@@ -59,9 +59,14 @@ class RunResult:
             f"test accuracy {m['test_accuracy']:.4f} (val {m['val_accuracy']:.4f}) after "
             f"{m['iterations']} iterations"
             + (f" (resumed from iteration {resumed})" if resumed is not None else "")
-            + f" in {m['train_seconds']:.2f} s ({m['samples_per_second']:,.0f} samples/s); "
+            + f" in {m['train_seconds']:.2f} s ({m['samples_per_second']:,.0f} samples/s{_threads(m.get('threads'))}); "
             f"learning rate decayed {_times(decays['count'])} ({decays['why']}); outputs in {self.out_dir}"
         )
+
+
+def _threads(used: dict | None) -> str:
+    """', 1 thread' (the CPU threads a run computed with), or nothing when it trained none."""
+    return "" if not used else f", {used['count']} thread{'s' * (used['count'] != 1)}"
 
 
 def _times(n: int) -> str:
@@ -299,6 +304,7 @@ class _Session:
                     verbose=verbose,
                     progress=lambda info: self.report(info, progress),
                     on_divergence="raise",
+                    threads=config.threads,
                 )
                 self.extend(part)
                 self.save()
@@ -379,6 +385,7 @@ class _Session:
             "device": net.device,
             "gpu": net.backend.gpu_name(),
             "dtype": net.dtype_name,
+            "threads": _threads_used(net),
             "versions": {
                 "twolayer_xp": __version__,
                 "python": platform.python_version(),
@@ -425,6 +432,12 @@ def save_figures(figures: dict[Path, Callable]) -> list[str]:
         except Exception as exc:
             problems.append(f"{path} not drawn ({one_line(exc, named=True, limit=200)})")
     return problems
+
+
+def _threads_used(net: TwoLayerNet) -> dict | None:
+    """{'count', 'source'} of the CPU threads the last training call used; None on a GPU."""
+    used = net.threads_used
+    return used._asdict() if used is not None and net.backend.host_memory else None
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -68,6 +68,12 @@ class Backend:
         non-finite losses itself and says so in one message."""
         return contextlib.nullcontext()
 
+    def limit_threads(self, count: int | None):
+        """A context in which this backend computes with at most ``count`` CPU threads (None:
+        as the libraries are configured). A GPU backend is unaffected. The count comes from
+        ``core.threads.choose``; the environment variables are never written."""
+        return contextlib.nullcontext()
+
     def gpu_name(self) -> str | None:
         """The GPU's marketing name, for reports; None on a CPU."""
         return None
@@ -167,3 +173,20 @@ def keep_freed_host_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
     except (OSError, AttributeError):
         return False
+
+
+def blas_threads(count: int | None):
+    """threadpoolctl's limit on the BLAS and OpenMP pools loaded in this process (numpy's
+    OpenBLAS or MKL): changed at run time for the context, restored after (~20-50 us)."""
+    if count is None:
+        return contextlib.nullcontext()
+    return _thread_pools().limit(limits=count)
+
+
+@functools.cache
+def _thread_pools():
+    """The pools found once: finding them (threadpool_limits does it on every call) costs
+    0.4-2 ms, as much as several digits steps. numpy's BLAS loads with numpy, before any of this."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()

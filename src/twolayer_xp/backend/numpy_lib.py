@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 
-from .base import Backend, keep_freed_host_memory
+from .base import Backend, blas_threads, keep_freed_host_memory
 
 
 class NumpyBackend(Backend):
@@ -26,6 +26,9 @@ class NumpyBackend(Backend):
 
     def quiet_overflow(self):
         return np.errstate(over="ignore", invalid="ignore")
+
+    def limit_threads(self, count):
+        return blas_threads(count)
 
 
 def _lean_namespace():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, import_or_explain
+from .base import Backend, blas_threads, import_or_explain
 
 
 class StrictBackend(Backend):
@@ -34,3 +34,6 @@ class StrictBackend(Backend):
 
     def quiet_overflow(self):
         return np.errstate(over="ignore", invalid="ignore")  # strict computes with numpy underneath
+
+    def limit_threads(self, count):
+        return blas_threads(count)

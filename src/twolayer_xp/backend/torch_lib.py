@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import array_api_compat as aac
 
 from .base import Backend, CudaUnavailableError, import_or_explain, keep_freed_host_memory
@@ -59,9 +61,28 @@ class TorchBackend(Backend):
 
             torch.cuda.synchronize(self.device)
 
+    def limit_threads(self, count):
+        if count is None or self._on_gpu:
+            return contextlib.nullcontext()
+        return _torch_threads(count)
+
     def gpu_name(self) -> str | None:
         if not self._on_gpu:
             return None
         import torch
 
         return torch.cuda.get_device_name(self.device)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    """torch's intra-op pool at ``count`` threads for the context (its own pool, which
+    threadpoolctl does not see), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -111,8 +111,9 @@ def markdown(data: dict) -> str:
         ]
         for r in others:
             if r["implementation"] == "train_loop":
+                threads = f" ({r['threads']['count']} thr.)" if r.get("threads") else ""
                 lines.append(
-                    f"| {r['group']} | {r['backend']} | {r['median_s']:.2f} s | {r['ms_per_iteration']:.3f} ms | "
+                    f"| {r['group']} | {r['backend']}{threads} | {r['median_s']:.2f} s | {r['ms_per_iteration']:.3f} ms | "
                     f"{r['x_steps']:.3f}x | {r['x_steps_plus_gather']:.3f}x |"
                 )
             else:
@@ -159,6 +160,7 @@ def _comparison_lines(data: dict) -> list[str]:
             f"{r['accuracy']:.4f} vs {r['mlp_accuracy']:.4f}, fit {r['fit_s']:.2f} s vs {r['mlp_fit_s']:.2f} s "
             f"({r['x_faster_than_mlp']:.1f}x faster).",
         ]
+    lines += _threads_lines(data)
     for r in _infos(data, "sweep"):
         lines += [
             "",
@@ -166,6 +168,26 @@ def _comparison_lines(data: dict) -> list[str]:
             f"iterations each) vs one net at a time: {r['sweep_seconds']:.1f} s vs {r['loop_seconds']:.1f} s "
             f"({r['x_loop']:.2f}x); storage and sampler {100 * r['overhead_fraction']:.1f}% of the sweep.",
         ]
+    return lines
+
+
+def _threads_lines(data: dict) -> list[str]:
+    """The thread policy's benchmarks (benchmarks/test_threads.py), with the threads they used."""
+    lines = []
+    for r in _infos(data, "threads_busy"):
+        t = r["threads"]
+        lines += ["", f"Digits train beside two busy processes: automatic threads ({t['count']}, {t['source']}) "
+                  f"{r['automatic_s']:.2f} s vs one thread forced {r['one_thread_s']:.2f} s: "
+                  f"{r['x_one_thread']:.2f}x (target <= {r['target']:g}x)."]  # fmt: skip
+    for r in _infos(data, "threads_step"):
+        t = r["threads"]
+        lines += ["", f"Step {', '.join(map(str, r['shape']))} float32: automatic threads ({t['count']}, "
+                  f"{t['source']}) {r['automatic_ms']:.3f} ms vs the libraries' default {r['default_ms']:.3f} ms: "
+                  f"{r['x_default']:.2f}x (target <= {r['target']:g}x)."]  # fmt: skip
+    for r in _infos(data, "threads_cohosted"):
+        used = ", ".join(f"{n} thread{'s' * (n != 1)} with {w} live" for n, w in r["threads_workers"])
+        lines += ["", f"Sweep ({r['sweep']}): three workers on one host {r['three_s']:.1f} s vs one alone "
+                  f"{r['alone_s']:.1f} s: {r['x_alone']:.2f}x (target <= {r['target']:g}x); trials ran with {used}."]  # fmt: skip
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twolayer_xp.backend import Backend, dtype_name, is_array, to_numpy
-from twolayer_xp.core import validation
+from twolayer_xp.core import kernels, threads, validation
 
 
 def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str = "X", check_finite=True):
@@ -43,6 +43,17 @@ class DeviceModel:
     backend: Backend
     dtype: Any
     shapes: dict
+    threads_used: threads.Threads | None = None  # what the last train() computed with
+
+    def limit_threads(self, requested: int | None, batch_size: int):
+        """The context a ``train`` call runs in: CPU threads as ``threads.choose`` decides for
+        this model's step on ``batch_size`` rows (``requested``: the caller's count or None),
+        recorded in ``threads_used``."""
+        members = getattr(self, "size", None) or 1
+        D, H, C = self.input_size, self.hidden_size, self.output_size
+        flops = kernels.step_flops(validation.check("batch_size", batch_size), D, H, C, members)
+        self.threads_used = threads.choose(requested, flops)
+        return self.backend.limit_threads(self.threads_used.limit)
 
     @property
     def input_size(self) -> int:

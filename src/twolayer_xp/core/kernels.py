@@ -38,6 +38,13 @@ class Context(NamedTuple):
     classes: Any
 
 
+def step_flops(N: int, D: int, H: int, C: int, members: int = 1) -> int:
+    """Multiply-adds x 2 of a step's five matmuls on a minibatch of N rows, for ``members`` nets:
+    forward (X W1, h W2), backward (h^T dS, dS W2^T, X^T dH). Elementwise work is left out: it
+    is memory-bound, not FLOP-bound."""
+    return 2 * members * (2 * N * D * H + 3 * N * H * C)
+
+
 def context(y, num_classes: int, xp=None) -> Context:
     """A Context for labels like ``y`` (N,) and ``num_classes`` classes."""
     xp = array_namespace(y) if xp is None else xp

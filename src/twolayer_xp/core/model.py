@@ -117,6 +117,7 @@ class TwoLayerNet(device_model.DeviceModel):
         num_iters: int = 100,
         batch_size: int = 200,
         verbose: bool = False,
+        threads: int | None = None,
         **options: Any,
     ) -> dict:
         """Minibatch SGD, CS231n semantics; returns loss/train_acc/val_acc histories as floats.
@@ -126,21 +127,15 @@ class TwoLayerNet(device_model.DeviceModel):
         and multiplies the learning rate by ``learning_rate_decay``. ``options`` are the extras
         of ``training.fit`` (start_iteration, progress, on_divergence, sync_every). On
         divergence the histories hold the finite part and ``on_divergence`` says what happens.
+        threads: CPU threads to compute with; None: the environment's, else as many as the
+        step can use (``core.threads``). What was used: ``threads_used``.
         """
-        return training.fit(
-            self,
-            X,
-            y,
-            X_val,
-            y_val,
-            learning_rate=learning_rate,
-            learning_rate_decay=learning_rate_decay,
-            reg=reg,
-            num_iters=num_iters,
-            batch_size=batch_size,
-            verbose=verbose,
-            **options,
-        ).history
+        with self.limit_threads(threads, batch_size):
+            return training.fit(
+                self, X, y, X_val, y_val, learning_rate=learning_rate,
+                learning_rate_decay=learning_rate_decay, reg=reg, num_iters=num_iters,
+                batch_size=batch_size, verbose=verbose, **options,
+            ).history  # fmt: skip
 
     # -- checkpoints: thin wrappers for the notebook habit -----------------------------------------
 

@@ -123,6 +123,7 @@ class Population(device_model.DeviceModel):
         num_iters: int = 100,
         batch_size: int = 200,
         verbose: bool = False,
+        threads: int | None = None,
         **options: Any,
     ) -> dict:
         """Minibatch SGD of every member on shared minibatches, CS231n semantics per member.
@@ -131,21 +132,14 @@ class Population(device_model.DeviceModel):
         "val_acc_history" (K, E) and "diverged" bool (K,). A member whose loss turns
         non-finite is rolled back to its last finite sync point and frozen (its later
         history entries are NaN); the others go on as if it were not there. ``options``: as
-        for ``TwoLayerNet.train`` (progress, sync_every, start_iteration).
+        for ``TwoLayerNet.train`` (progress, sync_every, start_iteration); threads as there.
         """
         values = dict(zip(HYPERPARAMETERS, (learning_rate, learning_rate_decay, reg), strict=True))
-        result = training.fit(
-            self,
-            X,
-            y,
-            X_val,
-            y_val,
-            num_iters=num_iters,
-            batch_size=batch_size,
-            verbose=verbose,
-            **values,
-            **options,
-        )
+        with self.limit_threads(threads, batch_size):
+            result = training.fit(
+                self, X, y, X_val, y_val, num_iters=num_iters, batch_size=batch_size, verbose=verbose,
+                **values, **options,
+            )  # fmt: skip
         self.hyperparameters.update({n: validation.per_member(n, v, self.size) for n, v in values.items()})
         self.hyperparameters.update(num_iters=num_iters, batch_size=batch_size)
         if result.history["val_acc_history"].shape[1]:  # a call that crossed no epoch keeps the last

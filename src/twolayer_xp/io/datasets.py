@@ -10,7 +10,9 @@ subtracted), with the ``Preprocessing`` kept so a saved model can repeat it on n
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.util
 import numbers
 import os
 import shutil
@@ -44,6 +46,8 @@ CIFAR10_ROWS = {"train": 50000, "test": 10000}  # images in the five training ba
 DIGITS_SPLIT_SEED = 0
 DIGITS_NUM_TEST = 300
 DIGITS_NUM_TRAIN = 1300  # the remaining 197 rows are the validation set
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")  # inside scikit-learn's package folder
+DIGITS_ROWS = (1797, 65)  # 8 x 8 pixels (0..16) and the label (0..9) per row
 
 
 @dataclass
@@ -174,14 +178,36 @@ def load_digits(dtype: str = "float32") -> Dataset:
 
 def _digits_rows() -> tuple[np.ndarray, np.ndarray, list]:
     """scikit-learn's 1,797 digits: raw pixels (N, 64) in 0..16, labels, names."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:
+    pixels, labels = _digits()
+    return pixels, labels.astype(np.int64), [str(d) for d in range(10)]
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64), labels (1797,)) as float64, read straight from the file scikit-learn
+    ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and the label per row) and checked;
+    importing ``sklearn.datasets`` instead costs ~1.5 s (it pulls in SciPy). A scikit-learn whose
+    file moved or changed form is asked through its own loader."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
         raise ImportError(
             'the digits dataset ships with scikit-learn, which is not installed; fix: pip install -e ".[cli]"'
-        ) from None
+        )
+    for folder in spec.submodule_search_locations or ():
+        try:
+            with gzip.open(Path(folder, *DIGITS_FILE)) as f:
+                rows = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        except (OSError, ValueError):
+            continue
+        if (
+            rows.shape == DIGITS_ROWS
+            and np.array_equal(rows, np.clip(np.rint(rows), 0, 16))
+            and rows[:, -1].max() <= 9
+        ):
+            return rows[:, :-1], rows[:, -1]
+    from sklearn.datasets import load_digits as sklearn_digits
+
     bunch = sklearn_digits()
-    return bunch.data, bunch.target.astype(np.int64), [str(d) for d in range(10)]
+    return bunch.data, bunch.target
 
 
 def _digits_split(n: int) -> list:

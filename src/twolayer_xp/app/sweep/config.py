@@ -23,16 +23,11 @@ SEARCH_SPAN = (1e-2, 10.0)
 DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 # Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
 SHARED_SETTINGS = (
-    "dataset",
-    "label_column",
-    "hidden_size",
-    "num_iters",
-    "batch_size",
-    "device",
-    "backend",
-    "dtype",
-    "seed",
-)
+    "dataset", "label_column", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype",
+    "threads", "seed",
+)  # fmt: skip
+# The scalar fields SweepConfig checks against CONSTRAINTS.
+SCALARS = ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed", "threads")
 # A sweep's scalar settings: a run's, and the sweep's own.
 MAX_HEARTBEAT = 24 * 3600  # a day; far beyond what threads can wait, a heartbeat overflows
 MAX_STUDY_NAME = 512  # characters Optuna's storage keeps for a study name (VARCHAR(512))
@@ -67,6 +62,7 @@ class SweepConfig:
     backend: str | None = None
     dtype: str = configs.COMMON["dtype"]
     seed: int = configs.COMMON["seed"]
+    threads: int | None = None  # None: the environment's, else this host's CPUs / its live workers
     heartbeat: int = HEARTBEAT_SECONDS
     search: dict = field(default_factory=dict, init=False)  # what a trial means, stored in the study
 
@@ -77,7 +73,7 @@ class SweepConfig:
             raise ValueError(f"--label-column applies to a .csv dataset, not to {self.dataset}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        for name in ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed"):
+        for name in SCALARS:
             if getattr(self, name) is not None:
                 validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
         defaults = configs.DEFAULTS[kind]

@@ -17,6 +17,7 @@ How the workers agree without a scheduler:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import warnings
@@ -266,6 +267,29 @@ def slot_holders(trials) -> set[int]:
         t.system_attrs.get("failed_trial", t.number) for t in trials if t.user_attrs.get("surplus")
     }
     return {t.number for t in trials if "failed_trial" not in t.system_attrs} - turned_away
+
+
+def workers_on_host(trials, host: str) -> int:
+    """Live processes of ``host`` (this one) holding RUNNING trials, read off their "worker"
+    marks, this process included: the sweep workers sharing this machine's CPUs right now."""
+    pids = {os.getpid()}
+    for t in trials:
+        mark = t.user_attrs.get("worker", {})
+        if t.state.name == "RUNNING" and mark.get("host") == host and _alive(mark.get("pid")):
+            pids.add(mark["pid"])
+    return len(pids)
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
 
 def _slot_grid(lrs: list, regs: list):

@@ -20,8 +20,10 @@ from twolayer_xp.app.sweep.study import (
     open_storage,
     open_study,
     slot_holders,
+    workers_on_host,
 )
 from twolayer_xp.backend import resolve
+from twolayer_xp.core import kernels, threads
 from twolayer_xp.core.population import Population
 from twolayer_xp.io import files
 
@@ -168,6 +170,15 @@ class Worker:
             claimed.append((trial, lr, reg))
         return claimed
 
+    def thread_budget(self, members: int) -> tuple[threads.Threads, int]:
+        """CPU threads for the next population of ``members``, and the live workers on this host
+        whose share of its CPUs that is: counted afresh for every population."""
+        c, ds = self.config, self.ds
+        running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
+        workers = workers_on_host(running, socket.gethostname())
+        flops = kernels.step_flops(c.batch_size, ds.num_features, c.hidden_size, ds.num_classes, members)
+        return threads.choose(c.threads, flops, share=workers), workers
+
     def train(self, claimed: list) -> None:
         c, ds = self.config, self.ds
         trials, lrs, regs = (list(column) for column in zip(*claimed, strict=True))
@@ -177,11 +188,12 @@ class Worker:
             device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
         )  # fmt: skip
         (X, y), (X_val, y_val) = self.placed["train"], self.placed["val"]
-        with warnings.catch_warnings(), pop.backend.quiet_overflow():
+        choice, workers = self.thread_budget(len(claimed))
+        with warnings.catch_warnings(), pop.backend.quiet_overflow(), pop.backend.limit_threads(choice.limit):
             warnings.simplefilter("ignore", RuntimeWarning)  # diverged members are told FAIL instead
             stats = pop.train(
                 X, y, X_val, y_val, learning_rate=lrs, learning_rate_decay=c.search["learning_rate_decay"],
-                reg=regs, num_iters=c.num_iters, batch_size=c.batch_size,
+                reg=regs, num_iters=c.num_iters, batch_size=c.batch_size, threads=choice.limit,
             )  # fmt: skip
             acc = {split: pop.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
         seconds = time.perf_counter() - start
@@ -192,6 +204,7 @@ class Worker:
             try:
                 trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
                 trial.set_user_attr("test_accuracy", float(acc["test"][k]))
+                trial.set_user_attr("threads", {**choice._asdict(), "workers": workers})
                 if stats["diverged"][k]:
                     trial.set_user_attr("diverged", True)
                     self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
