@@ -146,7 +146,9 @@ SETTINGS = {
     "hidden_size": Setting("model", "hidden units", metavar="H"),
     "std": Setting("model", "initial weights ~ std * N(0, 1)"),
     "learning_rate": Setting("model", "SGD step size", metavar="LR", aliases=("--lr",)),
-    "learning_rate_decay": Setting("model", "multiply the learning rate by F every epoch", metavar="F"),
+    "learning_rate_decay": Setting(
+        "model", "multiply the learning rate by F every epoch", metavar="F", aliases=("--lr-decay",)
+    ),
     "reg": Setting("model", "L2 strength: loss += reg * (sum W1^2 + sum W2^2)"),
     "num_iters": Setting(
         "model", "SGD iterations per net (a resumed run: the total)", resume=True, metavar="N"

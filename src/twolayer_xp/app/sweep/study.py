@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 
-from twolayer_xp.app.sweep import report
+from twolayer_xp.app.sweep import report, space
 from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.errors import one_line
 
@@ -104,9 +104,10 @@ def open_study(optuna, storage, config: SweepConfig):
         study.set_user_attr(report.SEARCH_ATTR, config.search)
     elif stored != config.search:
         key = next(k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k))
+        then, now = (space.shown_setting(key, s.get(key)) for s in (stored, config.search))
         raise ValueError(
-            f"study {config.study} was created with {key}={stored.get(key)}, this run has "
-            f"{key}={config.search.get(key)}: repeat the study's flags, or choose another --study"
+            f"study {config.study} was created with {key}={then}, this run has "
+            f"{key}={now}: repeat the study's flags, or choose another --study"
         )
     return study
 
