@@ -99,7 +99,20 @@ def test_two_workers_postgresql(tmp_path):
 
 def test_killed_worker_then_restart_completes_the_study(tmp_path):
     out, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["--storage", storage, *SMALL, "--trials", 12, "--population", 3, "--num-iters", 600]
+    # two hidden sizes: a population's trials train as groups, and the retries keep their group
+    args = [
+        "--storage",
+        storage,
+        *SMALL,
+        "--trials",
+        12,
+        "--population",
+        3,
+        "--num-iters",
+        600,
+        "--hidden-size",
+        "16,32",
+    ]
     victim = worker(out, *args)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # kill it mid-population: results told, others running
@@ -120,8 +133,9 @@ def test_killed_worker_then_restart_completes_the_study(tmp_path):
     results = check_results(trials, 12)
     dead = [t for t in trials if outcome(t) == "dead worker"]
     assert dead and {t.user_attrs.get("worker", {}).get("pid") for t in dead} <= {victim.pid, None}
-    retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
-    assert retried == {t.number for t in dead}  # each dead trial re-run once, nothing lost
+    retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
+    assert set(retried) == {t.number for t in dead}  # each dead trial re-run once, nothing lost
+    assert all(retry.params == trials[n].params for n, retry in retried.items() if trials[n].params)
     rows = check_csv(out, trials)
     assert sum(r["outcome"] in ("completed", "diverged") for r in rows) == 12
     # best/ holds a told trial, with the numbers the study has for it, and a net that reproduces them
