@@ -108,6 +108,7 @@ class Worker:
         self.optuna, self.study, self.storage, self.config = optuna, study, storage, config
         self.ds, self.placed, self.out = ds, placed, out
         self.heartbeat = Heartbeat(storage, config.heartbeat)
+        self.best = None  # (net, trial, accuracy) of the best trial told in this round
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
 
     def fail_stale(self) -> None:
@@ -253,19 +254,24 @@ class Worker:
                     self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
                 else:
                     self.study.tell(trial, float(acc["val"][k]))
-                    if self.best is None or (acc["val"][k], -trial.number) > (
-                        self.best[2]["val"],
-                        -self.best[1].number,
-                    ):
-                        net = pop.net(k)
-                        net.metadata["hyperparameters"] = {
-                            **settings[k],
-                            "num_iters": self._iterations(settings[k]),
-                        }
-                        self.best = (net, trial, {split: float(a[k]) for split, a in acc.items()})
+                    self._keep_if_best(
+                        pop, k, trial, settings[k], {split: float(a[k]) for split, a in acc.items()}
+                    )
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 pass  # declared stale by another worker meanwhile: its retry runs it again
             self.heartbeat.trial_ids.discard(trial._trial_id)
+
+    def _keep_if_best(self, pop, k: int, trial, settings: dict, accuracy: dict) -> None:
+        """Member k of ``pop`` (a told trial) becomes this round's best/ candidate if it beats it."""
+
+        def score(trial, accuracy):  # higher validation accuracy, then the earlier trial
+            return accuracy["val"], -trial.number
+
+        if self.best is not None and score(trial, accuracy) <= score(*self.best[1:]):
+            return
+        net = pop.net(k)
+        net.metadata["hyperparameters"] = {**settings, "num_iters": self._iterations(settings)}
+        self.best = (net, trial, accuracy)  # save_best's (net, trial, accuracy)
 
 
 def by_shape(claimed: list) -> list[list]:
