@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from twolayer_xp import Population, TwoLayerNet, to_numpy
+from twolayer_xp.core.kernels import PARAMS
 
 
 def grid_problem(blobs):
@@ -259,15 +260,9 @@ def test_training_in_segments_equals_training_straight(blobs):
     )
     for pop, members, reference in ((at_37, (0, 3), straight(37)), (survivors, (1, 2, 4, 5), straight(90))):
         for j, k in enumerate(members):
-            for name in kernels_params():
+            for name in PARAMS:
                 np.testing.assert_array_equal(pop.net(j).params[name], reference.net(k).params[name])
             assert pop.net(j).state.iteration == reference.net(k).state.iteration
-
-
-def kernels_params():
-    from twolayer_xp.core.kernels import PARAMS
-
-    return PARAMS
 
 
 def test_subset_checks_its_members(blobs):
