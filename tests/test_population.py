@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from twolayer_xp import Population, TwoLayerNet, to_numpy
+from twolayer_xp.core.kernels import PARAMS
 
 
 def grid_problem(blobs):
@@ -193,3 +194,87 @@ def test_a_call_that_records_no_epoch_keeps_the_last_validation_accuracy(blobs):
     assert pop.best()[0] in (0, 1)
     with pytest.raises(ValueError, match="'warn' for a population"):
         pop.train(X, y, X_val, y_val, num_iters=2, on_divergence="raise")
+
+
+SUBSET_LRS, SUBSET_REGS, SUBSET_DECAYS = (
+    [0.05, 0.1, 0.2, 0.3, 0.5, 0.8],
+    [0.0, 1e-3, 1e-2, 1e-4, 0.0, 1e-3],
+    [0.9, 1.0, 0.95, 0.8, 0.99, 0.9],
+)
+
+
+def train_on(pop, X, y, X_val, y_val, num_iters, **hyper):
+    """Continue ``pop`` where it stopped: its decayed learning rates, the rest as given."""
+    return train_quietly(
+        pop, X, y, X_val, y_val, learning_rate=pop.state.learning_rate, num_iters=num_iters, batch_size=32,
+        sync_every=25, **hyper,
+    )  # fmt: skip
+
+
+def test_a_subset_trains_on_exactly_as_its_members_would_have(case64, make_net, blobs, backend_of):
+    """Compaction: the survivors of a population, trained on alone, end bit-identical to the
+    same members of the population trained on whole (epochs and decays crossed on the way)."""
+    X, y, X_val, y_val = grid_problem(blobs)
+    nets = [make_net(case64, 12, 16, 4, std=0.3, rng=k) for k in range(6)]
+    pop = Population.from_nets(nets, rng=5)
+    hyper = dict(learning_rate_decay=SUBSET_DECAYS, reg=SUBSET_REGS)
+    train_quietly(pop, X, y, X_val, y_val, learning_rate=SUBSET_LRS, num_iters=40, batch_size=32, **hyper)
+    keep = [4, 0, 2]  # out of order, decays all < 1
+    sub = pop.subset(keep)
+    assert len(sub) == 3 and sub.state.iteration == pop.state.iteration == 40
+    train_on(pop, X, y, X_val, y_val, 60, **hyper)
+    sub_hyper = {name: [v[k] for k in keep] for name, v in hyper.items()}
+    train_on(sub, X, y, X_val, y_val, 60, **sub_hyper)
+    backend = backend_of(case64)
+    for j, k in enumerate(keep):
+        member, whole = sub.net(j), pop.net(k)
+        for name in whole.params:
+            assert backend.owns(member.params[name])
+            np.testing.assert_array_equal(to_numpy(member.params[name]), to_numpy(whole.params[name]))
+        assert member.state.iteration == whole.state.iteration == 100
+        assert member.state.learning_rate == whole.state.learning_rate < SUBSET_LRS[k]  # decayed
+        assert member.metadata["hyperparameters"] == {**whole.metadata["hyperparameters"]}
+    np.testing.assert_array_equal(sub.accuracy(X_val, y_val), pop.accuracy(X_val, y_val)[keep])
+
+
+def test_training_in_segments_equals_training_straight(blobs):
+    """A sweep's per-member budgets: train to b1, drop who is done, continue to b2. The members
+    stopped at b1 equal a run to b1, the others a run straight to b2 (one minibatch stream)."""
+    X, y, X_val, y_val = grid_problem(blobs)
+    hyper = dict(learning_rate_decay=SUBSET_DECAYS, reg=SUBSET_REGS)
+
+    def fresh():
+        return Population(12, 16, 4, size=6, std=0.3, rng=3)
+
+    def straight(num_iters):
+        pop = fresh()
+        train_quietly(
+            pop, X, y, X_val, y_val, learning_rate=SUBSET_LRS, num_iters=num_iters, batch_size=32, **hyper
+        )
+        return pop
+
+    segmented = fresh()
+    train_quietly(
+        segmented, X, y, X_val, y_val, learning_rate=SUBSET_LRS, num_iters=37, batch_size=32, **hyper
+    )
+    at_37 = segmented.subset([0, 3])
+    survivors = segmented.subset([1, 2, 4, 5])
+    train_on(
+        survivors, X, y, X_val, y_val, 90 - 37, **{n: [v[k] for k in (1, 2, 4, 5)] for n, v in hyper.items()}
+    )
+    for pop, members, reference in ((at_37, (0, 3), straight(37)), (survivors, (1, 2, 4, 5), straight(90))):
+        for j, k in enumerate(members):
+            for name in PARAMS:
+                np.testing.assert_array_equal(pop.net(j).params[name], reference.net(k).params[name])
+            assert pop.net(j).state.iteration == reference.net(k).state.iteration
+
+
+def test_subset_checks_its_members(blobs):
+    pop = Population(12, 16, 4, size=3, std=0.3, rng=0)
+    for members, words in (([], "at least one"), ([1, 1], "distinct"), ([3], r"\[0, 2\]"), ([True], "int")):
+        with pytest.raises(ValueError, match=words):
+            pop.subset(members)
+    sub = pop.subset([2])
+    assert sub.hyperparameters["std"].tolist() == [0.3] and sub.state.learning_rate is None
+    with pytest.raises(ValueError, match="call train"):
+        sub.best()

@@ -99,7 +99,20 @@ def test_two_workers_postgresql(tmp_path):
 
 def test_killed_worker_then_restart_completes_the_study(tmp_path):
     out, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["--storage", storage, *SMALL, "--trials", 12, "--population", 3, "--num-iters", 600]
+    # two hidden sizes: a population's trials train as groups, and the retries keep their group
+    args = [
+        "--storage",
+        storage,
+        *SMALL,
+        "--trials",
+        12,
+        "--population",
+        3,
+        "--num-iters",
+        600,
+        "--hidden-size",
+        "16,32",
+    ]
     victim = worker(out, *args)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # kill it mid-population: results told, others running
@@ -120,8 +133,9 @@ def test_killed_worker_then_restart_completes_the_study(tmp_path):
     results = check_results(trials, 12)
     dead = [t for t in trials if outcome(t) == "dead worker"]
     assert dead and {t.user_attrs.get("worker", {}).get("pid") for t in dead} <= {victim.pid, None}
-    retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
-    assert retried == {t.number for t in dead}  # each dead trial re-run once, nothing lost
+    retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
+    assert set(retried) == {t.number for t in dead}  # each dead trial re-run once, nothing lost
+    assert all(retry.params == trials[n].params for n, retry in retried.items() if trials[n].params)
     rows = check_csv(out, trials)
     assert sum(r["outcome"] in ("completed", "diverged") for r in rows) == 12
     # best/ holds a told trial, with the numbers the study has for it, and a net that reproduces them
@@ -166,6 +180,12 @@ def one_error_line(capsys):
         (["--reg", "1e-3:1e-3"], "empty or inverted"),
         (["--lr", "fast"], "LOW:HIGH"),
         (["--sampler", "grid", "--grid-lr", "0.1"], "needs --grid-lr and --grid-reg"),
+        (["--hidden-size", "0,5"], "hidden_size must be a positive int"),
+        (["--batch-size", "a:b"], "--batch-size must be a value, A,B,.. (choices) or LOW:HIGH"),
+        (["--lr-decay", "1:0.5"], "--learning-rate-decay 1:0.5 is empty or inverted"),
+        (["--std", "0:1e-2"], "need 0 < LOW < HIGH (log scale)"),
+        (["--epochs", "3", "--num-iters", "5"], "give one of them"),
+        (["--sampler", "grid", "--grid-lr", "1", "--grid-reg", "1", "--hidden-size", "8,16"], "one value"),
         (["--storage", "not a url"], "not a database URL"),
         (["--storage", "nosuchdb://x/y"], "not a database URL"),
         (
@@ -230,3 +250,95 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_rerun(tmp_path):
     check_results(trials, 2)
     assert outcome(trials[0]) == "dead worker"
     assert [t.system_attrs.get("failed_trial") for t in trials].count(0) == 1  # re-run once
+
+
+# Trials queued with fixed params, so that the test knows its groups: (hidden size, iterations,
+# learning rate, reg, std, decay). Hidden size 16: three budgets; 8: two.
+QUEUED = [
+    (16, 70, 1.0, 1e-4, 0.01, 0.99),
+    (8, 20, 0.5, 1e-3, 0.05, 0.9),
+    (16, 20, 2.0, 1e-4, 0.05, 0.9),
+    (16, 45, 0.3, 1e-5, 0.01, 0.99),
+    (8, 70, 1.0, 3e-4, 0.01, 0.9),
+]
+SEARCH = dict(hidden_size="8,16", num_iters="20,45,70", std="0.01,0.05", learning_rate_decay="0.9,0.99")
+
+
+def test_trials_of_one_shape_train_together_each_to_its_own_budget(tmp_path):
+    """Grouping and budgets: each trial is told exactly the accuracies its member gets in a
+    population of its group trained straight to the trial's own budget."""
+    from twolayer_xp import Population
+    from twolayer_xp.app.sweep import SweepConfig, run_sweep
+
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = SweepConfig(trials=5, population=5, sampler="random", out=str(tmp_path), **SEARCH)
+    study = open_study(optuna, open_storage(storage), config)  # the study as a sweep makes it
+    names = ("hidden_size", "num_iters", "learning_rate", "reg", "std", "learning_rate_decay")
+    for values in QUEUED:
+        study.enqueue_trial(dict(zip(names, values, strict=True)))
+    result = run_sweep(config)
+    trials = check_results(study_trials(storage), 5)
+    assert result["trials_run"] == 5 and all(outcome(t) == "completed" for t in trials)
+    ds = data.load("digits", dtype="float32")
+    for hidden in (16, 8):
+        group = [t for t in trials if t.params["hidden_size"] == hidden]  # in trial order
+        for budget in {t.params["num_iters"] for t in group}:
+            pop = Population(ds.num_features, hidden, ds.num_classes, size=len(group),
+                             std=[t.params["std"] for t in group], dtype="float32", rng=config.seed)  # fmt: skip
+            pop.train(
+                ds.X_train, ds.y_train, ds.X_val, ds.y_val, num_iters=budget, batch_size=100,
+                **{n: [t.params[n] for t in group] for n in ("learning_rate", "reg", "learning_rate_decay")},
+            )  # fmt: skip
+            val, test = pop.accuracy(ds.X_val, ds.y_val), pop.accuracy(ds.X_test, ds.y_test)
+            for k, t in enumerate(group):
+                if t.params["num_iters"] == budget:
+                    assert (t.value, t.user_attrs["test_accuracy"]) == (val[k], test[k])
+    rows = check_csv(tmp_path, trials)
+    assert [(int(r["hidden_size"]), int(r["num_iters"]), r["batch_size"], r["epochs"]) for r in rows] == [
+        (h, n, "100", "") for h, n, *_ in QUEUED
+    ]  # searched settings from the trial, fixed ones (batch size) from the study
+    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    best = max(trials, key=lambda t: (t.value, -t.number))
+    assert metrics["trial"] == best.number and metrics["val_accuracy"] == best.value
+    saved = TwoLayerNet.load(tmp_path / "best" / "model.npz")
+    assert saved.state.iteration == best.params["num_iters"]
+    assert saved.metadata["hyperparameters"]["num_iters"] == best.params["num_iters"]
+    assert saved.accuracy(ds.X_val, ds.y_val) == pytest.approx(best.value)
+
+
+def test_a_study_keeps_its_searched_settings(tmp_path, capsys):
+    args = ["sweep", "--out", str(tmp_path), "--quiet", "--trials", "2", "--population", "2",
+            "--hidden-size", "8,16", "--lr-decay", "0.9:1", "--epochs", "2"]  # fmt: skip
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    same = [*args[:-6], "--hidden-size", "16,8,16", "--learning-rate-decay", "0.9:1.0", "--epochs", "2"]
+    assert cli.main([*same, "--trials", "3"]) == 0  # the same space, written differently
+    assert "3 results" in capsys.readouterr().out
+    changed = {
+        "--hidden-size": ("8,32", "hidden_size=8,16, this run has hidden_size=8,32"),
+        "--lr-decay": ("0.95", "learning_rate_decay=0.9:1, this run has learning_rate_decay=0.95"),
+        "--epochs": ("1:3", "epochs=2, this run has epochs=1:3"),
+    }
+    for name, (value, words) in changed.items():
+        i = args.index(name)
+        assert cli.main([*args[:i], name, value, *args[i + 2 :]]) == 2
+        line = one_error_line(capsys)
+        assert words in line and "another --study" in line
+    assert cli.main([*args[:-2], "--num-iters", "20"]) == 2
+    assert "was created with epochs=2, this run has epochs=None" in one_error_line(capsys)
+
+
+def test_the_api_takes_searches_as_strings_lists_and_tuples():
+    from twolayer_xp.app.sweep import SweepConfig
+
+    flags = SweepConfig(hidden_size="100,50", std="1e-3:1e-1", epochs="3", learning_rate_decay="0.9:1")
+    api = SweepConfig(hidden_size=[50, 100, 50], std=(1e-3, 0.1), epochs=3, learning_rate_decay=(0.9, 1))
+    assert flags.search == api.search
+    assert api.search["hidden_size"] == {"choices": [50, 100]} and "num_iters" not in api.search
+    assert api.search["std"] == {"low": 1e-3, "high": 0.1, "log": True}
+    assert api.search["learning_rate_decay"] == {"low": 0.9, "high": 1.0, "log": False}
+    assert SweepConfig(batch_size=[64]).search["batch_size"] == 64  # one choice is a fixed value
+    with pytest.raises(TypeError, match="hidden_size must be an int"):
+        SweepConfig(hidden_size=[50, 1.5])

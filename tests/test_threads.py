@@ -218,27 +218,30 @@ def test_a_run_says_what_it_used(tmp_path, no_thread_variables):
 
 # -- sweep workers share the host -----------------------------------------------------------------
 
-# A worker that, once it holds a trial, waits until another process of this host holds one too,
-# so that both count each other when they budget threads (the wait is in the test, not the code),
-# and that sees no other process computing (this machine may be busy: the share is under test).
+# A worker that, when it budgets threads, waits until another process of this host holds a trial
+# too, and stays RUNNING a moment after, so that both count each other (the waits are in the test,
+# not the code), and that sees no other process computing (this machine may be busy: the share is
+# under test).
 TWO_AT_ONCE = textwrap.dedent(
     """
     import sys, time
     from twolayer_xp.app.sweep import worker
     from twolayer_xp.core import threads
     threads.others_running = lambda *args: 0
-    train = worker.Worker.train
+    budget = worker.Worker.thread_budget
 
-    def together(self, claimed):
+    def together(self, *args):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
             if len({t.user_attrs.get("worker", {}).get("pid") for t in running} - {None}) >= 2:
                 break
             time.sleep(0.05)
-        return train(self, claimed)
+        chosen = budget(self, *args)
+        time.sleep(2)  # still RUNNING while the other worker budgets too
+        return chosen
 
-    worker.Worker.train = together
+    worker.Worker.thread_budget = together
     from twolayer_xp.app import cli
     sys.exit(cli.main(["sweep", *sys.argv[1:]]))
     """

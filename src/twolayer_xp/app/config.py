@@ -250,6 +250,7 @@ SETTINGS = {
         "num_train / batch_size iterations: a decay falls on iteration i only when i %% that == 0, "
         "so a fractional epoch decays far less often (the summary says how many decays happened)",
         metavar="F",
+        aliases=("--lr-decay",),
     ),
     "reg": Setting("model", "L2 strength: loss += reg * (sum W1^2 + sum W2^2)"),
     "num_iters": Setting(

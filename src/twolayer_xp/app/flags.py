@@ -40,10 +40,13 @@ def checked(name: str, table: dict):
     return parse
 
 
-def add_settings(groups: dict, settings: dict, table: dict) -> None:
-    """One flag per Setting (``app.config.Setting``), in its group, typed and checked by ``table``."""
+def add_settings(groups: dict, settings: dict, table: dict, types: dict | None = None) -> None:
+    """One flag per Setting (``app.config.Setting``), in its group, typed and checked by ``table``
+    (or by ``types[name]``, an argparse type, where given)."""
     for name, s in settings.items():
         kwargs = {"help": s.help, "metavar": s.metavar, "choices": s.choices, "default": None}
-        if name in table:
+        if types and name in types:
+            kwargs["type"] = types[name]
+        elif name in table:
             kwargs["type"] = checked(name, table)
         groups[s.group].add_argument(flag(name), *s.aliases, dest=name, **kwargs)

@@ -7,6 +7,7 @@ Member k trains exactly as ``TwoLayerNet`` k would alone on the same minibatch s
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np  # host side: per-member hyperparameters and results
@@ -80,6 +81,42 @@ class Population(device_model.DeviceModel):
             xp.stack([p["b2"] for p in live]),
             len(nets),
         )
+        return pop
+
+    def subset(self, members) -> Population:
+        """A smaller population of ``members`` (distinct indices, in that order): their params,
+        iterations, decayed learning rates, hyperparameters and results, and a copy of this
+        population's random stream. Training it on is, for those members, exactly what training
+        this population on would be (every member sees the same minibatches), minus the others'
+        arithmetic: how a sweep drops members that are done. (numpy's global stream, rng=None,
+        stays global, as it does for TwoLayerNet.)"""
+        ks = [self._member(k) for k in members]
+        if not ks or len(set(ks)) != len(ks):
+            raise ValueError(f"members must be distinct member indices, at least one; got {list(members)!r}")
+        H, xp, p = self.hidden_size, self.backend.xp, self.live_params()
+        picked = self.backend.asarray(np.asarray(ks, dtype=np.int64))
+        columns = self.backend.asarray(
+            (np.asarray(ks, dtype=np.int64)[:, None] * H + np.arange(H)).reshape(-1)
+        )
+        pop = type(self).__new__(type(self))
+        pop.backend, pop.dtype = self.backend, self.dtype
+        pop._adopt(
+            xp.take(p["W1"], columns, axis=1),
+            xp.take(p["b1"], columns, axis=0),
+            xp.take(p["W2"], picked, axis=0),
+            xp.take(p["b2"], picked, axis=0),
+            len(ks),
+        )
+        lr = self.state.learning_rate
+        pop.state = training.TrainingState(
+            copy.deepcopy(self.state.rng), self.state.iteration, None if lr is None else lr[ks].copy()
+        )
+        pop.hyperparameters = {
+            name: value[ks].copy() if isinstance(value, np.ndarray) else value
+            for name, value in self.hyperparameters.items()
+        }
+        pop.member_iterations, pop.diverged = self.member_iterations[ks].copy(), self.diverged[ks].copy()
+        pop.val_accuracy = None if self.val_accuracy is None else self.val_accuracy[ks].copy()
         return pop
 
     def _adopt(self, W1, b1, W2, b2, K: int) -> None:

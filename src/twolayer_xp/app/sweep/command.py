@@ -7,6 +7,7 @@ import argparse
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import process
 from twolayer_xp.app.flags import add_settings, checked
+from twolayer_xp.app.sweep import space
 from twolayer_xp.app.sweep.config import (
     CONSTRAINTS,
     DEFAULT_POPULATION,
@@ -14,6 +15,7 @@ from twolayer_xp.app.sweep.config import (
     HEARTBEAT_SECONDS,
     SAMPLERS,
     SEARCH_SPAN,
+    SEARCHED,
     SHARED_SETTINGS,
     STALE_HEARTBEATS,
     SweepConfig,
@@ -31,7 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
 
     shared = {name: configs.SETTINGS[name] for name in SHARED_SETTINGS}
-    add_settings({group: parser for group in {s.group for s in shared.values()}}, shared, CONSTRAINTS)
+    for name in SEARCHED:  # a value, or what to search: see docs/sweep-search.md
+        help = f"{shared[name].help}: {space.SYNTAX}, {'log' if space.SCALES[name] else 'linear'} scale"
+        shared[name] = shared[name]._replace(help=help)
+    types = {name: searchable(name) for name in SEARCHED}
+    add_settings({group: parser for group in {s.group for s in shared.values()}}, shared, CONSTRAINTS, types)
+    a(
+        "--epochs",
+        type=searchable("epochs"),
+        metavar="E",
+        help=f"instead of --num-iters: passes over the training set per trial, rounded up to whole iterations: {space.SYNTAX}, linear scale",
+    )
     a(
         "--trials",
         type=checked("trials", CONSTRAINTS),
@@ -78,6 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds between a worker's liveness marks; a killed worker's trials are re-run {STALE_HEARTBEATS}x this later (default {HEARTBEAT_SECONDS})",
     )
     a("--quiet", action="store_true", help="no progress bar; print only the summary line")
+
+
+def searchable(name: str):
+    """An argparse type for a searchable setting: ``space.parse`` with the sweep's CONSTRAINTS."""
+
+    def parse(text: str):
+        try:
+            return space.parse(name, text, CONSTRAINTS)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def command(args: argparse.Namespace) -> int:

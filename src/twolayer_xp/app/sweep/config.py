@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twolayer_xp.app import config as configs
+from twolayer_xp.app.flags import flag
+from twolayer_xp.app.sweep import space
 from twolayer_xp.core import validation
 from twolayer_xp.core.validation import POSITIVE_INT, Constraint
 from twolayer_xp.io import files
@@ -23,16 +25,19 @@ SEARCH_SPAN = (1e-2, 10.0)
 DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 # Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
 SHARED_SETTINGS = (
-    "dataset", "label_column", "hidden_size", "num_iters", "batch_size", "device", "backend", "dtype",
-    "threads", "seed",
+    "dataset", "label_column", "hidden_size", "std", "learning_rate_decay", "num_iters", "batch_size",
+    "device", "backend", "dtype", "threads", "seed",
 )  # fmt: skip
-# The scalar fields SweepConfig checks against CONSTRAINTS.
-SCALARS = ("population", "hidden_size", "num_iters", "batch_size", "heartbeat", "trials", "seed", "threads")
+# The sweep's own scalar fields, checked against CONSTRAINTS (the searched ones: by ``space.parse``).
+SCALARS = ("population", "heartbeat", "trials", "seed", "threads")
+# A run's settings a sweep may search (space.SCALES less the sweep's own "epochs").
+SEARCHED = tuple(name for name in space.SCALES if name in configs.SETTINGS)
 # A sweep's scalar settings: a run's, and the sweep's own.
 MAX_HEARTBEAT = 24 * 3600  # a day; far beyond what threads can wait, a heartbeat overflows
 MAX_STUDY_NAME = 512  # characters Optuna's storage keeps for a study name (VARCHAR(512))
 CONSTRAINTS = {
     **configs.CONSTRAINTS,
+    "epochs": POSITIVE_INT,
     "trials": POSITIVE_INT,
     "population": POSITIVE_INT,
     "heartbeat": Constraint(int, 0, True, MAX_HEARTBEAT),
@@ -41,7 +46,11 @@ CONSTRAINTS = {
 
 @dataclass
 class SweepConfig:
-    """One worker's sweep. Hyperparameters left None take ``configs.DEFAULTS`` of the dataset."""
+    """One worker's sweep. Hyperparameters left None take ``configs.DEFAULTS`` of the dataset.
+
+    hidden_size, batch_size, learning_rate_decay, std, and num_iters or epochs: a fixed value,
+    or a search (``space``: "A,B,C" or a list of choices, "LOW:HIGH" or a tuple for a range).
+    After checking they hold ``space.parse``'s stored form."""
 
     dataset: str = "digits"  # or a .npz/.csv path: the user's own data
     label_column: str | None = None  # a .csv's label column (default: the last)
@@ -52,9 +61,12 @@ class SweepConfig:
     reg: tuple | str | None = None
     grid_lr: list | str | None = None  # grid sampler: the values, as a list or "a,b,c"
     grid_reg: list | str | None = None
-    hidden_size: int | None = None
-    num_iters: int | None = None
-    batch_size: int | None = None
+    hidden_size: int | str | tuple | list | dict | None = None
+    num_iters: int | str | tuple | list | dict | None = None
+    batch_size: int | str | tuple | list | dict | None = None
+    learning_rate_decay: float | str | tuple | list | dict | None = None
+    std: float | str | tuple | list | dict | None = None
+    epochs: int | str | tuple | list | dict | None = None  # instead of num_iters: passes over the data
     storage: str | None = None  # None: sqlite:///<out>/study.db
     study: str | None = None  # None: "twolayer-xp-<dataset>"
     out: str | None = None  # None: runs/sweep-<dataset>
@@ -77,10 +89,17 @@ class SweepConfig:
             if getattr(self, name) is not None:
                 validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
         defaults = configs.DEFAULTS[kind]
-        for name in ("hidden_size", "num_iters", "batch_size"):
-            if getattr(self, name) is None:
-                setattr(self, name, defaults[name])
+        if self.epochs is not None and self.num_iters is not None:
+            raise ValueError("--epochs and --num-iters both set a trial's length: give one of them")
+        for name in self.searched():
+            value = getattr(self, name)
+            setattr(self, name, space.parse(name, defaults[name] if value is None else value, CONSTRAINTS))
         if self.sampler == "grid":
+            searched = [name for name in self.searched() if not space.is_fixed(getattr(self, name))]
+            if searched:
+                raise ValueError(
+                    f"--sampler grid searches --grid-lr x --grid-reg only; give {flag(searched[0])} one value"
+                )
             if self.grid_lr is None or self.grid_reg is None:
                 raise ValueError("--sampler grid needs --grid-lr and --grid-reg (comma-separated values)")
             self.grid_lr, self.grid_reg = _values("grid-lr", self.grid_lr), _values("grid-reg", self.grid_reg)
@@ -111,10 +130,15 @@ class SweepConfig:
             "reg": list(self.reg),
             "grid_lr": self.grid_lr,
             "grid_reg": self.grid_reg,
-            **{k: getattr(self, k) for k in ("hidden_size", "num_iters", "batch_size")},
-            "std": defaults["std"],
-            "learning_rate_decay": defaults["learning_rate_decay"],
+            **{name: getattr(self, name) for name in self.searched()},
         }
+
+    def searched(self) -> tuple[str, ...]:
+        """The searchable settings this sweep has: SEARCHED, with epochs instead of num_iters
+        when it counts epochs."""
+        if self.epochs is None:
+            return SEARCHED
+        return tuple("epochs" if name == "num_iters" else name for name in SEARCHED)
 
 
 def _range(flag: str, value, default: float) -> tuple[float, float]:

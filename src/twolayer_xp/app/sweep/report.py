@@ -18,12 +18,14 @@ from pathlib import Path
 
 from twolayer_xp import __version__
 from twolayer_xp.app import process, provenance, runs
+from twolayer_xp.app.sweep import space
 from twolayer_xp.errors import one_line
 from twolayer_xp.io import files
 
 SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
+SETTINGS_COLUMNS = ("learning_rate", "reg", *space.SCALES)  # a trial's settings: searched or fixed
 CSV_COLUMNS = (
-    "number", "outcome", "learning_rate", "reg", "val_accuracy", "train_accuracy", "test_accuracy",
+    "number", "outcome", *SETTINGS_COLUMNS, "val_accuracy", "train_accuracy", "test_accuracy",
     "seconds", "host", "pid", "slot", "retry_of",
 )  # fmt: skip
 
@@ -53,7 +55,13 @@ def best_value(trials) -> float | None:
 
 
 def write_trials_csv(study, path: Path) -> None:
-    """One row per trial of the whole study (every worker's), rewritten atomically."""
+    """One row per trial of the whole study (every worker's), rewritten atomically. A setting
+    the study keeps fixed is in every row; one it searches, in the rows of trials that drew it."""
+    fixed = {
+        k: v
+        for k, v in study.user_attrs.get(SEARCH_ATTR, {}).items()
+        if k in space.SCALES and space.is_fixed(v)
+    }
     text = io.StringIO()
     writer = csv.DictWriter(text, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -67,7 +75,7 @@ def write_trials_csv(study, path: Path) -> None:
         row = {
             "number": t.number,
             "outcome": outcome(t),
-            **{name: t.params.get(name) for name in ("learning_rate", "reg")},
+            **{name: t.params.get(name, fixed.get(name)) for name in SETTINGS_COLUMNS},
             "val_accuracy": t.value if t.state.name == "COMPLETE" else None,
             **{name: a.get(name) for name in ("train_accuracy", "test_accuracy")},
             **{name: a.get("worker", {}).get(name) for name in ("host", "pid", "slot")},

@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 
-from twolayer_xp.app.sweep import report
+from twolayer_xp.app.sweep import report, space
 from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.errors import one_line
 
@@ -253,8 +253,9 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
         return f"has a {report.SEARCH_ATTR} attribute that is a {type(stored).__name__}, not a sweep's{other}"
     if stored != config.search:
         key = next(k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k))
+        then, now = (space.shown_setting(key, s.get(key)) for s in (stored, config.search))
         return (
-            f"was created with {key}={stored.get(key)}, this run has {key}={config.search.get(key)}: "
+            f"was created with {key}={then}, this run has {key}={now}: "
             "repeat the study's flags, or choose another --study"
         )
     return None

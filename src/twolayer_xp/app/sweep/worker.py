@@ -10,9 +10,11 @@ import socket
 import time
 import warnings
 
+import numpy as np  # host side: per-trial budgets and flags
+
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import runs
-from twolayer_xp.app.sweep import report
+from twolayer_xp.app.sweep import report, space
 from twolayer_xp.app.sweep.config import STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.app.sweep.study import (
     Heartbeat,
@@ -113,6 +115,8 @@ class Worker:
         self.optuna, self.study, self.storage, self.config = optuna, study, storage, config
         self.ds, self.placed, self.out = ds, placed, out
         self.heartbeat = Heartbeat(storage, config.heartbeat)
+        self.best = None  # (net, trial, accuracy) of the best trial told in this round
+        self.threads, self.workers = threads.Threads(1, "automatic"), 1  # the current population's
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
 
     def fail_stale(self) -> None:
@@ -162,60 +166,144 @@ class Worker:
                     "worker",
                     {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot, "trial": trial.number},
                 )
-                lr = trial.suggest_float("learning_rate", *self.config.lr, log=True)
-                reg = trial.suggest_float("reg", *self.config.reg, log=True)
+                settings = self.suggest(trial)
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 self.heartbeat.trial_ids.discard(trial._trial_id)
                 continue  # failed as stale by another worker meanwhile (clocks apart): re-queued
-            claimed.append((trial, lr, reg))
+            claimed.append((trial, settings))
         return claimed
 
-    def thread_budget(self, members: int) -> tuple[threads.Threads, int]:
-        """CPU threads for the next population of ``members``, and the live workers on this host
-        whose share of its CPUs that is: counted afresh for every population."""
+    def thread_budget(self, settings: dict, members: int) -> tuple[threads.Threads, int]:
+        """CPU threads for the next population (``members`` nets of ``settings``' shape), and the
+        live workers on this host whose share of its CPUs that is: counted afresh for every
+        population."""
         c, ds = self.config, self.ds
         running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
         workers = workers_on_host(running, socket.gethostname())
-        flops = kernels.step_flops(c.batch_size, ds.num_features, c.hidden_size, ds.num_classes, members)
+        H, B = settings["hidden_size"], settings["batch_size"]
+        flops = kernels.step_flops(B, ds.num_features, H, ds.num_classes, members)
         return threads.choose(c.threads, flops, share=workers), workers
 
+    def suggest(self, trial) -> dict:
+        """The trial's settings: learning rate and reg, and each searchable setting (its fixed
+        value, or Optuna's suggestion)."""
+        c = self.config
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", *c.lr, log=True),
+            "reg": trial.suggest_float("reg", *c.reg, log=True),
+            **{name: space.sample(trial, name, getattr(c, name)) for name in c.searched()},
+        }
+
     def train(self, claimed: list) -> None:
-        c, ds = self.config, self.ds
-        trials, lrs, regs = (list(column) for column in zip(*claimed, strict=True))
+        """Train the claimed (trial, settings) pairs, one Population per shape, telling each
+        trial its result as soon as its budget is reached; best/ gets the best one told."""
+        self.last_train_seconds, self.best = 0.0, None
+        for members in by_shape(claimed):
+            self._train_group(members)
+        self.train_seconds += self.last_train_seconds
+        self.trials_run += len(claimed)
+        if self.best is not None:
+            report.save_best(self.out, *self.best, self.config, self.ds)
+
+    def _train_group(self, members: list) -> None:
+        """Train trials of one shape as one Population, in segments: up to each distinct
+        iteration budget, then the members whose budget it is (or that diverged) are told and
+        dropped (``Population.subset``), and the rest go on, exactly as if trained straight on."""
+        trials, settings = zip(*members, strict=True)
+        budgets = np.array([self._iterations(s) for s in settings])
         start = time.perf_counter()
-        pop = Population(
-            ds.num_features, c.hidden_size, ds.num_classes, size=len(claimed), std=c.search["std"],
-            device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
+        pop = self._population(settings)
+        self.threads, self.workers = self.thread_budget(settings[0], len(members))
+        with pop.backend.limit_threads(self.threads.limit):  # the accuracies too
+            self._segments(pop, trials, settings, budgets, start)
+
+    def _segments(self, pop, trials, settings, budgets, start: float) -> None:
+        live, done = np.arange(len(trials)), 0  # pop's members, as indices into trials
+        for budget in np.unique(budgets):
+            stats = self._train_on(pop, [settings[k] for k in live], int(budget - done))
+            done = budget
+            finishing = (budgets[live] == budget) | stats["diverged"]
+            finished = pop if finishing.all() else pop.subset(np.flatnonzero(finishing))
+            acc = {split: finished.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
+            self.last_train_seconds += time.perf_counter() - start
+            ks = live[finishing]
+            self._tell(
+                finished,
+                [trials[k] for k in ks],
+                [settings[k] for k in ks],
+                acc,
+                stats["diverged"][finishing],
+            )
+            start = time.perf_counter()
+            if finishing.all():
+                break
+            pop, live = pop.subset(np.flatnonzero(~finishing)), live[~finishing]
+
+    def _iterations(self, settings: dict) -> int:
+        """A trial's budget of SGD iterations: its num_iters, or its epochs over the training set."""
+        if "epochs" in settings:
+            return space.iterations(settings["epochs"], len(self.ds.y_train), settings["batch_size"])
+        return settings["num_iters"]
+
+    def _population(self, settings: list):
+        """A fresh Population of one shape, member k initialized with settings[k]'s std."""
+        c, ds = self.config, self.ds
+        return Population(
+            ds.num_features, settings[0]["hidden_size"], ds.num_classes, size=len(settings),
+            std=[s["std"] for s in settings], device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
         )  # fmt: skip
+
+    def _train_on(self, pop, settings: list, num_iters: int) -> dict:
+        """``num_iters`` more iterations of ``pop`` (member k with settings[k]), from where it
+        stopped: its decayed learning rates once it has trained."""
         (X, y), (X_val, y_val) = self.placed["train"], self.placed["val"]
-        choice, workers = self.thread_budget(len(claimed))
-        with warnings.catch_warnings(), pop.backend.quiet_overflow(), pop.backend.limit_threads(choice.limit):
+        lr = pop.state.learning_rate
+        with warnings.catch_warnings(), pop.backend.quiet_overflow():
             warnings.simplefilter("ignore", RuntimeWarning)  # diverged members are told FAIL instead
-            stats = pop.train(
-                X, y, X_val, y_val, learning_rate=lrs, learning_rate_decay=c.search["learning_rate_decay"],
-                reg=regs, num_iters=c.num_iters, batch_size=c.batch_size, threads=choice.limit,
+            return pop.train(
+                X, y, X_val, y_val,
+                learning_rate=[s["learning_rate"] for s in settings] if lr is None else lr,
+                learning_rate_decay=[s["learning_rate_decay"] for s in settings],
+                reg=[s["reg"] for s in settings], num_iters=num_iters, batch_size=settings[0]["batch_size"],
+                threads=self.threads.limit,
             )  # fmt: skip
-            acc = {split: pop.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
-        seconds = time.perf_counter() - start
-        self.train_seconds += seconds
-        self.last_train_seconds = seconds
-        told = []
+
+    def _tell(self, pop, trials: list, settings: list, acc: dict, diverged) -> None:
+        """Tell trials[k] (member k of ``pop``) its result; keep the best told one for best/."""
         for k, trial in enumerate(trials):
             try:
                 trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
                 trial.set_user_attr("test_accuracy", float(acc["test"][k]))
-                trial.set_user_attr("threads", {**choice._asdict(), "workers": workers})
-                if stats["diverged"][k]:
+                trial.set_user_attr("threads", {**self.threads._asdict(), "workers": self.workers})
+                if diverged[k]:
                     trial.set_user_attr("diverged", True)
                     self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
                 else:
                     self.study.tell(trial, float(acc["val"][k]))
-                    told.append(k)
+                    self._keep_if_best(
+                        pop, k, trial, settings[k], {split: float(a[k]) for split, a in acc.items()}
+                    )
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 pass  # declared stale by another worker meanwhile: its retry runs it again
             self.heartbeat.trial_ids.discard(trial._trial_id)
-        self.trials_run += len(claimed)
-        if told:
-            k = max(told, key=lambda k: acc["val"][k])
-            accuracy = {split: float(a[k]) for split, a in acc.items()}
-            report.save_best(self.out, pop.net(k), trials[k], accuracy, c, self.ds)
+
+    def _keep_if_best(self, pop, k: int, trial, settings: dict, accuracy: dict) -> None:
+        """Member k of ``pop`` (a told trial) becomes this round's best/ candidate if it beats it."""
+
+        def score(trial, accuracy):  # higher validation accuracy, then the earlier trial
+            return accuracy["val"], -trial.number
+
+        if self.best is not None and score(trial, accuracy) <= score(*self.best[1:]):
+            return
+        net = pop.net(k)
+        net.metadata["hyperparameters"] = {**settings, "num_iters": self._iterations(settings)}
+        self.best = (net, trial, accuracy)  # save_best's (net, trial, accuracy)
+
+
+def by_shape(claimed: list) -> list[list]:
+    """The claimed (trial, settings) pairs grouped by (hidden size, batch size), the shape a
+    Population shares, groups in order of first appearance."""
+    groups: dict[tuple, list] = {}
+    for trial, settings in claimed:
+        groups.setdefault((settings["hidden_size"], settings["batch_size"]), []).append((trial, settings))
+    return list(groups.values())

@@ -1,0 +1,102 @@
+"""A searched setting (hidden size, batch size, decay, std, iterations or epochs): one fixed value,
+a list of choices, or a range, parsed from a flag or the API, checked value by value by the
+settings' own constraint table, stored in the study, and sampled by a trial.
+
+Syntax: ``V`` a fixed value (what the flag always meant); ``A,B,C`` choices (Optuna's
+categorical); ``LOW:HIGH`` a range, on the scale ``SCALES`` gives the setting (log for sizes and
+std, linear for decay and epochs). From Python: a number, that string, a list (choices) or a
+tuple (low, high).
+"""
+
+from __future__ import annotations
+
+import math
+
+from twolayer_xp.app.flags import flag
+from twolayer_xp.core import validation
+
+# Searchable settings -> whether their range is searched on a log scale.
+SCALES = {
+    "hidden_size": True,
+    "batch_size": True,
+    "learning_rate_decay": False,
+    "std": True,
+    "num_iters": True,
+    "epochs": False,
+}
+SYNTAX = "a value, A,B,.. (choices) or LOW:HIGH (a range)"
+
+
+def parse(name: str, value, table: dict):
+    """The search of ``name`` in its stored form: a number (fixed), {"choices": [...]} (sorted,
+    distinct; one choice is a fixed value) or {"low", "high", "log"}. Every value is checked by
+    ``table[name]``; TypeError/ValueError name the flag."""
+    kind = table[name].kind
+    if isinstance(value, dict):  # already parsed (the CLI's flags are): checked again
+        value = list(value["choices"]) if "choices" in value else (value.get("low"), value.get("high"))
+    if isinstance(value, str):
+        if ":" in value:
+            value = tuple(value.split(":"))
+        elif "," in value:
+            value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(f"{flag(name)} must be {SYNTAX}; a range is two numbers, got {value!r}")
+        low, high = (_number(name, v, kind, table) for v in value)
+        log = SCALES[name]
+        if not (low < high) or (log and low <= 0):
+            bound = "0 < LOW < HIGH (log scale)" if log else "LOW < HIGH"
+            raise ValueError(f"{flag(name)} {low:g}:{high:g} is empty or inverted: need {bound}")
+        return {"low": low, "high": high, "log": log}
+    if isinstance(value, list):
+        choices = sorted({_number(name, v, kind, table) for v in value})
+        if not choices:
+            raise ValueError(f"{flag(name)} must be {SYNTAX}; got no values")
+        return choices[0] if len(choices) == 1 else {"choices": choices}
+    return _number(name, value, kind, table)
+
+
+def _number(name: str, value, kind: type, table: dict):
+    if isinstance(value, str):
+        try:
+            value = kind(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{flag(name)} must be {SYNTAX}, each {'an int' if kind is int else 'a number'}; got {value!r}"
+            ) from None
+    return validation.check(name, value, table)
+
+
+def is_fixed(search) -> bool:
+    return not isinstance(search, dict)
+
+
+def sample(trial, name: str, search):
+    """The trial's value of ``name``: the fixed value, or Optuna's suggestion (a trial param)."""
+    if is_fixed(search):
+        return search
+    if "choices" in search:
+        return trial.suggest_categorical(name, search["choices"])
+    if isinstance(search["low"], int):
+        return trial.suggest_int(name, search["low"], search["high"], log=search["log"])
+    return trial.suggest_float(name, search["low"], search["high"], log=search["log"])
+
+
+def shown(search) -> str:
+    """The search as its flag's text: 64, 50,100,200 or 0.9:1 (log scale)."""
+    if is_fixed(search):
+        return f"{search:g}" if isinstance(search, float) else str(search)
+    if "choices" in search:
+        return ",".join(shown(v) for v in search["choices"])
+    return f"{shown(search['low'])}:{shown(search['high'])}{' (log scale)' if search['log'] else ''}"
+
+
+def shown_setting(name: str, value) -> str:
+    """A stored search entry as text: a searchable setting as its flag's text, others as is."""
+    return shown(value) if name in SCALES and value is not None else str(value)
+
+
+def iterations(epochs: int, num_train: int, batch_size: int) -> int:
+    """SGD iterations of ``epochs`` passes, rounded up, an epoch being CS231n's max(N / B, 1)
+    iterations."""
+    return math.ceil(epochs * max(num_train / batch_size, 1))
