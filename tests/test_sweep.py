@@ -269,7 +269,6 @@ def test_trials_of_one_shape_train_together_each_to_its_own_budget(tmp_path):
     population of its group trained straight to the trial's own budget."""
     from twolayer_xp import Population
     from twolayer_xp.app.sweep import SweepConfig, run_sweep
-
     from twolayer_xp.app.sweep.study import open_storage, open_study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
