@@ -94,6 +94,29 @@ class SweepConfig:
         for name in self.searched():
             value = getattr(self, name)
             setattr(self, name, space.parse(name, defaults[name] if value is None else value, CONSTRAINTS))
+        self._lr_and_reg(defaults)
+        self.trials = self.trials or DEFAULT_TRIALS
+        default_out = Path("runs") / f"sweep-{configs.label(self.dataset)}"
+        self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
+        self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
+        self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
+        if len(self.study) > MAX_STUDY_NAME:
+            raise ValueError(
+                f"--study is {len(self.study)} characters long; a study name has at most {MAX_STUDY_NAME}"
+            )
+        self.search = {
+            "dataset": self.dataset,
+            "sampler": self.sampler,
+            "lr": list(self.lr),
+            "reg": list(self.reg),
+            "grid_lr": self.grid_lr,
+            "grid_reg": self.grid_reg,
+            **{name: getattr(self, name) for name in self.searched()},
+        }
+
+    def _lr_and_reg(self, defaults: dict) -> None:
+        """The learning-rate and reg search: the grid sampler's values, else log ranges (the
+        dataset's defaults x SEARCH_SPAN unless given)."""
         if self.sampler == "grid":
             searched = [name for name in self.searched() if not space.is_fixed(getattr(self, name))]
             if searched:
@@ -114,24 +137,6 @@ class SweepConfig:
         else:
             self.lr = _range("lr", self.lr, defaults["learning_rate"])
             self.reg = _range("reg", self.reg, defaults["reg"])
-        self.trials = self.trials or DEFAULT_TRIALS
-        default_out = Path("runs") / f"sweep-{configs.label(self.dataset)}"
-        self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
-        self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
-        self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
-        if len(self.study) > MAX_STUDY_NAME:
-            raise ValueError(
-                f"--study is {len(self.study)} characters long; a study name has at most {MAX_STUDY_NAME}"
-            )
-        self.search = {
-            "dataset": self.dataset,
-            "sampler": self.sampler,
-            "lr": list(self.lr),
-            "reg": list(self.reg),
-            "grid_lr": self.grid_lr,
-            "grid_reg": self.grid_reg,
-            **{name: getattr(self, name) for name in self.searched()},
-        }
 
     def searched(self) -> tuple[str, ...]:
         """The searchable settings this sweep has: SEARCHED, with epochs instead of num_iters
