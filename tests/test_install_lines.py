@@ -54,3 +54,28 @@ def test_cuda_fix_names_the_real_cupy_wheels():
 def test_user_docs_install_from_the_clone():
     docs = {where: text for where, text in _texts().items() if where.startswith("docs/")}
     assert {where for where, text in docs.items() if FROM_INDEX.search(text)} == set()
+
+
+def test_the_console_script_points_at_the_cli():
+    """pyproject's [project.scripts] entry is what `twolayer-xp` runs after `pip install -e .`:
+    it must name the CLI's real module (a moved module breaks the README's every command)."""
+    import importlib
+    import tomllib
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["twolayer-xp"]
+    module, _, name = target.partition(":")
+    from twolayer_xp.app import cli
+
+    assert getattr(importlib.import_module(module), name) is cli.main
+
+
+def test_the_installed_command_runs(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    command = shutil.which("twolayer-xp", path=str(Path(sys.executable).parent))
+    if command is None:
+        pytest.skip("twolayer-xp is not installed beside this Python (make test installs it)")
+    done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("twolayer-xp "), done.stderr
