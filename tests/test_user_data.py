@@ -2,6 +2,8 @@
 
 import gzip
 import hashlib
+import os
+import stat
 import struct
 
 import numpy as np
@@ -230,3 +232,44 @@ def test_label_column_only_for_a_csv(tmp_path):
     np.savez(tmp_path / "d.npz", X_train=np.zeros((30, 2)), y_train=np.arange(30) % 2)
     with pytest.raises(ValueError, match="--label-column applies to a .csv"):
         user_data.read(tmp_path / "d.npz", "y")
+
+
+# ------------------------------------------------------------------------------------------
+# Every data file is a regular file: a FIFO never hangs a reader, a device is never read
+
+
+def test_a_fifo_where_an_idx_file_should_be_is_refused_not_downloaded_over(tmp_path, monkeypatch):
+    _write_idx_set(tmp_path, "mnist", monkeypatch=monkeypatch)
+    fifo = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="FIFO.*read only from regular files"):
+        data.load("mnist", data_dir=tmp_path, num_train=50, num_val=20, num_test=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the user's FIFO
+
+
+def test_the_idx_reader_refuses_a_device(tmp_path):
+    link = tmp_path / "images.gz"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="read only from regular files"):
+        idx.read_idx(link, (28, 28), 10)
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.npz"])
+def test_own_data_that_is_a_fifo_or_a_device_is_one_line(tmp_path, capsys, train, one_error_line, name):
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    assert train("--dataset", fifo, "--out", tmp_path / "run", "--quiet") == 2
+    assert "FIFO" in one_error_line(capsys)
+    device = tmp_path / ("zero-" + name)
+    device.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="not a regular file"):
+        user_data.read(device)
+    assert not (tmp_path / "run").exists()
+
+
+def test_rows_to_predict_on_from_a_fifo_are_refused(tmp_path):
+    fifo = tmp_path / "new.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="FIFO"):
+        user_data.read_rows(fifo, None, 4)

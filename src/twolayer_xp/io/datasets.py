@@ -11,7 +11,6 @@ subtracted), with the ``Preprocessing`` kept so a saved model can repeat it on n
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import numbers
 import os
@@ -24,7 +23,7 @@ import numpy as np
 
 from twolayer_xp.io import mnist, user_data
 from twolayer_xp.io.cifar_batches import CIFAR10_ROW, MAX_BATCH_FILE_BYTES, DataError, read_batch
-from twolayer_xp.io.files import FileRefused, atomic_write, check_regular, expand_path, open_regular
+from twolayer_xp.io.files import atomic_write, expand_path, open_regular
 from twolayer_xp.io.mnist import POOCH_FIX, default_data_dir, has_tqdm
 from twolayer_xp.io.preprocessing import Preprocessing, fitted
 
@@ -286,12 +285,12 @@ def find_or_fetch_cifar10(data_dir=None, download: bool = True, read_only: bool 
             "unpack the data there, or pass --data-dir"
         )
     if os.path.lexists(archive):  # whatever sits there is checked, never replaced by a download
-        _check_file(archive, CIFAR10_ARCHIVE_BYTES)
+        mnist.present(archive, CIFAR10_ARCHIVE_BYTES)
     else:
         if not download:
             raise DataError(f"CIFAR-10 not found in {data_dir} (no {CIFAR10_FOLDER}/ or {CIFAR10_ARCHIVE})")
         _download(archive)
-    _check_md5(archive)
+    mnist.check_digest(archive, "md5", CIFAR10_MD5, CIFAR10_ARCHIVE_BYTES)
     _extract(archive, data_dir)
     return _checked_folder(folder)
 
@@ -319,18 +318,6 @@ def _download(archive: Path) -> None:
         ) from None
 
 
-def _check_md5(archive: Path) -> None:
-    digest = hashlib.md5()
-    with open_regular(archive, CIFAR10_ARCHIVE_BYTES) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != CIFAR10_MD5:
-        raise DataError(
-            f"{archive} has md5 {digest.hexdigest()}, expected {CIFAR10_MD5}: the download is corrupt "
-            "or incomplete; delete it and run again to re-download"
-        )
-
-
 def _extract(archive: Path, data_dir: Path) -> None:
     """Unpack only the expected regular files of the archive (no links, no paths outside)."""
     wanted = {f"{CIFAR10_FOLDER}/{name}" for name in CIFAR10_FILES}
@@ -346,24 +333,8 @@ def _extract(archive: Path, data_dir: Path) -> None:
         ) from None
 
 
-def _check_file(path: Path, max_bytes: int) -> bool:
-    """True if ``path`` is a regular file of at most ``max_bytes``, False if it is missing; a
-    DataError if it is something else (a FIFO, a device, a folder, a link to one of them)."""
-    try:
-        check_regular(path, max_bytes)
-    except FileNotFoundError:
-        if os.path.lexists(path):
-            raise DataError(
-                f"{path} is a link to a missing file; remove it or point it at the file"
-            ) from None
-        return False
-    except FileRefused as exc:
-        raise DataError(f"{exc}; CIFAR-10 is read only from regular files") from None
-    return True
-
-
 def _checked_folder(folder: Path) -> Path:
-    missing = [name for name in CIFAR10_FILES if not _check_file(folder / name, MAX_BATCH_FILE_BYTES)]
+    missing = [name for name in CIFAR10_FILES if not mnist.present(folder / name, MAX_BATCH_FILE_BYTES)]
     if missing:
         raise DataError(
             f"{folder} is missing {', '.join(missing)}; delete the folder and run again to re-download"

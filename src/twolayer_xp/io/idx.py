@@ -19,21 +19,25 @@ from pathlib import Path
 import numpy as np
 
 from twolayer_xp.io.cifar_batches import DataError
+from twolayer_xp.io.files import FileRefused, open_regular
 
 UBYTE = 0x08  # IDX type code of unsigned bytes
+MAX_IDX_FILE_BYTES = 256 << 20  # MNIST's largest file is 47 MB uncompressed
 CHUNK = 1 << 20
 
 
 def read_idx(path: Path, item_shape: tuple, max_rows: int) -> np.ndarray:
     """(N, *item_shape) uint8 from an IDX file with N <= max_rows (a ``.gz`` is decompressed
     while it is read)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with open_regular(path, MAX_IDX_FILE_BYTES) as raw:
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
             shape = _header(f, path, item_shape, max_rows)
             data = _exactly(f, path, math.prod(shape))
     except FileNotFoundError:
         raise DataError(f"{path} is missing; delete its folder and run again to re-download") from None
+    except FileRefused as exc:
+        raise DataError(f"{exc}; data sets are read only from regular files") from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip's BadGzipFile is an OSError
         raise DataError(f"{path} is not a readable IDX file ({type(exc).__name__}: {exc})") from None
     return data.reshape(shape)

@@ -15,8 +15,8 @@ from typing import NamedTuple
 import numpy as np
 
 from twolayer_xp.io.cifar_batches import DataError
-from twolayer_xp.io.files import expand_path
-from twolayer_xp.io.idx import read_idx
+from twolayer_xp.io.files import FileRefused, check_regular, expand_path, open_regular
+from twolayer_xp.io.idx import MAX_IDX_FILE_BYTES, read_idx
 
 POOCH_FIX = 'pip install -e ".[cli]"'  # pooch comes with the cli extra
 SCALE = 255.0  # pixels are 0..255
@@ -101,8 +101,8 @@ def fetch(spec: IdxSet, key: tuple, folder: Path, download: bool) -> Path:
     """The checked local copy of one file, downloaded from the first host that serves it."""
     fname, sha256 = spec.files[key]
     path = folder / fname
-    if path.is_file():
-        _check_sha256(path, sha256)
+    if present(path, MAX_IDX_FILE_BYTES):  # whatever sits there is checked, never downloaded over
+        check_digest(path, "sha256", sha256, MAX_IDX_FILE_BYTES)
         return path
     if not download:
         raise DataError(f"{path} not found (download is off)")
@@ -126,16 +126,34 @@ def fetch(spec: IdxSet, key: tuple, folder: Path, download: bool) -> Path:
     )
 
 
-def _check_sha256(path: Path, expected: str) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+def check_digest(path: Path, algorithm: str, expected: str, max_bytes: int) -> None:
+    """DataError unless the regular file ``path`` (at most ``max_bytes``) has this hex digest."""
+    digest = hashlib.new(algorithm)
+    with open_regular(path, max_bytes) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     if digest.hexdigest() != expected:
         raise DataError(
-            f"{path} has sha256 {digest.hexdigest()}, expected {expected}: the download is corrupt "
+            f"{path} has {algorithm} {digest.hexdigest()}, expected {expected}: the download is corrupt "
             "or incomplete; delete it and run again to re-download"
         )
+
+
+def present(path: Path, max_bytes: int) -> bool:
+    """True if ``path`` is a regular file of at most ``max_bytes``, False if it is missing; a
+    DataError if it is something else (a FIFO, a device, a folder, a link to one of them): data
+    is read only from regular files, and nothing else is downloaded over."""
+    try:
+        check_regular(path, max_bytes)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise DataError(
+                f"{path} is a link to a missing file; remove it or point it at the file"
+            ) from None
+        return False
+    except FileRefused as exc:
+        raise DataError(f"{exc}; data sets are read only from regular files") from None
+    return True
 
 
 def has_tqdm() -> bool:

@@ -20,10 +20,12 @@ import numpy as np
 
 from twolayer_xp.io import memory
 from twolayer_xp.io.cifar_batches import DataError
+from twolayer_xp.io.files import FileRefused, check_regular, expand_path
 from twolayer_xp.io.safe_npz import NpzError, read_npz
 
 SUFFIXES = (".npz", ".csv")
 SPLITS = ("train", "val", "test")
+MAX_DATA_FILE_BYTES = 1 << 40  # "plausible": the memory estimate before reading judges the real need
 # A split the file lacks is carved out of the training rows, with a fixed seed so every run
 # (and every sweep worker) of the same file gets the same split.
 HELD_OUT = {"test": 0.2, "val": 0.1}
@@ -38,12 +40,23 @@ def is_data_file(name) -> bool:
     return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(SUFFIXES)
 
 
+def _regular(path, what: str, expected: str) -> Path:
+    """``path`` expanded, after checking it is a regular file (a FIFO, device or folder would
+    hang or mislead the readers); its size is judged by the memory estimate that follows."""
+    path = expand_path(path, what)
+    try:
+        check_regular(path, MAX_DATA_FILE_BYTES)
+    except FileNotFoundError:
+        raise DataError(f"{what} {path}: no such file ({expected})") from None
+    except FileRefused as exc:
+        raise DataError(f"{what}: {exc}; data is read only from regular files") from None
+    return path
+
+
 def read(path, label_column: str | None = None) -> tuple[dict, list, list]:
     """({split: (X_raw (N, D), y (N,) int64)}, class_names, notes) for all three splits; notes
     say which splits were made here and how."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"--dataset {path}: no such file (a .npz or .csv of your own, or a data set name)")
+    path = _regular(path, "--dataset", "a .npz or .csv of your own, or a data set name")
     if path.suffix.lower() == ".npz":
         if label_column is not None:
             raise ValueError("--label-column applies to a .csv dataset, not a .npz")
@@ -140,9 +153,7 @@ def read_rows(path, label_column: str | None, num_features: int) -> tuple[np.nda
     """(raw rows (N, num_features), labels or None) to predict on: every row of a .csv (its
     label column is used when it has one more column than the features); a .npz's X_test/y_test,
     else X/y, else X_train/y_train (y optional)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = _regular(path, "input", "a .npz or .csv")
     if path.suffix.lower() == ".csv":
         columns, _ = _csv_shape(path, min_columns=1)
         has_label = label_column is not None or len(columns) == num_features + 1
