@@ -127,3 +127,12 @@ def test_sweep_on_own_data_and_its_best_carries_preprocessing_and_provenance(tmp
     assert "provenance" in json.loads((best / "metrics.json").read_text())
     model = load_model(best / "model.npz")
     assert model.labels == ["no", "yes"] and model.preprocessing.std is not None
+
+
+def test_the_recorded_command_can_be_run_again():
+    from twolayer_xp.app import provenance
+
+    module = provenance.collect(argv=["/src/twolayer_xp/__main__.py", "train", "--out", "a b"])["command"]
+    assert module == "python -m twolayer_xp train --out 'a b'"
+    script = provenance.collect(argv=["/venv/bin/twolayer-xp", "sweep", "--trials", "8"])["command"]
+    assert script == "twolayer-xp sweep --trials 8"

@@ -86,7 +86,7 @@ def test_own_csv_train_then_predict_new_rows(tmp_path, capsys, train):
 def test_unknown_labels_and_wrong_widths_are_one_line(digits_run, tmp_path, capsys, one_error_line):
     (tmp_path / "x.csv").write_text("a,b,y\n1,2,3\n")
     assert _run_cli("predict", digits_run.out_dir / "model.npz", tmp_path / "x.csv") == 2
-    assert "has rows of 3 features; the model takes 64" in one_error_line(capsys)
+    assert "has 3 feature columns; the model takes 64; if one of them holds labels" in one_error_line(capsys)
     np.savez(tmp_path / "x.npz", X_test=np.zeros((2, 64)), y_test=np.array([3, 11]))
     assert _run_cli("evaluate", digits_run.out_dir / "model.npz", tmp_path / "x.npz") == 2
     assert "labels the model does not know: 11" in one_error_line(capsys)
@@ -139,3 +139,22 @@ def test_onnx_export_of_standardized_own_data(tmp_path):
     scores, labels = session.run(None, {"X": X.astype(np.float32)})
     np.testing.assert_array_equal(labels, model.predict(X.astype(np.float32)))
     np.testing.assert_allclose(scores, model.scores(X.astype(np.float32)), rtol=1e-4, atol=1e-4)
+
+
+def test_predict_reads_labels_from_the_column_the_model_trained_with(tmp_path, capsys, train):
+    """A model trained with --label-column NAME finds NAME in a labelled input by itself, wherever
+    the column stands; an input with a different number of columns is one line, before parsing."""
+    X, y, _ = datasets._digits_rows()
+    with open(tmp_path / "data.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["digit", *(f"p{i}" for i in range(64))])
+        w.writerows([NAMES[label], *map(int, x)] for x, label in zip(X, y, strict=True))
+    args = ("--dataset", tmp_path / "data.csv", "--label-column", "digit", "--num-iters", 200, "--quiet")
+    assert train(*args, "--out", tmp_path / "run") == 0
+    capsys.readouterr()
+    model = tmp_path / "run" / "model.npz"
+    assert _run_cli("evaluate", model, tmp_path / "data.csv") == 0
+    assert "accuracy" in capsys.readouterr().out
+    (tmp_path / "short.csv").write_text("digit,a,b\none,1,2\n")
+    assert _run_cli("predict", model, tmp_path / "short.csv") == 2
+    assert "has 2 feature columns and its label column digit; the model takes 64" in capsys.readouterr().err

@@ -22,14 +22,21 @@ LIBRARIES = (
 GIT_SECONDS = 5
 
 
+def _program(argv0: str) -> str:
+    """How to run this command again: `twolayer-xp`, or `python -m twolayer_xp` for the module
+    (whose argv[0] is the path of its __main__.py)."""
+    path = Path(argv0)
+    if path.name == "__main__.py" and path.parent.name == "twolayer_xp":
+        return "python -m twolayer_xp"
+    return "twolayer-xp" if "twolayer" in path.name else shlex.quote(argv0)
+
+
 def collect(backend=None, argv: list | None = None) -> dict:
     """The provenance of a run or a sweep's best: its command line, package version and git
     commit (from a clone), library versions, CPU, BLAS threads, and the device it ran on."""
     argv = sys.argv if argv is None else argv
     record = {
-        "command": shlex.join(["twolayer-xp" if "twolayer" in Path(argv[0]).name else argv[0], *argv[1:]])
-        if argv
-        else None,
+        "command": " ".join([_program(argv[0]), shlex.join(argv[1:])]).strip() if argv else None,
         "twolayer_xp": __version__,
         "git": git_commit(),
         "python": platform.python_version(),

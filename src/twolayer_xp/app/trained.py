@@ -85,7 +85,8 @@ def inputs(source: str, trained: TrainedModel, label_column: str | None = None, 
         configs.kind(source)  # ValueError naming the choices
         X, y, names = datasets.test_rows(source, data_dir=data_dir)
         return X, _indices(y, names, trained.labels, source), f"the {source} test split"
-    X, y = user_data.read_rows(source, label_column, trained.preprocessing.num_features)
+    trained_label = (trained.config or {}).get("label_column")
+    X, y = user_data.read_rows(source, label_column, trained.preprocessing.num_features, trained_label)
     return X, None if y is None else _indices(y, None, trained.labels, source), str(source)
 
 

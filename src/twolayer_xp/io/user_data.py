@@ -149,14 +149,26 @@ def _check_npz_headers(path: Path, headers: dict) -> None:
 # .csv
 
 
-def read_rows(path, label_column: str | None, num_features: int) -> tuple[np.ndarray, np.ndarray | None]:
+def read_rows(
+    path, label_column: str | None, num_features: int, trained_label: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(raw rows (N, num_features), labels or None) to predict on: every row of a .csv (its
-    label column is used when it has one more column than the features); a .npz's X_test/y_test,
-    else X/y, else X_train/y_train (y optional)."""
+    label column is ``label_column``, else the column the model was trained with
+    (``trained_label``) when the file has it, else the last one when there is one column more
+    than the features); a .npz's X_test/y_test, else X/y, else X_train/y_train (y optional)."""
     path = _regular(path, "input", "a .npz or .csv")
     if path.suffix.lower() == ".csv":
         columns, _ = _csv_shape(path, min_columns=1)
+        if label_column is None and trained_label in columns:
+            label_column = trained_label
         has_label = label_column is not None or len(columns) == num_features + 1
+        if len(columns) - has_label != num_features:  # before parsing: say it in these words
+            label = f" and its label column {label_column}" if label_column else ""
+            hint = "" if has_label else "; if one of them holds labels, name it with --label-column"
+            raise DataError(
+                f"{path} has {len(columns) - has_label} feature columns{label}; the model takes "
+                f"{num_features}{hint}"
+            )
         X, y = _read_csv(path, label_column if has_label else None, labels=has_label)
     else:
         X, y = _read_npz_rows(path)
@@ -225,7 +237,9 @@ def _read_csv(path: Path, label_column: str | None, labels: bool = True) -> tupl
             X = np.loadtxt(path, dtype=np.float64, usecols=features, **{**options, "ndmin": 2})
             y = np.loadtxt(path, dtype=str, usecols=[label], **options) if labels else np.empty(rows)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: {str(exc).strip().splitlines()[0]} (features must be numbers)") from None
+        hint = "" if label_column else "; if a column holds labels, name it with --label-column"
+        reason = str(exc).strip().splitlines()[0]
+        raise DataError(f"{path}: {reason} (features must be numbers{hint})") from None
     if X.shape != (rows, len(features)) or y.shape != (rows,):
         raise DataError(f"{path}: every row must have the header's {len(columns)} columns")
     if not np.all(np.isfinite(X)):

@@ -31,7 +31,9 @@ def import_optuna():
     try:
         import optuna
     except ImportError:
-        raise ImportError('twolayer-xp sweep needs optuna; fix: pip install "twolayer-xp[sweep]"') from None
+        raise ImportError(
+            'twolayer-xp sweep needs optuna; fix: pip install -e ".[sweep]" (from the clone)'
+        ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # ask/tell with heartbeats is what this module does on purpose (its own heartbeat thread).
@@ -150,7 +152,7 @@ def _parsed(url: str):
         parsed = sqlalchemy.engine.make_url(url)
         parsed.get_dialect()
     except ModuleNotFoundError as exc:
-        fix = '"twolayer-xp[postgres]"' if parsed.get_backend_name() == "postgresql" else exc.name
+        fix = '-e ".[postgres]" (from the clone)' if parsed.get_backend_name() == "postgresql" else exc.name
         raise ImportError(f"--storage {parsed.drivername} needs {exc.name}; fix: pip install {fix}") from None
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError):
         raise ValueError(
