@@ -402,6 +402,7 @@ def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
     assert [r["pruned_at_epoch"] for r in rows[5:]] == ["", "1", "", "1"]
     assert result["samples"] == 100 * (4 * 14 + 2 * (130 - 14))  # the pruned stopped costing
     assert "9 results (7 completed, 2 pruned, 0 diverged)" in result["summary"]
+    assert not result["warnings"] and (tmp_path / "sweep.png").stat().st_size > 10_000  # pruned drawn too
 
 
 def test_a_study_keeps_its_pruner(tmp_path, capsys):

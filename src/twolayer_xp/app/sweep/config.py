@@ -126,7 +126,11 @@ class SweepConfig:
             raise ValueError(
                 f"--study is {len(self.study)} characters long; a study name has at most {MAX_STUDY_NAME}"
             )
-        self.search = {
+        self.search = self._search()
+
+    def _search(self) -> dict:
+        """What a trial of this sweep means, as its study stores it."""
+        return {
             "dataset": self.dataset,
             "sampler": self.sampler,
             "pruner": self.pruner,

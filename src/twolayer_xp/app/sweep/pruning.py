@@ -10,6 +10,7 @@ the pruner compares trials at the same steps, and a trial reports at most ``MAX_
 
 from __future__ import annotations
 
+import copy
 import math
 
 from twolayer_xp.app.sweep import space
@@ -82,8 +83,8 @@ class _Snapshot:
 
     def __init__(self, storage, study_id: int):
         self._storage = storage
-        self._trials = storage.get_all_trials(study_id, deepcopy=True)
-        self._by_id = {t._trial_id: t for t in self._trials}
+        self._by_id = {t._trial_id: t for t in storage.get_all_trials(study_id, deepcopy=False)}
+        self._trials = list(self._by_id.values())
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
         return [t for t in self._trials if states is None or t.state in states]
@@ -93,7 +94,10 @@ class _Snapshot:
 
     def set_trial_system_attr(self, trial_id: int, key: str, value) -> None:
         self._storage.set_trial_system_attr(trial_id, key, value)
-        self._by_id[trial_id].system_attrs[key] = value
+        trial = copy.deepcopy(self._by_id[trial_id])  # the storage's cached trial is not ours to change
+        trial.system_attrs[key] = value
+        self._by_id[trial_id] = trial
+        self._trials = list(self._by_id.values())
 
     def __getattr__(self, name: str):
         return getattr(self._storage, name)

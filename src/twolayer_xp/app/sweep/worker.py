@@ -36,8 +36,8 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     """Join (or start) the study and work on it until it holds ``config.trials`` results.
 
     Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run',
-    'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'warnings' (figures not drawn)}
-    for this worker. ``options``: SweepConfig fields.
+    'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'samples' (training rows x nets
+    its SGD steps processed), 'warnings' (figures not drawn)} for this worker. ``options``: SweepConfig fields.
     """
     started = time.perf_counter()
     config = config or SweepConfig(**options)
