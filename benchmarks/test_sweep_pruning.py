@@ -36,11 +36,13 @@ def test_pruned_vs_unpruned_study(benchmark, tmp_path):
     for pruner in PRUNERS[1:]:
         study(pruner)
     base = results["none"]
+    work = {name: hidden_work(r["study"]) for name, r in results.items()}
     ratios = {
         name: {
             "best_val": r["best"].value,
             "best_minus_unpruned_points": 100 * (r["best"].value - base["best"].value),
             "samples_ratio": r["samples"] / base["samples"],
+            "hidden_work_ratio": work[name] / work["none"],
             "seconds_ratio": r["seconds"] / base["seconds"],
             "seconds": r["seconds"],
             "train_seconds": r["train_seconds"],
@@ -54,7 +56,25 @@ def test_pruned_vs_unpruned_study(benchmark, tmp_path):
     for name, r in ratios.items():
         print(
             f"\n{name}: best val {r['best_val']:.4f} ({r['best_minus_unpruned_points']:+.2f} points), "
-            f"samples x{r['samples_ratio']:.2f}, wall x{r['seconds_ratio']:.2f} ({r['seconds']:.1f} s: "
+            f"samples x{r['samples_ratio']:.2f}, x hidden x{r['hidden_work_ratio']:.2f}, wall x{r['seconds_ratio']:.2f} ({r['seconds']:.1f} s: "
             f"train {r['train_seconds']:.1f} s, study {r['study_seconds']:.1f} s)"
         )
     assert all(r["trials_run"] == TRIALS for r in results.values())
+
+
+def hidden_work(study) -> float:
+    """Rows x nets x hidden units the study's trials trained (proportional to their arithmetic):
+    what the hidden sizes TPE happened to draw weigh, which the rows x nets ratio ignores. A
+    pruned trial trained up to its last report: epoch e ends after iteration e * N / B + 1."""
+    from twolayer_xp.io import datasets
+
+    per_epoch = len(datasets.load("digits").y_train) / 100  # the default batch size
+    total = 0.0
+    for t in study.get_trials(deepcopy=False):
+        if "hidden_size" not in t.params:
+            continue  # turned away unrun
+        iterations = (
+            t.last_step * per_epoch + 1 if t.state.name == "PRUNED" else NUM_ITERS
+        )  # diverged: at most
+        total += iterations * 100 * t.params["hidden_size"]
+    return total
