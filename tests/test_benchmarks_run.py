@@ -42,7 +42,14 @@ def test_every_benchmark_ran(quick_results):
     data = json.loads((quick_results / "bench.json").read_text())
     kinds = {b["extra_info"].get("implementation") for b in data["benchmarks"]}
     assert {"ours", "floor", "predict", "train_loop", "population", "sklearn_estimator", "sweep"} <= kinds
-    assert {"threads_busy", "threads_step", "threads_cohosted", "compaction", "sweep_search"} <= kinds
+    assert {
+        "threads_busy",
+        "threads_step",
+        "threads_cohosted",
+        "compaction",
+        "sweep_search",
+        "sweep_pruning",
+    } <= kinds
     ours = [b for b in data["benchmarks"] if b["extra_info"].get("implementation") == "ours"]
     assert all(b["extra_info"]["x_floor"] > 0 and b["extra_info"]["gflops"] > 0 for b in ours)
 

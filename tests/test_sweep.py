@@ -18,7 +18,7 @@ optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not i
 
 from twolayer_xp import TwoLayerNet  # noqa: E402
 from twolayer_xp.app import cli  # noqa: E402
-from twolayer_xp.app.sweep.report import count_results, outcome  # noqa: E402
+from twolayer_xp.app.sweep.report import RESULTS, count_results, outcome  # noqa: E402
 from twolayer_xp.io import datasets as data  # noqa: E402
 
 import postgres  # noqa: E402
@@ -47,7 +47,7 @@ def study_trials(storage, name="twolayer-xp-digits"):
 
 def check_results(trials, expected):
     """Exactly ``expected`` results, one per slot, no configuration run twice."""
-    results = [t for t in trials if outcome(t) in ("completed", "diverged")]
+    results = [t for t in trials if outcome(t) in RESULTS]
     assert len(results) == expected
     assert sorted(t.user_attrs["worker"]["slot"] for t in results) == list(range(expected))
     params = [(t.params["learning_rate"], t.params["reg"]) for t in results]
@@ -91,10 +91,22 @@ def test_two_workers_sqlite_cover_a_grid_exactly_once(tmp_path):
 
 @pytest.mark.skipif(postgres.binaries() is None, reason="PostgreSQL's initdb and pg_ctl are not installed")
 def test_two_workers_postgresql(tmp_path):
+    """With the median pruner (the default): six good trials, then six hopeless ones, queued.
+    When a hopeless one starts, at least five good ones are complete, so it is pruned at its
+    first report (epoch 12 of 115), once, and counts as a result."""
+    from twolayer_xp.app.sweep import SweepConfig
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
     with postgres.server() as url:
+        config = SweepConfig(storage=url, out=str(tmp_path / "a"), hidden_size=32, num_iters=1500)
+        study = open_study(optuna, open_storage(url), config)  # the study as the workers make it
+        for k in range(12):
+            study.enqueue_trial({"learning_rate": (1.0 if k < 6 else 0.01) * (1 + k / 100), "reg": 1e-4})
         trials = two_workers(tmp_path, url, "--trials", 12, "--population", 1, "--num-iters", 1500)
         results = check_results(trials, 12)
         assert len({t.user_attrs["worker"]["pid"] for t in results}) == 2
+        assert [outcome(t) for t in results] == ["completed"] * 6 + ["pruned"] * 6
+        assert all(t.last_step == 12 for t in results[6:])
 
 
 def test_killed_worker_then_restart_completes_the_study(tmp_path):
@@ -135,9 +147,10 @@ def test_killed_worker_then_restart_completes_the_study(tmp_path):
     assert dead and {t.user_attrs.get("worker", {}).get("pid") for t in dead} <= {victim.pid, None}
     retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
     assert set(retried) == {t.number for t in dead}  # each dead trial re-run once, nothing lost
-    assert all(retry.params == trials[n].params for n, retry in retried.items() if trials[n].params)
+    # a retry keeps every setting its original had drawn (one killed mid-suggest drew only some)
+    assert all(trials[n].params.items() <= retry.params.items() for n, retry in retried.items())
     rows = check_csv(out, trials)
-    assert sum(r["outcome"] in ("completed", "diverged") for r in rows) == 12
+    assert sum(r["outcome"] in RESULTS for r in rows) == 12
     # best/ holds a told trial, with the numbers the study has for it, and a net that reproduces them
     metrics = json.loads((out / "best" / "metrics.json").read_text())
     best = next(t for t in results if t.number == metrics["trial"])
@@ -176,6 +189,7 @@ def one_error_line(capsys):
     ("args", "expected"),
     [
         (["--sampler", "bayes"], "invalid choice: 'bayes'"),
+        (["--pruner", "asha"], "invalid choice: 'asha'"),
         (["--lr", "1e-1:1e-3"], "empty or inverted"),
         (["--reg", "1e-3:1e-3"], "empty or inverted"),
         (["--lr", "fast"], "LOW:HIGH"),
@@ -228,7 +242,7 @@ def test_a_study_keeps_its_search_space(tmp_path, capsys):
 def test_a_diverged_member_is_told_failed_not_zero(tmp_path, capsys):
     args = ["--trials", "2", "--population", "2", "--num-iters", "60", "--lr", "1e3:1e5"]
     assert cli.main(["sweep", "--out", str(tmp_path), "--quiet", *args]) == 0
-    assert "2 results (0 completed, 2 diverged); no completed trial" in capsys.readouterr().out
+    assert "2 results (0 completed, 0 pruned, 2 diverged); no completed trial" in capsys.readouterr().out
     trials = study_trials(f"sqlite:///{tmp_path / 'study.db'}")
     assert [(t.state.name, t.value, t.user_attrs["diverged"]) for t in trials] == [("FAIL", None, True)] * 2
     assert not (tmp_path / "best").exists()  # no net worth keeping
@@ -341,3 +355,82 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
     assert SweepConfig(batch_size=[64]).search["batch_size"] == 64  # one choice is a fixed value
     with pytest.raises(TypeError, match="hidden_size must be an int"):
         SweepConfig(hidden_size=[50, 1.5])
+    with pytest.raises(ValueError, match="--pruner must be one of none, median, hyperband; got 'asha'"):
+        SweepConfig(pruner="asha")
+
+
+# (learning rate, reg): five good trials to set the median, then two good and two hopeless ones.
+FIRST = [(1.0, 1e-4), (0.5, 1e-4), (2.0, 1e-5), (0.7, 1e-3), (1.5, 1e-4)]
+SECOND = [(3.0, 1e-5), (0.011, 1e-4), (2.5, 1e-4), (0.01, 1e-3)]
+
+
+def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
+    """Median pruning: the hopeless members are told PRUNED at their first report (their value:
+    their accuracy at that epoch), counted once; the survivors, trained on in a compacted
+    population, are told exactly what an uncompacted population of all four gives them."""
+    from twolayer_xp import Population
+    from twolayer_xp.app.sweep import SweepConfig, run_sweep
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    options = dict(sampler="random", pruner="median", out=str(tmp_path), num_iters=130, hidden_size=16)
+    study = open_study(optuna, open_storage(storage), SweepConfig(trials=5, population=5, **options))
+    for lr, reg in FIRST + SECOND:
+        study.enqueue_trial({"learning_rate": lr, "reg": reg})
+    assert run_sweep(SweepConfig(trials=5, population=5, **options))["trials_run"] == 5
+    config = SweepConfig(trials=9, population=4, **options)
+    result = run_sweep(config)
+    trials = check_results(study_trials(storage), 9)
+    assert result["trials_run"] == 4 and count_results(trials) == 9
+    assert [outcome(t) for t in trials[5:]] == ["completed", "pruned", "completed", "pruned"]
+    ds = data.load("digits", dtype="float32")
+    pop = Population(
+        ds.num_features, 16, ds.num_classes, size=4, std=config.std, dtype="float32", rng=config.seed
+    )
+    history = pop.train(ds.X_train, ds.y_train, ds.X_val, ds.y_val, num_iters=130, batch_size=100,
+                        learning_rate=[lr for lr, _ in SECOND], reg=[reg for _, reg in SECOND],
+                        learning_rate_decay=0.99)  # fmt: skip
+    val, test = pop.accuracy(ds.X_val, ds.y_val), pop.accuracy(ds.X_test, ds.y_test)
+    for k, t in enumerate(trials[5:]):
+        assert t.intermediate_values == {
+            e: history["val_acc_history"][k, e] for e in range(1, t.last_step + 1)
+        }
+        if outcome(t) == "completed":
+            assert (t.value, t.user_attrs["test_accuracy"]) == (val[k], test[k])
+        else:
+            assert t.last_step == 1 and t.value == history["val_acc_history"][k, 1]
+    rows = check_csv(tmp_path, trials)
+    assert [r["pruned_at_epoch"] for r in rows[5:]] == ["", "1", "", "1"]
+    assert result["samples"] == 100 * (4 * 14 + 2 * (130 - 14))  # the pruned stopped costing
+    assert "9 results (7 completed, 2 pruned, 0 diverged)" in result["summary"]
+    assert not result["warnings"] and (tmp_path / "sweep.png").stat().st_size > 10_000  # pruned drawn too
+
+
+def test_a_study_keeps_its_pruner(tmp_path, capsys):
+    """Every worker of a study prunes alike; a study stored before pruning existed pruned nothing."""
+    from twolayer_xp.app.sweep.report import SEARCH_ATTR
+
+    args = [
+        "sweep",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--trials",
+        "1",
+        "--population",
+        "1",
+        "--num-iters",
+        "20",
+    ]
+    assert cli.main([*args, "--pruner", "hyperband"]) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--pruner", "median"]) == 2
+    assert "was created with pruner=hyperband, this run has pruner=median" in one_error_line(capsys)
+    study = optuna.load_study(study_name="twolayer-xp-digits", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr(
+        SEARCH_ATTR, {k: v for k, v in study.user_attrs[SEARCH_ATTR].items() if k != "pruner"}
+    )
+    assert cli.main([*args, "--pruner", "hyperband"]) == 2
+    assert "was created with pruner=none, this run has pruner=hyperband" in one_error_line(capsys)
+    assert cli.main([*args, "--pruner", "none", "--trials", "2"]) == 0
+    assert "2 results" in capsys.readouterr().out

@@ -129,26 +129,30 @@ def throughput_figure(rows: list[dict], title: str = "Training-step throughput")
     return fig
 
 
-def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: str) -> Figure:
+def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: str, pruned=()) -> Figure:
     """A sweep's trials: learning rate x reg on log axes coloured by val accuracy, and the best
-    so far by trial number. done, diverged: (lr, reg, val_accuracy, number) per trial; best: one
-    such tuple or None; *_range: the searched (low, high)."""
+    so far by trial number. done, diverged, pruned: (lr, reg, val_accuracy, number[, epoch])
+    per trial, a pruned one's epoch the step it stopped at (written beside its point); best:
+    one such tuple or None; *_range: the searched (low, high)."""
     fig = Figure(figsize=(12, 5))
     space, progress = fig.subplots(
         1, 2, gridspec_kw=MARGINS | {"left": 0.07, "bottom": 0.12, "top": 0.92, "wspace": 0.25}
     )
     if done:
-        lr, reg, value, _ = zip(*done, strict=True)
+        lr, reg, value = list(zip(*done, strict=True))[:3]
         points = space.scatter(lr, reg, c=value, cmap="viridis", edgecolors="k", linewidths=0.3)
         fig.colorbar(points, ax=space, label="validation accuracy")
         space.scatter(best[0], best[1], marker="*", s=300, facecolors="none", edgecolors="red",
                       label=f"best (#{best[3]})")  # fmt: skip
     if diverged:
-        lr, reg, _, _ = zip(*diverged, strict=True)
+        lr, reg = list(zip(*diverged, strict=True))[:2]
         space.scatter(lr, reg, marker="x", color="red", label="diverged")
+    if pruned:
+        _pruned_points(space, pruned)
     space.set(xscale="log", yscale="log", xlim=_padded(lr_range), ylim=_padded(reg_range), xlabel="learning rate",
-              ylabel="regularization strength (reg)", title=f"{study}: {len(done)} completed trials")  # fmt: skip
-    if done or diverged:
+              ylabel="regularization strength (reg)",
+              title=f"{study}: {len(done)} completed, {len(pruned)} pruned trials")  # fmt: skip
+    if done or diverged or pruned:
         space.legend(loc="best")
     done = sorted(done, key=lambda point: point[3])
     numbers, values = [p[3] for p in done], [p[2] for p in done]
@@ -158,6 +162,15 @@ def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: s
     progress.set(xlabel="trial number", ylabel="validation accuracy", title="Best validation accuracy so far")
     progress.legend(loc="lower right")
     return fig
+
+
+def _pruned_points(ax, pruned: list) -> None:
+    """Pruned trials as grey rings, each labelled with the epoch it was stopped at."""
+    lr, reg, _, _, epochs = zip(*pruned, strict=True)
+    ax.scatter(lr, reg, marker="o", facecolors="none", edgecolors="gray", linewidths=0.6,
+               label="pruned (at epoch)")  # fmt: skip
+    for x, y, epoch in zip(lr, reg, epochs, strict=True):
+        ax.annotate(str(epoch), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6, color="gray")
 
 
 def _padded(bounds) -> tuple[float, float]:

@@ -7,7 +7,7 @@ import argparse
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import process
 from twolayer_xp.app.flags import add_settings, checked
-from twolayer_xp.app.sweep import space
+from twolayer_xp.app.sweep import pruning, space
 from twolayer_xp.app.sweep.config import (
     CONSTRAINTS,
     DEFAULT_POPULATION,
@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SAMPLERS,
         default="tpe",
         help="Optuna's TPE (default), random, or grid over --grid-lr x --grid-reg",
+    )
+    a(
+        "--pruner",
+        choices=pruning.PRUNERS,
+        default=pruning.DEFAULT_PRUNER,
+        help=f"stop hopeless trials at an epoch end: Optuna's median or hyperband pruner, or none (default {pruning.DEFAULT_PRUNER})",
     )
     a(
         "--lr",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twolayer_xp.app import config as configs
 from twolayer_xp.app.flags import flag
-from twolayer_xp.app.sweep import space
+from twolayer_xp.app.sweep import pruning, space
 from twolayer_xp.core import validation
 from twolayer_xp.core.validation import POSITIVE_INT, Constraint
 from twolayer_xp.io import files
@@ -57,6 +57,7 @@ class SweepConfig:
     trials: int | None = None  # None: DEFAULT_TRIALS, or the grid's size
     population: int = DEFAULT_POPULATION
     sampler: str = "tpe"
+    pruner: str = pruning.DEFAULT_PRUNER  # stops hopeless trials early: one of pruning.PRUNERS
     lr: tuple | str | None = None  # (low, high) or "LOW:HIGH", searched on a log scale
     reg: tuple | str | None = None
     grid_lr: list | str | None = None  # grid sampler: the values, as a list or "a,b,c"
@@ -85,6 +86,8 @@ class SweepConfig:
             raise ValueError(f"--label-column applies to a .csv dataset, not to {self.dataset}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        if self.pruner not in pruning.PRUNERS:
+            raise ValueError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}; got {self.pruner!r}")
         for name in SCALARS:
             if getattr(self, name) is not None:
                 validation.check(name, getattr(self, name), CONSTRAINTS)  # the table the CLI uses too
@@ -104,15 +107,7 @@ class SweepConfig:
             raise ValueError(
                 f"--study is {len(self.study)} characters long; a study name has at most {MAX_STUDY_NAME}"
             )
-        self.search = {
-            "dataset": self.dataset,
-            "sampler": self.sampler,
-            "lr": list(self.lr),
-            "reg": list(self.reg),
-            "grid_lr": self.grid_lr,
-            "grid_reg": self.grid_reg,
-            **{name: getattr(self, name) for name in self.searched()},
-        }
+        self.search = self._search()
 
     def _lr_and_reg(self, defaults: dict) -> None:
         """The learning-rate and reg search: the grid sampler's values, else log ranges (the
@@ -137,6 +132,19 @@ class SweepConfig:
         else:
             self.lr = _range("lr", self.lr, defaults["learning_rate"])
             self.reg = _range("reg", self.reg, defaults["reg"])
+
+    def _search(self) -> dict:
+        """What a trial of this sweep means, as its study stores it."""
+        return {
+            "dataset": self.dataset,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "lr": list(self.lr),
+            "reg": list(self.reg),
+            "grid_lr": self.grid_lr,
+            "grid_reg": self.grid_reg,
+            **{name: getattr(self, name) for name in self.searched()},
+        }
 
     def searched(self) -> tuple[str, ...]:
         """The searchable settings this sweep has: SEARCHED, with epochs instead of num_iters

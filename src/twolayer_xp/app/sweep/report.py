@@ -1,7 +1,8 @@
 """What a sweep reports: its results read from the study, trials.csv, sweep.png, best/, bar and summary.
 
-A *result* is a trial that ran to an outcome: completed (told its validation accuracy) or
-diverged (told FAIL, marked ``diverged``). Other FAIL trials are a dead worker's (re-run as a
+A *result* is a trial that ran to an outcome: completed (told its validation accuracy), pruned
+(stopped early by the study's pruner, told PRUNED: its value is its last reported validation
+accuracy, at step ``last_step``, an epoch) or diverged (told FAIL, marked ``diverged``). Other FAIL trials are a dead worker's (re-run as a
 retry) or surplus ones turned away unrun; neither counts.
 """
 
@@ -25,23 +26,28 @@ from twolayer_xp.io import files
 SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
 SETTINGS_COLUMNS = ("learning_rate", "reg", *space.SCALES)  # a trial's settings: searched or fixed
 CSV_COLUMNS = (
-    "number", "outcome", *SETTINGS_COLUMNS, "val_accuracy", "train_accuracy", "test_accuracy",
+    "number", "outcome", *SETTINGS_COLUMNS, "val_accuracy", "pruned_at_epoch", "train_accuracy", "test_accuracy",
     "seconds", "host", "pid", "slot", "retry_of",
 )  # fmt: skip
 
 
 def outcome(trial) -> str:
-    """completed, diverged, dead worker, surplus, running or waiting."""
+    """completed, pruned, diverged, dead worker, surplus, running or waiting."""
     state, attrs = trial.state.name, trial.user_attrs
     if state == "COMPLETE":
         return "completed"
+    if state == "PRUNED":
+        return "pruned"
     if state == "FAIL":
         return "diverged" if attrs.get("diverged") else "surplus" if attrs.get("surplus") else "dead worker"
     return state.lower()
 
 
+RESULTS = ("completed", "pruned", "diverged")  # the outcomes that count towards --trials
+
+
 def count_results(trials) -> int:
-    return sum(outcome(t) in ("completed", "diverged") for t in trials)
+    return sum(outcome(t) in RESULTS for t in trials)
 
 
 def best_trial(trials):
@@ -76,7 +82,8 @@ def write_trials_csv(study, path: Path) -> None:
             "number": t.number,
             "outcome": outcome(t),
             **{name: t.params.get(name, fixed.get(name)) for name in SETTINGS_COLUMNS},
-            "val_accuracy": t.value if t.state.name == "COMPLETE" else None,
+            "val_accuracy": t.value if t.state.name in ("COMPLETE", "PRUNED") else None,
+            "pruned_at_epoch": t.last_step if t.state.name == "PRUNED" else None,
             **{name: a.get(name) for name in ("train_accuracy", "test_accuracy")},
             **{name: a.get("worker", {}).get(name) for name in ("host", "pid", "slot")},
             "seconds": None if seconds is None else round(seconds, 3),
@@ -87,12 +94,13 @@ def write_trials_csv(study, path: Path) -> None:
 
 
 def save_figure(trials, config, path: Path) -> list[str]:
-    """sweep.png: the completed and diverged trials over learning rate x reg, best starred; a
-    line saying why if it could not be drawn (``runs.save_figures``)."""
+    """sweep.png: the completed, pruned and diverged trials over learning rate x reg, best
+    starred; a line saying why if it could not be drawn (``runs.save_figures``). A pruned
+    trial's point carries the epoch it stopped at (its value: its accuracy there)."""
 
     def points(kind):
         return [
-            (t.params["learning_rate"], t.params["reg"], t.value, t.number)
+            (t.params["learning_rate"], t.params["reg"], t.value, t.number, t.last_step)
             for t in trials
             if outcome(t) == kind
         ]
@@ -104,7 +112,13 @@ def save_figure(trials, config, path: Path) -> list[str]:
     return runs.save_figures(
         {
             path: lambda plots: plots.sweep_figure(
-                points("completed"), points("diverged"), starred, config.lr, config.reg, config.study
+                points("completed"),
+                points("diverged"),
+                starred,
+                config.lr,
+                config.reg,
+                config.study,
+                pruned=points("pruned"),
             )
         }
     )
@@ -227,7 +241,7 @@ class TrialsBar:
 
 def summary(config, trials, result: dict) -> str:
     """The one line a sweep prints."""
-    counts = {name: sum(outcome(t) == name for t in trials) for name in ("completed", "diverged")}
+    counts = {name: sum(outcome(t) == name for t in trials) for name in RESULTS}
     best = result["best"]
     rate = result["trials_run"] / result["seconds"] if result["seconds"] > 0 else math.nan
     found = (
@@ -237,7 +251,7 @@ def summary(config, trials, result: dict) -> str:
         else "no completed trial"
     )
     return (
-        f"sweep {config.study} ({config.dataset}, {config.sampler}): {counts['completed'] + counts['diverged']} "
-        f"results ({counts['completed']} completed, {counts['diverged']} diverged); {found}; this worker ran "
+        f"sweep {config.study} ({config.dataset}, {config.sampler}): {sum(counts.values())} results "
+        f"({counts['completed']} completed, {counts['pruned']} pruned, {counts['diverged']} diverged); {found}; this worker ran "
         f"{result['trials_run']} trials in {result['seconds']:.1f} s ({rate:.2f} trials/s); outputs in {config.out}"
     )

@@ -100,3 +100,12 @@ def iterations(epochs: int, num_train: int, batch_size: int) -> int:
     """SGD iterations of ``epochs`` passes, rounded up, an epoch being CS231n's max(N / B, 1)
     iterations."""
     return math.ceil(epochs * max(num_train / batch_size, 1))
+
+
+def bounds(search) -> tuple:
+    """The smallest and largest value ``search`` can give."""
+    if is_fixed(search):
+        return search, search
+    if "choices" in search:
+        return search["choices"][0], search["choices"][-1]
+    return search["low"], search["high"]

@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 
-from twolayer_xp.app.sweep import report, space
+from twolayer_xp.app.sweep import pruning, report, space
 from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.errors import one_line
 
@@ -221,14 +221,22 @@ def _sqlite_pragmas(connection, _record) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
-def open_study(optuna, storage, config: SweepConfig):
+def open_study(optuna, storage, config: SweepConfig, num_train: int | None = None):
+    """The study ``config`` names, created or joined, with its sampler and pruner (``num_train``:
+    training rows, which size the pruner's epochs; ``pruning.make``); ValueError if this sweep
+    cannot join it."""
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True),  # spread out K asks at once
         "random": lambda: optuna.samplers.RandomSampler(),
         "grid": lambda: _slot_grid(config.grid_lr, config.grid_reg),
     }[config.sampler]()
     study = optuna.create_study(
-        storage=storage, study_name=config.study, sampler=sampler, direction="maximize", load_if_exists=True
+        storage=storage,
+        study_name=config.study,
+        sampler=sampler,
+        pruner=pruning.make(optuna, config.pruner, config.search, num_train),
+        direction="maximize",
+        load_if_exists=True,
     )
     problem = _incompatibility(optuna, study, config)
     if problem:
@@ -248,6 +256,8 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
     if directions[0] != optuna.study.StudyDirection.MAXIMIZE:
         return f"minimizes its objective; a sweep maximizes validation accuracy{other}"
     stored = study.user_attrs.get(report.SEARCH_ATTR)
+    if isinstance(stored, dict):
+        stored = {"pruner": "none", **stored}  # a study made before pruning pruned nothing
     if stored is None:
         trials = len(study.get_trials(deepcopy=False))
         return f"holds {trials} trials not made by twolayer-xp sweep{other}" if trials else None

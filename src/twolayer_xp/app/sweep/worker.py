@@ -14,7 +14,7 @@ import numpy as np  # host side: per-trial budgets and flags
 
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import runs
-from twolayer_xp.app.sweep import report, space
+from twolayer_xp.app.sweep import pruning, report, space
 from twolayer_xp.app.sweep.config import STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.app.sweep.study import (
     Heartbeat,
@@ -36,8 +36,8 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     """Join (or start) the study and work on it until it holds ``config.trials`` results.
 
     Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run',
-    'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'warnings' (figures not drawn)}
-    for this worker. ``options``: SweepConfig fields.
+    'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'samples' (training rows x nets
+    its SGD steps processed), 'warnings' (figures not drawn)} for this worker. ``options``: SweepConfig fields.
     """
     started = time.perf_counter()
     config = config or SweepConfig(**options)
@@ -50,7 +50,7 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     with files.made_folder(config.out, "--out") as out:
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
-        study = open_study(optuna, storage, config)
+        study = open_study(optuna, storage, config, len(ds.y_train))
         report.claim_out(out, config)
         loaded = time.perf_counter()
         return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
@@ -88,6 +88,7 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
         "trials_run": worker.trials_run,
         "seconds": seconds,
         "train_seconds": worker.train_seconds,
+        "samples": worker.samples,  # training rows x nets that this worker's SGD steps processed
         "load_seconds": loaded - started,
         "study_seconds": worker.study_seconds,  # storage and sampler: asks, tells, heartbeats, trials.csv
         "warnings": figure_warnings,
@@ -109,7 +110,8 @@ def _placed(ds, config: SweepConfig) -> dict:
 
 
 class Worker:
-    """Claims slots, trains them as one Population, tells the results."""
+    """Claims slots, trains them as one Population, reports their epochs to the pruner, tells
+    the results."""
 
     def __init__(self, optuna, study, storage, config, ds, placed, out):
         self.optuna, self.study, self.storage, self.config = optuna, study, storage, config
@@ -118,6 +120,8 @@ class Worker:
         self.best = None  # (net, trial, accuracy) of the best trial told in this round
         self.threads, self.workers = threads.Threads(1, "automatic"), 1  # the current population's
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
+        self.samples = 0
+        self.report_every = pruning.stride(config.search, len(ds.y_train))  # epochs between reports
 
     def fail_stale(self) -> None:
         """Fail dead workers' trials; the retry callback queues each one again, once."""
@@ -207,37 +211,76 @@ class Worker:
 
     def _train_group(self, members: list) -> None:
         """Train trials of one shape as one Population, in segments: up to each distinct
-        iteration budget, then the members whose budget it is (or that diverged) are told and
-        dropped (``Population.subset``), and the rest go on, exactly as if trained straight on."""
+        iteration budget, and each epoch at which the members report to the pruner. After a
+        segment the members whose budget it is (or that diverged) are told their result, the
+        pruned ones are told PRUNED, and both are dropped (``Population.subset``); the rest go
+        on, exactly as if trained straight on."""
         trials, settings = zip(*members, strict=True)
         budgets = np.array([self._iterations(s) for s in settings])
-        start = time.perf_counter()
         pop = self._population(settings)
         self.threads, self.workers = self.thread_budget(settings[0], len(members))
         with pop.backend.limit_threads(self.threads.limit):  # the accuracies too
-            self._segments(pop, trials, settings, budgets, start)
+            self._segments(pop, trials, settings, budgets)
 
-    def _segments(self, pop, trials, settings, budgets, start: float) -> None:
+    def _segments(self, pop, trials, settings, budgets) -> None:
         live, done = np.arange(len(trials)), 0  # pop's members, as indices into trials
-        for budget in np.unique(budgets):
-            stats = self._train_on(pop, [settings[k] for k in live], int(budget - done))
-            done = budget
-            finishing = (budgets[live] == budget) | stats["diverged"]
-            finished = pop if finishing.all() else pop.subset(np.flatnonzero(finishing))
-            acc = {split: finished.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
-            self.last_train_seconds += time.perf_counter() - start
-            ks = live[finishing]
-            self._tell(
-                finished,
-                [trials[k] for k in ks],
-                [settings[k] for k in ks],
-                acc,
-                stats["diverged"][finishing],
-            )
+        reports = {}
+        if self.config.pruner != "none":
+            B = settings[0]["batch_size"]
+            reports = pruning.report_points(len(self.ds.y_train), B, int(budgets.max()), self.report_every)
+        for end in sorted({*(int(b) for b in budgets), *reports}):
             start = time.perf_counter()
-            if finishing.all():
+            stats = self._train_on(pop, [settings[k] for k in live], end - done)
+            self.samples += (end - done) * settings[0]["batch_size"] * len(live)
+            self.last_train_seconds += time.perf_counter() - start
+            done, diverged = end, stats["diverged"]
+            finishing = (budgets[live] == end) | diverged
+            dropped = np.zeros(len(live), dtype=bool)
+            if end in reports:  # the segment's last step is an epoch end: its accuracy is on the host
+                val = stats["val_acc_history"][:, -1]
+                dropped = self._report([trials[k] for k in live], val, reports[end], finishing, diverged)
+            if finishing.any():
+                self._finish(pop, [trials[k] for k in live], [settings[k] for k in live], finishing, diverged)
+            keep = ~(finishing | dropped)
+            if not keep.any():
                 break
-            pop, live = pop.subset(np.flatnonzero(~finishing)), live[~finishing]
+            if not keep.all():
+                pop, live = pop.subset(np.flatnonzero(keep)), live[keep]
+
+    def _report(self, trials: list, val, epoch: int, finishing, diverged) -> np.ndarray:
+        """Report val[k] at step ``epoch`` to trials[k] (member k), and tell those the pruner
+        stops PRUNED. Returns which members to drop: pruned, or declared stale meanwhile."""
+        dropped, asked = np.zeros(len(trials), dtype=bool), []
+        for k, trial in enumerate(trials):
+            if diverged[k]:
+                continue  # told FAIL by _finish
+            try:
+                trial.report(float(val[k]), step=epoch)
+                if not finishing[k]:
+                    asked.append(k)
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                dropped[k] = True  # declared stale by another worker meanwhile: its retry runs it
+        stops = (
+            pruning.stopped(self.optuna, self.study, [trials[k]._trial_id for k in asked]) if asked else []
+        )
+        for k in (k for k, stop in zip(asked, stops, strict=True) if stop):
+            try:
+                self.study.tell(trials[k], state=self.optuna.trial.TrialState.PRUNED)
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                pass
+            dropped[k] = True
+        for k in np.flatnonzero(dropped):
+            self.heartbeat.trial_ids.discard(trials[k]._trial_id)
+        return dropped
+
+    def _finish(self, pop, trials: list, settings: list, finishing, diverged) -> None:
+        """Evaluate the finishing members of ``pop`` (member k: trials[k], settings[k]) and tell them."""
+        start = time.perf_counter()
+        finished = pop if finishing.all() else pop.subset(np.flatnonzero(finishing))
+        acc = {split: finished.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
+        self.last_train_seconds += time.perf_counter() - start
+        ks = np.flatnonzero(finishing)
+        self._tell(finished, [trials[k] for k in ks], [settings[k] for k in ks], acc, diverged[finishing])
 
     def _iterations(self, settings: dict) -> int:
         """A trial's budget of SGD iterations: its num_iters, or its epochs over the training set."""

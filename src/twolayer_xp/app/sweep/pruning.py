@@ -1,0 +1,103 @@
+"""Stopping hopeless trials early: which Optuna pruner a study uses, and the epochs at which a
+population reports its members' validation accuracy to it.
+
+A trial reports at every ``stride``-th epoch end (CS231n's: after iteration t with
+``t % max(N / B, 1) == 0``), the step being the number of epoch ends passed (the epochs done when
+N / B is whole; CS231n's float rule makes them rarer otherwise). The stride is the same for
+every trial of a study (it comes from the study's stored search and the training set's size), so
+the pruner compares trials at the same steps, and a trial reports at most ``MAX_REPORTS`` times.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from twolayer_xp.app.sweep import space
+
+PRUNERS = ("none", "median", "hyperband")
+DEFAULT_PRUNER = "median"  # measured: benchmarks/test_sweep_pruning.py, docs/sweep-search.md
+MAX_REPORTS = 10  # reports of the longest trial: each is a storage write (~5 ms on SQLite)
+REDUCTION_FACTOR = 3  # Hyperband's: a third of each rung goes on
+
+
+def longest(search: dict, num_train: int) -> int:
+    """Epochs of the study's longest trial: its largest epoch budget, or its largest iteration
+    budget at its largest batch size (the fewest iterations per epoch)."""
+    if "epochs" in search:
+        return int(space.bounds(search["epochs"])[1])
+    per_epoch = max(num_train / space.bounds(search["batch_size"])[1], 1)
+    return max(1, math.floor(space.bounds(search["num_iters"])[1] / per_epoch))
+
+
+def stride(search: dict, num_train: int) -> int:
+    """Epochs between two reports of a trial."""
+    return max(1, math.ceil(longest(search, num_train) / MAX_REPORTS))
+
+
+def make(optuna, name: str, search: dict, num_train: int | None):
+    """Optuna's pruner called ``name`` (one of PRUNERS) for a study of ``search``; ``num_train``
+    None (a study opened without data): Hyperband sizes itself from the first finished trial."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    first = 1 if num_train is None else stride(search, num_train)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
+    return optuna.pruners.HyperbandPruner(
+        min_resource=first,
+        max_resource="auto" if num_train is None else longest(search, num_train),
+        reduction_factor=REDUCTION_FACTOR,
+    )
+
+
+def report_points(num_train: int, batch_size: int, budget: int, every: int) -> dict[int, int]:
+    """{iterations done: epochs done} at which a population of ``batch_size`` trained up to
+    ``budget`` iterations reports: every ``every``-th epoch end up to the budget. An epoch end
+    is iteration t (0-based) with CS231n's float rule t % max(N / B, 1) == 0; it is recorded
+    after step t, so a segment ending at t + 1 iterations holds it last."""
+    per_epoch = max(num_train / batch_size, 1)
+    points, epoch = {}, 0
+    for t in range(1, budget):
+        if t % per_epoch == 0:
+            epoch += 1
+            if epoch % every == 0:
+                points[t + 1] = epoch
+    return points
+
+
+def stopped(optuna, study, trial_ids: list) -> list[bool]:
+    """Whether the study's pruner stops each trial of ``trial_ids`` (storage ids; they have
+    just reported), as ``Trial.should_prune`` answers, asked of one read of the study: a pruner
+    reads every trial of the study for every question, so asking K members would read it K
+    times."""
+    snapshot = _Snapshot(study._storage, study._study_id)
+    view = optuna.study.Study(study_name=study.study_name, storage=snapshot, sampler=study.sampler,
+                              pruner=study.pruner)  # fmt: skip
+    return [bool(view.pruner.prune(view, snapshot.get_trial(i))) for i in trial_ids]
+
+
+class _Snapshot:
+    """A study's storage whose trials are read once: reads of trials come from that read;
+    everything else, and writes (Hyperband's rung marks), go to the storage, the rung marks into
+    the snapshot too, so that a later question of the same round sees them as it would live."""
+
+    def __init__(self, storage, study_id: int):
+        self._storage = storage
+        self._by_id = {t._trial_id: t for t in storage.get_all_trials(study_id, deepcopy=False)}
+        self._trials = list(self._by_id.values())
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+        return [t for t in self._trials if states is None or t.state in states]
+
+    def get_trial(self, trial_id: int):
+        return self._by_id[trial_id]
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value) -> None:
+        self._storage.set_trial_system_attr(trial_id, key, value)
+        trial = copy.deepcopy(self._by_id[trial_id])  # the storage's cached trial is not ours to change
+        trial.system_attrs[key] = value
+        self._by_id[trial_id] = trial
+        self._trials = list(self._by_id.values())
+
+    def __getattr__(self, name: str):
+        return getattr(self._storage, name)
