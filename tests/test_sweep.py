@@ -383,6 +383,7 @@ def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
     trials = check_results(study_trials(storage), 9)
     assert result["trials_run"] == 4 and count_results(trials) == 9
     assert [outcome(t) for t in trials[5:]] == ["completed", "pruned", "completed", "pruned"]
+    assert all(t.user_attrs["threads"]["count"] >= 1 for t in trials[5:])  # pruned ones say it too
     ds = data.load("digits", dtype="float32")
     pop = Population(
         ds.num_features, 16, ds.num_classes, size=4, std=config.std, dtype="float32", rng=config.seed

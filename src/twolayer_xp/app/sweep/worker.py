@@ -265,6 +265,7 @@ class Worker:
         )
         for k in (k for k, stop in zip(asked, stops, strict=True) if stop):
             try:
+                self._record_threads(trials[k])
                 self.study.tell(trials[k], state=self.optuna.trial.TrialState.PRUNED)
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 pass
@@ -311,13 +312,18 @@ class Worker:
                 threads=self.threads.limit,
             )  # fmt: skip
 
+    def _record_threads(self, trial) -> None:
+        """What the trial's population computed with: every result carries it (completed,
+        pruned or diverged)."""
+        trial.set_user_attr("threads", {**self.threads._asdict(), "workers": self.workers})
+
     def _tell(self, pop, trials: list, settings: list, acc: dict, diverged) -> None:
         """Tell trials[k] (member k of ``pop``) its result; keep the best told one for best/."""
         for k, trial in enumerate(trials):
             try:
                 trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
                 trial.set_user_attr("test_accuracy", float(acc["test"][k]))
-                trial.set_user_attr("threads", {**self.threads._asdict(), "workers": self.workers})
+                self._record_threads(trial)
                 if diverged[k]:
                     trial.set_user_attr("diverged", True)
                     self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
