@@ -136,3 +136,61 @@ def test_the_recorded_command_can_be_run_again():
     assert module == "python -m twolayer_xp train --out 'a b'"
     script = provenance.collect(argv=["/venv/bin/twolayer-xp", "sweep", "--trials", "8"])["command"]
     assert script == "twolayer-xp sweep --trials 8"
+
+
+# -- seams: own data across resume and sweeps, interrupted runs, settings a resume cannot use ------
+
+
+def _csv_with_label_first(path, rows=240, names="abc"):
+    """A .csv whose label column 'target' (named by ``names``) comes first and whose last column
+    is a feature."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, rows)
+    X = rng.normal(size=(rows, 4)) + y[:, None]
+    lines = ["target,a,b,c,d"] + [
+        f"{names[k]},{','.join(f'{v:.4f}' for v in x)}" for k, x in zip(y, X, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_sweeps_best_model_knows_its_label_column_and_the_study_keeps_it(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    from twolayer_xp.app import cli
+    from twolayer_xp.app.sweep import run_sweep
+
+    data = _csv_with_label_first(tmp_path / "d.csv", names="012")  # any column reads as numbers
+    options = dict(dataset=str(data), trials=2, population=2, num_iters=30, out=str(tmp_path / "s"))
+    run_sweep(label_column="target", **options)
+    assert cli.main(["evaluate", str(tmp_path / "s" / "best" / "model.npz"), str(data)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="label_column=target, this run has label_column=None"):
+        run_sweep(**{**options, "trials": 4})  # the last column as labels: another task
+
+
+def test_an_interrupted_run_resumed_with_fewer_iterations_is_refused_not_completed(tmp_path, train, capsys):
+    assert train("--out", tmp_path, "--num-iters", 40, "--quiet") == 0
+    (tmp_path / "weights.png").unlink()  # as an interrupted run leaves it: no weights.png
+    assert train("--resume", tmp_path / "model.npz", "--num-iters", 20, "--quiet") == 2
+    assert "already has 40 of num_iters=20" in capsys.readouterr().err
+    assert train("--resume", tmp_path / "model.npz", "--num-iters", 40, "--quiet") == 0  # finishes outputs
+    assert (tmp_path / "weights.png").exists()
+
+
+def test_a_resume_refuses_a_data_dir_its_data_does_not_use(tmp_path, train, capsys):
+    assert train("--out", tmp_path / "a", "--num-iters", 20, "--quiet") == 0
+    args = ("--resume", tmp_path / "a" / "model.npz", "--data-dir", tmp_path, "--num-iters", 30)
+    assert train(*args, "--out", tmp_path / "b", "--quiet") == 2
+    assert "--data-dir does not apply to digits" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_own_data_run_resumes_from_another_folder(tmp_path, train, monkeypatch):
+    _csv_with_label_first(tmp_path / "d.csv")
+    monkeypatch.chdir(tmp_path)
+    assert (
+        train("--dataset", "d.csv", "--label-column", "target", "--out", "run", "--num-iters", 20, "--quiet")
+        == 0
+    )
+    monkeypatch.chdir("/")
+    assert train("--resume", tmp_path / "run" / "model.npz", "--num-iters", 40, "--quiet") == 0

@@ -139,12 +139,15 @@ class RunConfig:
         """Defaults filled in and every value checked against validation's table."""
         dataset = str(self.dataset or datasets.DATASETS[0])
         key = kind(dataset)
+        if key == FILE:  # stored in checkpoints: a resume from another folder must find it
+            dataset = str(Path(dataset).expanduser().absolute())
         defaults = {**DEFAULTS[key], **SPLITS.get(key, {}), **COMMON, "dataset": dataset}
         unused = [k for k in DATA_OPTIONS if k not in defaults and getattr(self, k) is not None]
         if unused:
             having = [n if n != FILE else "a .csv/.npz" for n, d in SPLITS.items() if unused[0] in d]
             raise ValueError(f"{flag(unused[0])} applies to {', '.join(having)} only, not to {dataset}")
         filled = {k: v if v is not None else defaults.get(k) for k, v in self.as_dict().items()}
+        filled["dataset"] = dataset
         for name, value in filled.items():
             if value is not None:
                 filled[name] = check_setting(name, value)
@@ -318,4 +321,8 @@ def resumed(saved: dict, given: dict[str, Any], source, facts: dict | None = Non
             f"(only {allowed} and the output flags may change)"
         )
     config = RunConfig.from_saved(saved, source, facts)
+    applies = {**DEFAULTS[kind(config.dataset)], **SPLITS.get(kind(config.dataset), {}), **COMMON}
+    unused = [k for k in given if k in DATA_OPTIONS and k not in applies]
+    if unused:
+        raise ValueError(f"{flag(unused[0])} does not apply to {config.dataset}, the data this run resumes")
     return dataclasses.replace(config, **{k: check_setting(k, v) for k, v in given.items()})

@@ -277,7 +277,12 @@ class _Session:
     def _train(self, progress, verbose) -> RunResult:
         net, config = self.net, self.config
         if net.iteration >= config.num_iters:
-            if self.resume is not None and not all((self.out / name).exists() for name in OUTPUTS):
+            finished = net.iteration == config.num_iters  # not an interrupted run asked for less
+            if (
+                self.resume is not None
+                and finished
+                and not all((self.out / name).exists() for name in OUTPUTS)
+            ):
                 # killed after its last checkpoint but before its outputs: finish them
                 if not (self.out / "model.npz").exists():  # resumed into another folder
                     self.save()

@@ -41,6 +41,16 @@ class TrainedModel:
     def labels(self) -> list:
         return self.preprocessing.class_names
 
+    @property
+    def label_column(self) -> str | None:
+        """The .csv column its labels came from: a run's config says, or a sweep's search."""
+        sweep = self.net.metadata.get("sweep")
+        search = sweep.get("search") if isinstance(sweep, dict) else None
+        for source in (self.config, search):
+            if isinstance(source, dict) and isinstance(source.get("label_column"), str):
+                return source["label_column"]
+        return None
+
     def preprocess(self, X_raw) -> np.ndarray:
         """Raw rows (N, D) -> the net's inputs, exactly as the run computed them."""
         return self.preprocessing.apply(X_raw, self.net.dtype_name)
@@ -85,7 +95,7 @@ def inputs(source: str, trained: TrainedModel, label_column: str | None = None, 
         configs.kind(source)  # ValueError naming the choices
         X, y, names = datasets.test_rows(source, data_dir=data_dir)
         return X, _indices(y, names, trained.labels, source), f"the {source} test split"
-    trained_label = (trained.config or {}).get("label_column")
+    trained_label = trained.label_column
     X, y = user_data.read_rows(source, label_column, trained.preprocessing.num_features, trained_label)
     return X, None if y is None else _indices(y, None, trained.labels, source), str(source)
 

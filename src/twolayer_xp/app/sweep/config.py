@@ -139,6 +139,7 @@ class SweepConfig:
             "dataset": self.dataset,
             "sampler": self.sampler,
             "pruner": self.pruner,
+            **({"label_column": self.label_column} if self.label_column is not None else {}),
             "lr": list(self.lr),
             "reg": list(self.reg),
             "grid_lr": self.grid_lr,

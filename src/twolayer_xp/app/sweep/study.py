@@ -263,8 +263,9 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
         return f"holds {trials} trials not made by twolayer-xp sweep{other}" if trials else None
     if not isinstance(stored, dict):
         return f"has a {report.SEARCH_ATTR} attribute that is a {type(stored).__name__}, not a sweep's{other}"
-    if stored != config.search:
-        key = next(k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k))
+    differing = [k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k)]
+    if differing:  # a key one record lacks reads as None (e.g. no label column)
+        key = differing[0]
         then, now = (space.shown_setting(key, s.get(key)) for s in (stored, config.search))
         return (
             f"was created with {key}={then}, this run has {key}={now}: "
