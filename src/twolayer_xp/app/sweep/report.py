@@ -145,8 +145,9 @@ def claim_out(out: Path, config, mark: bool = True) -> None:
 
 def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
     """best/model.npz and best/metrics.json, if ``trial`` beats the one saved there. The workers
-    sharing this folder replace it one at a time (its lock), and the two files as one unit: a
-    reader sees both old or both new. An unreadable previous best counts as absent (a warning)."""
+    sharing this folder replace it one at a time (its lock), and the two files together: both are
+    written first and a failed write replaces neither (the renames that follow are microseconds
+    apart; the model's metadata repeats its metrics, so a reader can check the pair). An unreadable previous best counts as absent (a warning)."""
     best = out / "best"
     best.mkdir(parents=True, exist_ok=True)
     with files.locked(best, wait_s=BEST_LOCK_WAIT_S):
