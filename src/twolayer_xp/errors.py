@@ -13,3 +13,9 @@ def one_line(what: BaseException | str, *, limit: int | None = None, named: bool
     if isinstance(what, BaseException) and (named or not text):
         text = f"{type(what).__name__}: {text}" if text else type(what).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a bad value quoted in an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,6 +16,7 @@ from twolayer_xp.app.flags import flag
 from twolayer_xp.backend import BACKENDS, DTYPES
 from twolayer_xp.core import threads, validation
 from twolayer_xp.core.validation import COUNT, POSITIVE_INT
+from twolayer_xp.errors import shown
 from twolayer_xp.io import datasets, mnist, user_data
 
 # Per-dataset defaults for every hyperparameter left unset. digits: test accuracy 0.98-0.99
@@ -178,7 +179,7 @@ class RunConfig:
             key = None
         if key is None:
             known = f"one of {', '.join(datasets.DATASETS)} or a .npz/.csv file"
-            raise refuse("dataset", f"must be {known}, got {_short(dataset)}")
+            raise refuse("dataset", f"must be {known}, got {shown(dataset)}")
         needed = {**DEFAULTS[key], **SPLITS.get(key, {}), **COMMON}
         config = {}
         for name in FIELDS:
@@ -295,18 +296,13 @@ def check_setting(name: str, value: Any) -> Any:
     if name in CONSTRAINTS:
         return validation.check(name, value, CONSTRAINTS)
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {type(value).__name__} {_short(value)}")
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {shown(value)}")
     choices = SETTINGS[name].choices
     if choices is not None and value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {_short(value)}")
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}")
     if not value or "\0" in value:
-        raise ValueError(f"{name} must be a non-empty string without NUL characters, got {_short(value)}")
+        raise ValueError(f"{name} must be a non-empty string without NUL characters, got {shown(value)}")
     return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def resumed(saved: dict, given: dict[str, Any], source, facts: dict | None = None) -> RunConfig:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from twolayer_xp.errors import one_line
+from twolayer_xp.errors import one_line, shown
 from twolayer_xp.io.files import FileRefused, atomic_write, open_regular
 from twolayer_xp.io.safe_npz import NpzError, read_npz
 
@@ -62,10 +62,6 @@ def _int(v) -> bool:
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _ints(v, length: int, bits: int) -> bool:
-    return isinstance(v, list) and len(v) == length and all(_int(k) and 0 <= k < 2**bits for k in v)
 
 
 def _random_state(v) -> bool:
@@ -126,7 +122,7 @@ def header_problem(header, field_checks: dict | None = None) -> str | None:
                 return f"header field {field} is missing; expected {expected}"
         elif not check(header[field]) or (narrower is not None and not narrower[1](header[field])):
             what = expected if narrower is None else narrower[0]
-            return f"header field {field} must be {what}, got {_short(header[field])}"
+            return f"header field {field} must be {what}, got {shown(header[field])}"
     return None
 
 
@@ -138,11 +134,6 @@ def _depth(value) -> int:
             deepest = max(deepest, depth)
             stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
     return deepest
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def save(

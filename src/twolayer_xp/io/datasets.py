@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from twolayer_xp.errors import one_line
 from twolayer_xp.io import mnist, user_data
 from twolayer_xp.io.cifar_batches import CIFAR10_ROW, MAX_BATCH_FILE_BYTES, DataError, read_batch
 from twolayer_xp.io.files import atomic_write, expand_path, open_regular
@@ -310,9 +311,8 @@ def _download(archive: Path) -> None:
             progressbar=has_tqdm(),
         )
     except Exception as exc:  # requests' ConnectionError, HTTPError, pooch's hash ValueError...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"could not download CIFAR-10 from {CIFAR10_URL} ({type(exc).__name__}: {reason}); "
+            f"could not download CIFAR-10 from {CIFAR10_URL} ({one_line(exc, named=True, limit=300)}); "
             f"without network, fetch {CIFAR10_ARCHIVE} (163 MB) elsewhere and pass --data-dir to the "
             f"folder holding it or its {CIFAR10_FOLDER}/"
         ) from None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from twolayer_xp.errors import one_line
 from twolayer_xp.io import memory
 from twolayer_xp.io.cifar_batches import DataError
 from twolayer_xp.io.files import FileRefused, check_regular, expand_path
@@ -238,8 +239,7 @@ def _read_csv(path: Path, label_column: str | None, labels: bool = True) -> tupl
             y = np.loadtxt(path, dtype=str, usecols=[label], **options) if labels else np.empty(rows)
     except (ValueError, UnicodeDecodeError) as exc:
         hint = "" if label_column else "; if a column holds labels, name it with --label-column"
-        reason = str(exc).strip().splitlines()[0]
-        raise DataError(f"{path}: {reason} (features must be numbers{hint})") from None
+        raise DataError(f"{path}: {one_line(exc, limit=300)} (features must be numbers{hint})") from None
     if X.shape != (rows, len(features)) or y.shape != (rows,):
         raise DataError(f"{path}: every row must have the header's {len(columns)} columns")
     if not np.all(np.isfinite(X)):
