@@ -351,7 +351,7 @@ def _lock_owner(lock: Path) -> str | None:
     pid, host = record["pid"], record.get("host")
     if host not in (None, socket.gethostname()):
         return f" (pid {pid} on host {host})"  # cannot be checked from here: assume it is alive
-    if pid <= 0 or not _alive(pid):
+    if not alive(pid):
         return None
     started = record.get("started")
     if started is not None and process_start(pid) not in (None, started):
@@ -359,11 +359,14 @@ def _lock_owner(lock: Path) -> str | None:
     return f" (pid {pid})"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid) -> bool:
+    """Whether a process ``pid`` (an int > 0) exists on this host."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, another user's
         return True
     return True

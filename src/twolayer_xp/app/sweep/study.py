@@ -25,6 +25,7 @@ import warnings
 from twolayer_xp.app.sweep import pruning, report, space
 from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.errors import one_line
+from twolayer_xp.io import files
 
 
 def import_optuna():
@@ -289,20 +290,9 @@ def workers_on_host(trials, host: str) -> int:
     pids = {os.getpid()}
     for t in trials:
         mark = t.user_attrs.get("worker", {})
-        if t.state.name == "RUNNING" and mark.get("host") == host and _alive(mark.get("pid")):
+        if t.state.name == "RUNNING" and mark.get("host") == host and files.alive(mark.get("pid")):
             pids.add(mark["pid"])
     return len(pids)
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
     return True
 
 
