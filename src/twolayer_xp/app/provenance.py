@@ -93,7 +93,9 @@ def cpu_model() -> str:
 
 
 def threadpools() -> list | None:
-    """The BLAS/OpenMP libraries loaded and their thread counts (threadpoolctl), None without it."""
+    """The BLAS/OpenMP libraries loaded and their own thread counts (threadpoolctl), None without
+    it. Read outside a run's limit, these are the libraries' defaults; the count a run computed
+    with is its ``threads`` record."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
