@@ -35,7 +35,10 @@ def import_optuna():
         raise ImportError(
             'twolayer-xp sweep needs optuna; fix: pip install -e ".[sweep]" (from the clone)'
         ) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The sweep says in one line what failed; Optuna's own warnings about the same storage error
+    # (e.g. 'Caught an error from sqlalchemy ... Falling back', when the server is lost while
+    # trials are read) would add several more lines to it.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # ask/tell with heartbeats is what this module does on purpose (its own heartbeat thread).
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
