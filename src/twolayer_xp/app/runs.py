@@ -336,8 +336,9 @@ class _Session:
             self.history[key].extend(part[key])
 
     def save(self) -> None:
-        model.save_net(self.out / "model.npz", self.net, arrays=self.preprocessing.arrays())
-        self.saved_at, self.saved_in = self.net.iteration, self.out / "model.npz"
+        with files.uninterrupted():  # a Ctrl-C waits, so what we say the checkpoint holds is what it holds
+            model.save_net(self.out / "model.npz", self.net, arrays=self.preprocessing.arrays())
+            self.saved_at, self.saved_in = self.net.iteration, self.out / "model.npz"
 
     def interrupted_message(self) -> str:
         if self.saved_in is None:

@@ -7,9 +7,11 @@ import contextlib
 import contextvars
 import json
 import os
+import signal
 import socket
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,40 @@ TEMP_SUFFIX = ".twolayer-xp-part"
 
 # atomic_write inside together(): the renames wait until every file of the unit is written.
 _unit: contextvars.ContextVar[list | None] = contextvars.ContextVar("twolayer_xp_unit", default=None)
+
+
+# Signals whose Python handler may raise (Ctrl-C's KeyboardInterrupt, a command's SIGTERM/SIGHUP).
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+_held: list[int] | None = None  # the signals received inside uninterrupted(), while one is open
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """A block that a signal does not cut in two: Ctrl-C, SIGTERM or SIGHUP received inside it
+    waits, and is delivered (to the handlers there were, so a KeyboardInterrupt or the process's
+    end) as the block ends. An exception raised halfway through a write would leave the writer
+    in a state its own cleanup trips over (numpy's savez then raises zipfile's "Can't close the
+    ZIP file", which hides the interruption), and a caller's record of what it saved would not
+    match the file. Nested blocks are one block; outside the main thread (which alone receives
+    signals) it changes nothing."""
+    global _held
+    if _held is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    saved = {}
+    try:
+        _held = held
+        for signum in _SIGNALS:
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # None: not set from Python
+                saved[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        _held = None
+        if held:  # delivered even if the block failed: the user's Ctrl-C is the news
+            signal.raise_signal(held[0])  # its handler runs now: usually an exception from here
 
 
 class FileRefused(ValueError):
@@ -31,7 +67,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     A crash or kill at any point leaves either the old file or the new one, never a mix. Inside
     ``together()`` the rename waits for the other files of the unit.
     """
-    path = Path(path)
+    with uninterrupted():
+        _atomic_write(Path(path), write)
+
+
+def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
@@ -64,8 +104,9 @@ def together():
         raise
     finally:
         _unit.reset(token)
-    for tmp, path in unit:
-        os.replace(tmp, path)
+    with uninterrupted():  # all the renames, or (a crash aside) none
+        for tmp, path in unit:
+            os.replace(tmp, path)
 
 
 def remove_stale_temps(folder: Path) -> None:
