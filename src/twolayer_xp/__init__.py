@@ -9,12 +9,6 @@ imports nothing of the application layer.
 """
 
 import importlib
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("twolayer-xp")  # pyproject.toml's, the one place it is written
-except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
 
 _EXPORTS = {
     "Backend": "backend",
@@ -38,11 +32,23 @@ __all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name):
+    if name == "__version__":  # read when asked: importlib.metadata costs a process 50 ms to import
+        globals()[name] = _version()
+        return globals()[name]
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("twolayer-xp")  # pyproject.toml's, the one place it is written
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 def __dir__():

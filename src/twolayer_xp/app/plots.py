@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from twolayer_xp.io.files import atomic_write
 
@@ -152,6 +153,9 @@ def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: s
     space.set(xscale="log", yscale="log", xlim=_padded(lr_range), ylim=_padded(reg_range), xlabel="learning rate",
               ylabel="regularization strength (reg)",
               title=f"{study}: {len(done)} completed, {len(pruned)} pruned trials")  # fmt: skip
+    for axis, (low, high) in ((space.xaxis, lr_range), (space.yaxis, reg_range)):
+        if high >= 100 * low:  # decades labelled: minor ticks (half the figure's drawing time) add nothing
+            axis.set_minor_locator(NullLocator())
     if done or diverged or pruned:
         space.legend(loc="best")
     done = sorted(done, key=lambda point: point[3])

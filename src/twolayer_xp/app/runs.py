@@ -24,13 +24,12 @@ import numpy as np
 
 from twolayer_xp import __version__
 from twolayer_xp.app import config as configs
-from twolayer_xp.app import provenance
+from twolayer_xp.app import drawing, provenance
 from twolayer_xp.app.config import RunConfig
 from twolayer_xp.backend import CudaUnavailableError
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
 from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
-from twolayer_xp.errors import one_line
 from twolayer_xp.io import checkpoint, datasets, files
 from twolayer_xp.io.checkpoint import CheckpointError
 
@@ -366,15 +365,13 @@ class _Session:
         title = f"{configs.label(self.config.dataset)}, {net.device}, {status}"
         resumed_at = metrics["resumed_from_iteration"]
         figures = {
-            self.out / "loss.png": lambda plots: plots.history_figure(
-                self.history, title, resumed_at=resumed_at
-            )
+            self.out / "loss.png": ("history_figure", (self.history, title), {"resumed_at": resumed_at})
         }
         if evaluate:
             W1 = net.backend.to_numpy(net.params["W1"])
             shape = self.ds.image_shape or (1, W1.shape[0])  # own data: each unit's weights as a row
-            figures[self.out / "weights.png"] = lambda plots: plots.weights_figure(W1, shape)
-        problems = save_figures(figures)
+            figures[self.out / "weights.png"] = ("weights_figure", (W1, shape), {})
+        problems = drawing.save_figures(figures)
         return RunResult(out_dir=self.out, metrics=metrics, net=net, dataset=self.ds, warnings=problems)
 
     def metrics(self, status: str, accuracy: dict, iterations: int) -> dict:
@@ -422,22 +419,6 @@ def _thinned(history: dict) -> dict:
         if every > 1:
             out[f"{key}_every"] = every
     return out
-
-
-def save_figures(figures: dict[Path, Callable]) -> list[str]:
-    """Draw and save each ``path: make(plots) -> Figure``; return one line per figure that could
-    not be drawn. A figure is a view of results already saved, so matplotlib missing or
-    misconfigured (MPLBACKEND, SOURCE_DATE_EPOCH) is a warning beside a finished run, never
-    its failure."""
-    problems = []
-    for path, make in figures.items():
-        try:
-            from twolayer_xp.app import plots  # matplotlib is imported only when there is something to draw
-
-            plots.save(make(plots), path)
-        except Exception as exc:
-            problems.append(f"{path} not drawn ({one_line(exc, named=True, limit=200)})")
-    return problems
 
 
 def _threads_used(net: TwoLayerNet) -> dict | None:

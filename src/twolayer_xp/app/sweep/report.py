@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from twolayer_xp import __version__
-from twolayer_xp.app import process, provenance, runs
+from twolayer_xp.app import drawing, process, provenance
 from twolayer_xp.app.sweep import space
 from twolayer_xp.errors import one_line
 from twolayer_xp.io import files
@@ -95,7 +95,7 @@ def write_trials_csv(study, path: Path) -> None:
 
 def save_figure(trials, config, path: Path) -> list[str]:
     """sweep.png: the completed, pruned and diverged trials over learning rate x reg, best
-    starred; a line saying why if it could not be drawn (``runs.save_figures``). A pruned
+    starred; a line saying why if it could not be drawn (``drawing.save_figures``). A pruned
     trial's point carries the epoch it stopped at (its value: its accuracy there)."""
 
     def points(kind):
@@ -109,19 +109,9 @@ def save_figure(trials, config, path: Path) -> list[str]:
     starred = (
         None if best is None else (best.params["learning_rate"], best.params["reg"], best.value, best.number)
     )
-    return runs.save_figures(
-        {
-            path: lambda plots: plots.sweep_figure(
-                points("completed"),
-                points("diverged"),
-                starred,
-                config.lr,
-                config.reg,
-                config.study,
-                pruned=points("pruned"),
-            )
-        }
-    )
+    kwargs = {"pruned": points("pruned")}
+    args = (points("completed"), points("diverged"), starred, config.lr, config.reg, config.study)
+    return drawing.save_figures({path: ("sweep_figure", args, kwargs)})
 
 
 BEST_LOCK_WAIT_S = 300.0  # another worker holds best/ only while it saves one net

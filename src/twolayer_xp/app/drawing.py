@@ -1,0 +1,168 @@
+"""Figures drawn beside the work: a command's PNGs come from a helper process started with the
+command, which imports matplotlib (two thirds of a second, the largest fixed cost of a short run)
+and warms its fonts while the command loads data, trains and talks to its study on another core.
+
+A figure is ``path: (name, args, kwargs)``: ``plots.<name>(*args, **kwargs)`` drawn and saved
+at ``path``, the same call in the helper or, where there is none, here. The helper is an
+optimisation only: none started (a library call, no matplotlib), or one that died, and the
+figures are drawn in this process, with the same results and the same warnings.
+
+Helper protocol: pickles over its stdin/stdout (a trusted pipe to our own child). It reads a
+{path: figure} dict, answers the list of lines saying what could not be drawn and the warnings
+drawing raised, and exits at end of input. It ignores Ctrl-C and SIGHUP: the command gets them
+and may still ask for the figures of an interrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from twolayer_xp.errors import one_line
+
+FigureCall = tuple  # (name of a plots function, args, kwargs)
+CLOSE_WAIT_S = 30.0  # a helper still saving a figure when the command ends gets this long
+_ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+_helper: Helper | None = None  # the command's, between start() and stop()
+
+
+def save_figures(figures: dict[Path, FigureCall]) -> list[str]:
+    """Draw and save each figure; return one line per figure that could not be drawn. A figure
+    is a view of results already saved, so matplotlib missing or misconfigured (MPLBACKEND,
+    SOURCE_DATE_EPOCH) is a warning beside a finished run, never its failure."""
+    global _helper
+    if _helper is not None:
+        try:
+            problems, caught = _helper.draw(figures)
+        except (OSError, EOFError, pickle.PickleError):  # it died: draw here
+            _helper.close()
+            _helper = None
+        else:
+            for message in caught:
+                warnings.warn(message, stacklevel=2)
+            return problems
+    return draw_here(figures)
+
+
+def draw_here(figures: dict[Path, FigureCall]) -> list[str]:
+    problems = []
+    for path, (name, args, kwargs) in figures.items():
+        try:
+            from twolayer_xp.app import plots  # matplotlib is imported only when there is something to draw
+
+            plots.save(getattr(plots, name)(*args, **kwargs), path)
+        except Exception as exc:
+            problems.append(f"{path} not drawn ({one_line(exc, named=True, limit=200)})")
+    return problems
+
+
+@contextlib.contextmanager
+def beside(enabled: bool = True):
+    """Figures saved inside this block are drawn by a helper process started now (if
+    ``enabled`` and matplotlib is there to import); it ends with the block, after finishing the
+    figure it may be saving."""
+    global _helper
+    if not enabled or _helper is not None or importlib.util.find_spec("matplotlib") is None:
+        yield
+        return
+    try:
+        _helper = Helper()
+    except OSError:  # no process to spare (ulimit -u): draw here
+        pass
+    try:
+        yield
+    finally:
+        if _helper is not None:
+            _helper.close()
+        _helper = None
+
+
+class Helper:
+    """The child process that draws (``python -m twolayer_xp.app.drawing``)."""
+
+    def __init__(self):
+        self.busy = False  # asked for figures it has not answered yet
+        package_root = str(Path(__file__).resolve().parents[2])  # where this twolayer_xp is imported from
+        env = os.environ | _ONE_THREAD  # it draws; it needs no BLAS threads
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "twolayer_xp.app.drawing"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # what fails there fails again here, in the fallback, and is said
+            env=env,
+        )
+
+    def draw(self, figures: dict[Path, FigureCall]) -> tuple[list[str], list[str]]:
+        self.busy = True
+        pickle.dump(figures, self.process.stdin)
+        self.process.stdin.flush()
+        answer = pickle.load(self.process.stdout)
+        self.busy = False
+        return answer
+
+    def close(self) -> None:
+        """An idle helper is stopped at once (it writes nothing while idle, and may still be
+        importing); one still saving (the command was interrupted while it waited) gets
+        CLOSE_WAIT_S to finish its file and see the end of its input."""
+        try:
+            if self.busy:
+                self.process.stdin.close()
+                self.process.wait(CLOSE_WAIT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:  # Ctrl-C while waiting included: it is not ours to wait for any longer
+            self.process.kill()
+            self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                with contextlib.suppress(OSError):  # unsent bytes to a killed helper
+                    stream.close()
+
+
+def serve(stdin, stdout) -> None:
+    """The helper's life: import matplotlib and warm it up, then draw what it is sent until the
+    end of its input."""
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    gc.disable()  # matplotlib's import makes garbage it does not collect: 4% of it was collecting
+    _warm_up()
+    gc.enable()
+    while True:
+        try:
+            figures = pickle.load(stdin)
+        except EOFError:  # the command is done with us: skip tearing matplotlib down
+            os._exit(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            problems = draw_here(figures)
+        pickle.dump((problems, [str(w.message) for w in caught]), stdout)
+        stdout.flush()
+
+
+def _warm_up() -> None:
+    """What a first figure pays once: matplotlib's import, its font list, a font's glyphs, Agg.
+    Failures are left for the real figures to report."""
+    import io
+
+    try:
+        from twolayer_xp.app import plots
+
+        figure = plots.Figure(figsize=(1, 1))
+        figure.subplots().set_title("0.1 Loss")
+        figure.savefig(io.BytesIO(), format="png")
+    except Exception:
+        pass
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)

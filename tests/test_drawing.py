@@ -1,0 +1,96 @@
+"""Figures drawn by a helper process beside the command (app.drawing): the same PNGs and the same
+problem lines as drawing them in-process, a helper that dies is replaced by in-process drawing,
+and no helper outlives its command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from twolayer_xp.app import drawing
+
+pytest.importorskip("matplotlib")
+PNG = b"\x89PNG\r\n\x1a\n"
+HISTORY = {"loss_history": [2.3, 2.1, 1.9], "train_acc_history": [0.1, 0.3], "val_acc_history": [0.12, 0.25]}
+
+
+def figures(folder):
+    return {
+        folder / "loss.png": ("history_figure", (HISTORY, "test"), {"resumed_at": None}),
+        folder / "weights.png": ("weights_figure", (np.ones((64, 4)), (8, 8)), {}),
+    }
+
+
+def test_the_helper_draws_what_drawing_here_draws(tmp_path):
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    assert drawing.draw_here(figures(here)) == []
+    with drawing.beside():
+        helper = drawing._helper
+        assert helper is not None and helper.process.poll() is None
+        assert drawing.save_figures(figures(there)) == []
+        assert drawing._helper is helper  # it drew them: no fallback
+    assert helper.process.returncode is not None  # ended with the block
+    for name in ("loss.png", "weights.png"):
+        assert (there / name).read_bytes().startswith(PNG)
+        assert (there / name).stat().st_size > 1000
+    assert sorted(p.name for p in there.iterdir()) == ["loss.png", "weights.png"]  # no temp left
+
+
+def test_a_figure_that_cannot_be_saved_is_the_same_line_from_the_helper(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    bad = {blocked / "loss.png": figures(tmp_path)[tmp_path / "loss.png"]}
+    here = drawing.draw_here(bad)
+    with drawing.beside():
+        there = drawing.save_figures(bad)
+        assert drawing._helper is not None  # a figure's failure is not the helper's
+    assert len(here) == 1 and "not drawn" in here[0] and there == here
+
+
+def test_a_helper_that_died_is_replaced_by_drawing_here(tmp_path):
+    with drawing.beside():
+        drawing._helper.process.kill()
+        drawing._helper.process.wait()
+        assert drawing.save_figures(figures(tmp_path)) == []
+        assert drawing._helper is None  # not asked again
+    assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
+
+
+def test_without_matplotlib_no_helper_is_started(monkeypatch):
+    monkeypatch.setattr(drawing.importlib.util, "find_spec", lambda name: None)
+    with drawing.beside():
+        assert drawing._helper is None
+
+
+def test_the_command_draws_its_figures_without_importing_matplotlib(tmp_path):
+    """The real command: matplotlib is imported by the helper, not by the process that trains
+    (its import is what the helper overlaps with the work), and the figures are there."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    args = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "twolayer_xp",
+        "train",
+        "--num-iters",
+        "3",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run([*args, "--no-progress"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {
+        line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "numpy" in imported and "matplotlib" not in imported
+    assert (out / "loss.png").read_bytes().startswith(PNG) and (out / "weights.png").read_bytes().startswith(
+        PNG
+    )
+    assert "twolayer-xp: warning" not in done.stderr
