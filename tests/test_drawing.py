@@ -61,6 +61,21 @@ def test_a_helper_that_died_is_replaced_by_drawing_here(tmp_path):
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
 
 
+def test_figures_asked_after_an_interrupted_wait_get_their_own_answer(tmp_path):
+    """A Ctrl-C while the command waited for the helper, then the interrupted run's figures:
+    the earlier answer is read first, so the new one is not mistaken for it."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    first = {blocked / "loss.png": figures(tmp_path)[tmp_path / "loss.png"]}
+    with drawing.beside():
+        helper = drawing._helper
+        helper.busy = True  # as if draw() had been interrupted after sending
+        drawing.pickle.dump(first, helper.process.stdin)
+        helper.process.stdin.flush()
+        assert drawing.save_figures(figures(tmp_path)) == []  # not the first request's problem
+    assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
+
+
 def test_without_matplotlib_no_helper_is_started(monkeypatch):
     monkeypatch.setattr(drawing.importlib.util, "find_spec", lambda name: None)
     with drawing.beside():

@@ -103,6 +103,8 @@ class Helper:
         )
 
     def draw(self, figures: dict[Path, FigureCall]) -> tuple[list[str], list[str]]:
+        if self.busy:  # a Ctrl-C ended the last call while it waited: that answer comes first
+            pickle.load(self.process.stdout)
         self.busy = True
         pickle.dump(figures, self.process.stdin)
         self.process.stdin.flush()
