@@ -32,7 +32,7 @@ FigureCall = tuple  # (name of a plots function, args, kwargs)
 CLOSE_WAIT_S = 30.0  # a helper still saving a figure when the command ends gets this long
 _ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
-_helper: Helper | None = None  # the command's, between start() and stop()
+_helper: Helper | None = None  # the command's, inside beside()
 
 
 def save_figures(figures: dict[Path, FigureCall]) -> list[str]:
