@@ -355,7 +355,9 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
     assert SweepConfig(batch_size=[64]).search["batch_size"] == 64  # one choice is a fixed value
     with pytest.raises(TypeError, match="hidden_size must be an int"):
         SweepConfig(hidden_size=[50, 1.5])
-    with pytest.raises(ValueError, match="--pruner must be one of none, median, hyperband; got 'asha'"):
+    with pytest.raises(
+        ValueError, match="--pruner must be one of none, median, halving, hyperband; got 'asha'"
+    ):
         SweepConfig(pruner="asha")
 
 
@@ -405,6 +407,31 @@ def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
     assert result["samples"] == 100 * (4 * 14 + 2 * (130 - 14))  # the pruned stopped costing
     assert "9 results (7 completed, 2 pruned, 0 diverged)" in result["summary"]
     assert not result["warnings"] and (tmp_path / "sweep.png").stat().st_size > 10_000  # pruned drawn too
+
+
+def test_successive_halving_prunes_inside_the_first_population(tmp_path):
+    """Successive halving compares a report with every trial that reached the same rung, running
+    ones included: a population's members report together, so the first population is pruned
+    too (the median pruner waits for five completed trials). One good trial, then four hopeless
+    ones: each hopeless one is below the best third of its rung at the first report (epoch 1).
+    Trials report at the rungs only, those that leave more than a third of the trial to go."""
+    from twolayer_xp.app.sweep import SweepConfig, run_sweep
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = SweepConfig(trials=5, population=5, sampler="random", pruner="halving", out=str(tmp_path),
+                         num_iters=130, hidden_size=16)  # fmt: skip
+    study = open_study(optuna, open_storage(storage), config, num_train=1300)
+    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    for lr, reg in [FIRST[0], *[(0.01 * (1 + k / 100), 1e-4) for k in range(4)]]:
+        study.enqueue_trial({"learning_rate": lr, "reg": reg})
+    result = run_sweep(config)
+    trials = check_results(study_trials(storage), 5)
+    assert [outcome(t) for t in trials] == ["completed"] + ["pruned"] * 4
+    assert all(t.last_step == 1 and t.system_attrs["completed_rung_0"] == t.value for t in trials[1:])
+    assert sorted(trials[0].intermediate_values) == [1, 3]  # its rungs, of 10 epochs: 1 and 3 (not 9)
+    assert result["samples"] == 100 * (5 * 14 + (130 - 14))  # the pruned stopped at epoch 1
+    assert "5 results (1 completed, 4 pruned, 0 diverged)" in result["summary"]
 
 
 def test_a_study_keeps_its_pruner(tmp_path, capsys):
