@@ -9,12 +9,11 @@ alone move the training time as much as pruning does."""
 
 from __future__ import annotations
 
-import functools
 import statistics
 
 import pytest
 
-from conftest import QUICK
+from conftest import QUICK, seeded_tpe
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
@@ -25,22 +24,13 @@ SEEDS = (0,) if QUICK else (0, 1, 2)
 SEARCH = dict(hidden_size="32,64,128,256", learning_rate_decay="0.9:1.0")
 
 
-def seeded_tpe(monkeypatch, seed: int) -> None:
-    """The sweep's TPE sampler seeded with ``seed``: the benchmark's studies have one worker
-    each, so a seeded sampler makes a study repeatable. (The sweep itself leaves TPE unseeded:
-    workers seeded alike would draw the same startup trials.)"""
-    monkeypatch.setattr(
-        optuna.samplers, "TPESampler", functools.partial(optuna.samplers.TPESampler, seed=seed)
-    )
-
-
 def test_pruned_vs_unpruned_study(benchmark, tmp_path, monkeypatch):
     from twolayer_xp.app.sweep import SweepConfig, pruning, run_sweep
 
     results = {}  # (pruner, seed) -> run_sweep's result
 
     def study(pruner, seed):
-        seeded_tpe(monkeypatch, seed)
+        seeded_tpe(monkeypatch, optuna, seed)
         config = SweepConfig(trials=TRIALS, population=POPULATION, num_iters=NUM_ITERS, pruner=pruner,
                              out=str(tmp_path / f"{pruner}-{seed}"), **SEARCH)  # fmt: skip
         results[pruner, seed] = run_sweep(config)
