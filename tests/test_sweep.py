@@ -91,18 +91,22 @@ def test_two_workers_sqlite_cover_a_grid_exactly_once(tmp_path):
 
 @pytest.mark.skipif(postgres.binaries() is None, reason="PostgreSQL's initdb and pg_ctl are not installed")
 def test_two_workers_postgresql(tmp_path):
-    """With the median pruner (the default): six good trials, then six hopeless ones, queued.
+    """With the median pruner: six good trials, then six hopeless ones, queued.
     When a hopeless one starts, at least five good ones are complete, so it is pruned at its
     first report (epoch 12 of 115), once, and counts as a result."""
     from twolayer_xp.app.sweep import SweepConfig
     from twolayer_xp.app.sweep.study import open_storage, open_study
 
     with postgres.server() as url:
-        config = SweepConfig(storage=url, out=str(tmp_path / "a"), hidden_size=32, num_iters=1500)
+        config = SweepConfig(
+            storage=url, out=str(tmp_path / "a"), hidden_size=32, num_iters=1500, pruner="median"
+        )
         study = open_study(optuna, open_storage(url), config)  # the study as the workers make it
         for k in range(12):
             study.enqueue_trial({"learning_rate": (1.0 if k < 6 else 0.01) * (1 + k / 100), "reg": 1e-4})
-        trials = two_workers(tmp_path, url, "--trials", 12, "--population", 1, "--num-iters", 1500)
+        trials = two_workers(
+            tmp_path, url, "--trials", 12, "--population", 1, "--num-iters", 1500, "--pruner", "median"
+        )
         results = check_results(trials, 12)
         assert len({t.user_attrs["worker"]["pid"] for t in results}) == 2
         assert [outcome(t) for t in results] == ["completed"] * 6 + ["pruned"] * 6
@@ -286,7 +290,7 @@ def test_trials_of_one_shape_train_together_each_to_its_own_budget(tmp_path):
     from twolayer_xp.app.sweep.study import open_storage, open_study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    config = SweepConfig(trials=5, population=5, sampler="random", out=str(tmp_path), **SEARCH)
+    config = SweepConfig(trials=5, population=5, sampler="random", pruner="none", out=str(tmp_path), **SEARCH)
     study = open_study(optuna, open_storage(storage), config)  # the study as a sweep makes it
     names = ("hidden_size", "num_iters", "learning_rate", "reg", "std", "learning_rate_decay")
     for values in QUEUED:

@@ -19,7 +19,7 @@ import math
 from twolayer_xp.app.sweep import space
 
 PRUNERS = ("none", "median", "halving", "hyperband")
-DEFAULT_PRUNER = "median"  # measured: benchmarks/test_sweep_pruning.py, docs/sweep-search.md
+DEFAULT_PRUNER = "halving"  # measured: benchmarks/test_sweep_pruning.py, docs/sweep-search.md
 MAX_REPORTS = 10  # reports of the longest trial: each is a storage write (~5 ms on SQLite)
 REDUCTION_FACTOR = 3  # successive halving's and Hyperband's: a third of each rung goes on
 
