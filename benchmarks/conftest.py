@@ -70,3 +70,15 @@ def settle():
 
 def rounds(shape_name: str) -> int:
     return 3 if QUICK else (10 if shape_name == "cifar-n1000" else 30)
+
+
+def seeded_tpe(monkeypatch, optuna, seed: int) -> None:
+    """The sweep's TPE sampler seeded with ``seed``, for the sweep benchmarks: their studies have
+    one worker each, so a seeded sampler makes a study repeatable, and a comparison can be
+    repeated over seeds. (The sweep itself leaves TPE unseeded: workers seeded alike would draw
+    the same startup trials.)"""
+    import functools
+
+    monkeypatch.setattr(
+        optuna.samplers, "TPESampler", functools.partial(optuna.samplers.TPESampler, seed=seed)
+    )

@@ -1,65 +1,90 @@
 """Pruning (issue 17): a study of 128 trials over (hidden size, learning rate, reg, decay) on
 digits, TPE, with each pruner vs the same study without one. Targets: best validation accuracy
 within 0.5 points of the unpruned study's, <= 0.5x its training rows x nets processed and <= 0.6x
-its wall time. Reported (extra_info), not asserted: TPE is not seeded, so one run is one draw."""
+its wall time. Reported (extra_info), not asserted.
+
+Each comparison is repeated for SEEDS, TPE seeded with the seed (``seeded_tpe``), and the median
+ratio over the seeds is the verdict: one unseeded run is one draw of TPE, whose hidden-size draws
+alone move the training time as much as pruning does."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
-from conftest import QUICK
+from conftest import QUICK, seeded_tpe
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
 TRIALS = 6 if QUICK else 128
 POPULATION = 3 if QUICK else 16
 NUM_ITERS = 60 if QUICK else 1000
+SEEDS = (0,) if QUICK else (0, 1, 2)
 SEARCH = dict(hidden_size="32,64,128,256", learning_rate_decay="0.9:1.0")
-PRUNERS = ("none", "median", "hyperband")
 
 
-def test_pruned_vs_unpruned_study(benchmark, tmp_path):
-    from twolayer_xp.app.sweep import SweepConfig, run_sweep
+def test_pruned_vs_unpruned_study(benchmark, tmp_path, monkeypatch):
+    from twolayer_xp.app.sweep import SweepConfig, pruning, run_sweep
 
-    results = {}
+    results = {}  # (pruner, seed) -> run_sweep's result
 
-    def study(pruner):
+    def study(pruner, seed):
+        seeded_tpe(monkeypatch, optuna, seed)
         config = SweepConfig(trials=TRIALS, population=POPULATION, num_iters=NUM_ITERS, pruner=pruner,
-                             out=str(tmp_path / pruner), **SEARCH)  # fmt: skip
-        results[pruner] = run_sweep(config)
+                             out=str(tmp_path / f"{pruner}-{seed}"), **SEARCH)  # fmt: skip
+        results[pruner, seed] = run_sweep(config)
 
     run_sweep(
         SweepConfig(trials=1, population=1, num_iters=20, out=str(tmp_path / "warm-up"))
     )  # imports, data
     benchmark.group = f"sweep pruning: {TRIALS} trials, digits"
-    benchmark.pedantic(lambda: study("none"), rounds=1, iterations=1, warmup_rounds=0)
-    for pruner in PRUNERS[1:]:
-        study(pruner)
-    base = results["none"]
-    work = {name: hidden_work(r["study"]) for name, r in results.items()}
-    ratios = {
-        name: {
-            "best_val": r["best"].value,
-            "best_minus_unpruned_points": 100 * (r["best"].value - base["best"].value),
-            "samples_ratio": r["samples"] / base["samples"],
-            "hidden_work_ratio": work[name] / work["none"],
-            "seconds_ratio": r["seconds"] / base["seconds"],
-            "seconds": r["seconds"],
-            "train_seconds": r["train_seconds"],
-            "study_seconds": r["study_seconds"],
-            "summary": r["summary"],
+    benchmark.pedantic(lambda: study("none", SEEDS[0]), rounds=1, iterations=1, warmup_rounds=0)
+    for seed in SEEDS:
+        for pruner in pruning.PRUNERS:
+            if (pruner, seed) not in results:
+                study(pruner, seed)
+    runs = {key: measures(r, results["none", key[1]]) for key, r in results.items()}
+    verdicts = {
+        pruner: {
+            name: statistics.median(runs[pruner, seed][name] for seed in SEEDS)
+            for name in ("best_minus_unpruned_points", "samples_ratio", "hidden_work_ratio", "seconds_ratio")
         }
-        for name, r in results.items()
+        for pruner in pruning.PRUNERS
     }
     benchmark.extra_info.update({"implementation": "sweep_pruning", "trials": TRIALS, "population": POPULATION,
-                                 "num_iters": NUM_ITERS, "pruners": ratios})  # fmt: skip
-    for name, r in ratios.items():
+                                 "num_iters": NUM_ITERS, "seeds": SEEDS, "median_over_seeds": verdicts,
+                                 "runs": {f"{p} seed {s}": r for (p, s), r in runs.items()}})  # fmt: skip
+    for (pruner, seed), r in sorted(runs.items()):
         print(
-            f"\n{name}: best val {r['best_val']:.4f} ({r['best_minus_unpruned_points']:+.2f} points), "
-            f"samples x{r['samples_ratio']:.2f}, x hidden x{r['hidden_work_ratio']:.2f}, wall x{r['seconds_ratio']:.2f} ({r['seconds']:.1f} s: "
-            f"train {r['train_seconds']:.1f} s, study {r['study_seconds']:.1f} s)"
+            f"\n{pruner} seed {seed}: best val {r['best_val']:.4f} ({r['best_minus_unpruned_points']:+.2f} points), "
+            f"rows x nets x{r['samples_ratio']:.2f}, x hidden x{r['hidden_work_ratio']:.2f}, "
+            f"wall x{r['seconds_ratio']:.2f} ({r['seconds']:.1f} s: train {r['train_seconds']:.1f} s, "
+            f"study {r['study_seconds']:.1f} s), {r['pruned']} pruned"
+        )
+    for pruner, v in verdicts.items():
+        print(
+            f"\n{pruner}, median over seeds {SEEDS}: best {v['best_minus_unpruned_points']:+.2f} points, rows x nets "
+            f"x{v['samples_ratio']:.2f}, x hidden x{v['hidden_work_ratio']:.2f}, wall x{v['seconds_ratio']:.2f}"
         )
     assert all(r["trials_run"] == TRIALS for r in results.values())
+
+
+def measures(r: dict, base: dict) -> dict:
+    """One study's result ``r`` against the unpruned study ``base`` of the same seed."""
+    trials = r["study"].get_trials(deepcopy=False)
+    return {
+        "best_val": r["best"].value,
+        "best_minus_unpruned_points": 100 * (r["best"].value - base["best"].value),
+        "samples_ratio": r["samples"] / base["samples"],
+        "hidden_work_ratio": hidden_work(r["study"]) / hidden_work(base["study"]),
+        "seconds_ratio": r["seconds"] / base["seconds"],
+        "seconds": r["seconds"],
+        "train_seconds": r["train_seconds"],
+        "study_seconds": r["study_seconds"],
+        "pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "summary": r["summary"],
+    }
 
 
 def hidden_work(study) -> float:

@@ -65,8 +65,9 @@ def test_sweep_vs_one_net_at_a_time(benchmark, tmp_path):
 
     def sweep():
         out = tmp_path / f"sweep-{len(runs_)}"
+        # pruner none: the loop trains every configuration to the end, so the sweep does too
         config = SweepConfig(sampler="grid", grid_lr=grid[0], grid_reg=grid[1], population=POPULATION,
-                             num_iters=NUM_ITERS, out=str(out))  # fmt: skip
+                             num_iters=NUM_ITERS, pruner="none", out=str(out))  # fmt: skip
         runs_.append(run_sweep(config))
 
     start = time.perf_counter()

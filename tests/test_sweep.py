@@ -91,18 +91,22 @@ def test_two_workers_sqlite_cover_a_grid_exactly_once(tmp_path):
 
 @pytest.mark.skipif(postgres.binaries() is None, reason="PostgreSQL's initdb and pg_ctl are not installed")
 def test_two_workers_postgresql(tmp_path):
-    """With the median pruner (the default): six good trials, then six hopeless ones, queued.
+    """With the median pruner: six good trials, then six hopeless ones, queued.
     When a hopeless one starts, at least five good ones are complete, so it is pruned at its
     first report (epoch 12 of 115), once, and counts as a result."""
     from twolayer_xp.app.sweep import SweepConfig
     from twolayer_xp.app.sweep.study import open_storage, open_study
 
     with postgres.server() as url:
-        config = SweepConfig(storage=url, out=str(tmp_path / "a"), hidden_size=32, num_iters=1500)
+        config = SweepConfig(
+            storage=url, out=str(tmp_path / "a"), hidden_size=32, num_iters=1500, pruner="median"
+        )
         study = open_study(optuna, open_storage(url), config)  # the study as the workers make it
         for k in range(12):
             study.enqueue_trial({"learning_rate": (1.0 if k < 6 else 0.01) * (1 + k / 100), "reg": 1e-4})
-        trials = two_workers(tmp_path, url, "--trials", 12, "--population", 1, "--num-iters", 1500)
+        trials = two_workers(
+            tmp_path, url, "--trials", 12, "--population", 1, "--num-iters", 1500, "--pruner", "median"
+        )
         results = check_results(trials, 12)
         assert len({t.user_attrs["worker"]["pid"] for t in results}) == 2
         assert [outcome(t) for t in results] == ["completed"] * 6 + ["pruned"] * 6
@@ -286,7 +290,7 @@ def test_trials_of_one_shape_train_together_each_to_its_own_budget(tmp_path):
     from twolayer_xp.app.sweep.study import open_storage, open_study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    config = SweepConfig(trials=5, population=5, sampler="random", out=str(tmp_path), **SEARCH)
+    config = SweepConfig(trials=5, population=5, sampler="random", pruner="none", out=str(tmp_path), **SEARCH)
     study = open_study(optuna, open_storage(storage), config)  # the study as a sweep makes it
     names = ("hidden_size", "num_iters", "learning_rate", "reg", "std", "learning_rate_decay")
     for values in QUEUED:
@@ -355,7 +359,9 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
     assert SweepConfig(batch_size=[64]).search["batch_size"] == 64  # one choice is a fixed value
     with pytest.raises(TypeError, match="hidden_size must be an int"):
         SweepConfig(hidden_size=[50, 1.5])
-    with pytest.raises(ValueError, match="--pruner must be one of none, median, hyperband; got 'asha'"):
+    with pytest.raises(
+        ValueError, match="--pruner must be one of none, median, halving, hyperband; got 'asha'"
+    ):
         SweepConfig(pruner="asha")
 
 
@@ -405,6 +411,31 @@ def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
     assert result["samples"] == 100 * (4 * 14 + 2 * (130 - 14))  # the pruned stopped costing
     assert "9 results (7 completed, 2 pruned, 0 diverged)" in result["summary"]
     assert not result["warnings"] and (tmp_path / "sweep.png").stat().st_size > 10_000  # pruned drawn too
+
+
+def test_successive_halving_prunes_inside_the_first_population(tmp_path):
+    """Successive halving compares a report with every trial that reached the same rung, running
+    ones included: a population's members report together, so the first population is pruned
+    too (the median pruner waits for five completed trials). One good trial, then four hopeless
+    ones: each hopeless one is below the best third of its rung at the first report (epoch 1).
+    Trials report at the rungs only, those that leave more than a third of the trial to go."""
+    from twolayer_xp.app.sweep import SweepConfig, run_sweep
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = SweepConfig(trials=5, population=5, sampler="random", pruner="halving", out=str(tmp_path),
+                         num_iters=130, hidden_size=16)  # fmt: skip
+    study = open_study(optuna, open_storage(storage), config, num_train=1300)
+    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    for lr, reg in [FIRST[0], *[(0.01 * (1 + k / 100), 1e-4) for k in range(4)]]:
+        study.enqueue_trial({"learning_rate": lr, "reg": reg})
+    result = run_sweep(config)
+    trials = check_results(study_trials(storage), 5)
+    assert [outcome(t) for t in trials] == ["completed"] + ["pruned"] * 4
+    assert all(t.last_step == 1 and t.system_attrs["completed_rung_0"] == t.value for t in trials[1:])
+    assert sorted(trials[0].intermediate_values) == [1, 3]  # its rungs, of 10 epochs: 1 and 3 (not 9)
+    assert result["samples"] == 100 * (5 * 14 + (130 - 14))  # the pruned stopped at epoch 1
+    assert "5 results (1 completed, 4 pruned, 0 diverged)" in result["summary"]
 
 
 def test_a_study_keeps_its_pruner(tmp_path, capsys):

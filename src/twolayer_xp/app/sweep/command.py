@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pruner",
         choices=pruning.PRUNERS,
         default=pruning.DEFAULT_PRUNER,
-        help=f"stop hopeless trials at an epoch end: Optuna's median or hyperband pruner, or none (default {pruning.DEFAULT_PRUNER})",
+        help=f"stop hopeless trials at an epoch end: Optuna's successive halving, median or hyperband pruner, or none (default {pruning.DEFAULT_PRUNER})",
     )
     a(
         "--lr",

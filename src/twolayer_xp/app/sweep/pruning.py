@@ -1,24 +1,27 @@
 """Stopping hopeless trials early: which Optuna pruner a study uses, and the epochs at which a
 population reports its members' validation accuracy to it.
 
-A trial reports at every ``stride``-th epoch end (CS231n's: after iteration t with
-``t % max(N / B, 1) == 0``), the step being the number of epoch ends passed (the epochs done when
-N / B is whole; CS231n's float rule makes them rarer otherwise). The stride is the same for
-every trial of a study (it comes from the study's stored search and the training set's size), so
-the pruner compares trials at the same steps, and a trial reports at most ``MAX_REPORTS`` times.
+A trial reports at epoch ends (CS231n's: after iteration ``t`` with ``t % max(N / B, 1) == 0``),
+the step being the number of epoch ends passed (the epochs done when N / B is whole; CS231n's
+float rule makes them rarer otherwise): at every ``stride``-th one (median, Hyperband: at most
+``MAX_REPORTS`` reports), or, for successive halving, at its rungs only (``stride`` times powers
+of ``REDUCTION_FACTOR``): a report between rungs changes nothing and costs a storage write and a
+read. The epochs are the same for every trial of a study (they come from the study's stored
+search and the training set's size), so the pruner compares trials at the same steps.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 from twolayer_xp.app.sweep import space
 
-PRUNERS = ("none", "median", "hyperband")
-DEFAULT_PRUNER = "median"  # measured: benchmarks/test_sweep_pruning.py, docs/sweep-search.md
+PRUNERS = ("none", "median", "halving", "hyperband")
+DEFAULT_PRUNER = "halving"  # measured: benchmarks/test_sweep_pruning.py, docs/sweep-search.md
 MAX_REPORTS = 10  # reports of the longest trial: each is a storage write (~5 ms on SQLite)
-REDUCTION_FACTOR = 3  # Hyperband's: a third of each rung goes on
+REDUCTION_FACTOR = 3  # successive halving's and Hyperband's: a third of each rung goes on
 
 
 def longest(search: dict, num_train: int) -> int:
@@ -35,6 +38,20 @@ def stride(search: dict, num_train: int) -> int:
     return max(1, math.ceil(longest(search, num_train) / MAX_REPORTS))
 
 
+def report_epochs(name: str, search: dict, num_train: int) -> set[int]:
+    """Epochs at which the trials of a study with pruner ``name`` report: none without one; every
+    ``stride``-th; successive halving's rungs, those that leave a trial more than a
+    REDUCTION_FACTOR-th of the longest trial to go (a later rung would save little and stop
+    trials that have nearly finished, which then cannot be the study's best)."""
+    if name == "none":
+        return set()
+    every, last = stride(search, num_train), longest(search, num_train)
+    if name != "halving":
+        return set(range(every, last + 1, every))
+    rungs = (every * REDUCTION_FACTOR**k for k in range(last))
+    return set(itertools.takewhile(lambda epoch: epoch * REDUCTION_FACTOR <= last, rungs)) or {every}
+
+
 def make(optuna, name: str, search: dict, num_train: int | None):
     """Optuna's pruner called ``name`` (one of PRUNERS) for a study of ``search``; ``num_train``
     None (a study opened without data): Hyperband sizes itself from the first finished trial."""
@@ -43,6 +60,8 @@ def make(optuna, name: str, search: dict, num_train: int | None):
     first = 1 if num_train is None else stride(search, num_train)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
+    if name == "halving":  # rungs at the first report, then every REDUCTION_FACTOR-fold step
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=REDUCTION_FACTOR)
     return optuna.pruners.HyperbandPruner(
         min_resource=first,
         max_resource="auto" if num_train is None else longest(search, num_train),
@@ -50,9 +69,9 @@ def make(optuna, name: str, search: dict, num_train: int | None):
     )
 
 
-def report_points(num_train: int, batch_size: int, budget: int, every: int) -> dict[int, int]:
+def report_points(num_train: int, batch_size: int, budget: int, epochs: set[int]) -> dict[int, int]:
     """{iterations done: epochs done} at which a population of ``batch_size`` trained up to
-    ``budget`` iterations reports: every ``every``-th epoch end up to the budget. An epoch end
+    ``budget`` iterations reports: the epoch ends in ``epochs`` up to the budget. An epoch end
     is iteration t (0-based) with CS231n's float rule t % max(N / B, 1) == 0; it is recorded
     after step t, so a segment ending at t + 1 iterations holds it last."""
     per_epoch = max(num_train / batch_size, 1)
@@ -60,7 +79,7 @@ def report_points(num_train: int, batch_size: int, budget: int, every: int) -> d
     for t in range(1, budget):
         if t % per_epoch == 0:
             epoch += 1
-            if epoch % every == 0:
+            if epoch in epochs:
                 points[t + 1] = epoch
     return points
 

@@ -121,7 +121,7 @@ class Worker:
         self.threads, self.workers = threads.Threads(1, "automatic"), 1  # the current population's
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
         self.samples = 0
-        self.report_every = pruning.stride(config.search, len(ds.y_train))  # epochs between reports
+        self.report_epochs = pruning.report_epochs(config.pruner, config.search, len(ds.y_train))
 
     def fail_stale(self) -> None:
         """Fail dead workers' trials; the retry callback queues each one again, once."""
@@ -224,10 +224,8 @@ class Worker:
 
     def _segments(self, pop, trials, settings, budgets) -> None:
         live, done = np.arange(len(trials)), 0  # pop's members, as indices into trials
-        reports = {}
-        if self.config.pruner != "none":
-            B = settings[0]["batch_size"]
-            reports = pruning.report_points(len(self.ds.y_train), B, int(budgets.max()), self.report_every)
+        B, N = settings[0]["batch_size"], len(self.ds.y_train)
+        reports = pruning.report_points(N, B, int(budgets.max()), self.report_epochs)
         for end in sorted({*(int(b) for b in budgets), *reports}):
             start = time.perf_counter()
             stats = self._train_on(pop, [settings[k] for k in live], end - done)
