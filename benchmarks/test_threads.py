@@ -31,9 +31,12 @@ from conftest import QUICK
 ROUNDS = 1 if QUICK else 3
 STEPS_PER_BLOCK = 5 if QUICK else 20
 TRAIN_ITERS = 50 if QUICK else config.DEFAULTS["digits"]["num_iters"]
+# --pruner none: both arms train every trial, whichever worker runs it (what a pruner stops
+# depends on what the other workers reported first).
 SWEEP = ["--trials", "6", "--population", "2", "--num-iters", "50"] if QUICK else [
     "--trials", "24", "--population", "4", "--num-iters", "3000"
 ]  # fmt: skip
+SWEEP += ["--pruner", "none"]
 QUIET_ENV = {k: v for k, v in os.environ.items() if k not in threads.ENV_VARIABLES}
 
 
