@@ -18,6 +18,8 @@ optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not i
 
 from twolayer_xp import TwoLayerNet  # noqa: E402
 from twolayer_xp.app import cli  # noqa: E402
+from twolayer_xp.app.sweep import run_sweep  # noqa: E402
+from twolayer_xp.app.sweep.pruning import DEFAULT_PRUNER, PRUNERS  # noqa: E402
 from twolayer_xp.app.sweep.report import RESULTS, count_results, outcome  # noqa: E402
 from twolayer_xp.io import datasets as data  # noqa: E402
 
@@ -466,3 +468,28 @@ def test_a_study_keeps_its_pruner(tmp_path, capsys):
     assert "was created with pruner=none, this run has pruner=hyperband" in one_error_line(capsys)
     assert cli.main([*args, "--pruner", "none", "--trials", "2"]) == 0
     assert "2 results" in capsys.readouterr().out
+    # Without --pruner, a study continues with its own (stored before pruning: none), whatever
+    # the default is now; a new study gets the default.
+    assert cli.main([*args, "--trials", "3"]) == 0
+    assert "3 results" in capsys.readouterr().out
+    assert "pruner" not in study.user_attrs[SEARCH_ATTR]  # unchanged: still read as none
+    assert cli.main([*args[:2], str(tmp_path / "new"), *args[3:]]) == 0
+    new = optuna.load_study(
+        study_name="twolayer-xp-digits", storage=f"sqlite:///{tmp_path / 'new' / 'study.db'}"
+    )
+    assert new.user_attrs[SEARCH_ATTR]["pruner"] == DEFAULT_PRUNER
+
+
+def test_a_study_made_under_another_default_pruner_continues_with_it(tmp_path):
+    from twolayer_xp.app.sweep.report import SEARCH_ATTR
+
+    options = dict(out=str(tmp_path), population=1, num_iters=20, hidden_size=16)
+    other = next(name for name in PRUNERS if name != DEFAULT_PRUNER)
+    run_sweep(trials=1, pruner=other, **options)
+    result = run_sweep(trials=2, **options)  # no pruner given: the study's
+    assert result["study"].user_attrs[SEARCH_ATTR]["pruner"] == other
+    assert "2 results" in result["summary"]
+    with pytest.raises(
+        ValueError, match=f"was created with pruner={other}, this run has pruner={DEFAULT_PRUNER}"
+    ):
+        run_sweep(trials=3, pruner=DEFAULT_PRUNER, **options)  # asked for: checked as before

@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--pruner",
         choices=pruning.PRUNERS,
-        default=pruning.DEFAULT_PRUNER,
-        help=f"stop hopeless trials at an epoch end: Optuna's successive halving, median or hyperband pruner, or none (default {pruning.DEFAULT_PRUNER})",
+        help="stop hopeless trials at an epoch end: Optuna's successive halving, median or hyperband "
+        f"pruner, or none (default: the study's own; {pruning.DEFAULT_PRUNER} for a new study)",
     )
     a(
         "--lr",

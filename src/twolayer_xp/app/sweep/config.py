@@ -57,7 +57,7 @@ class SweepConfig:
     trials: int | None = None  # None: DEFAULT_TRIALS, or the grid's size
     population: int = DEFAULT_POPULATION
     sampler: str = "tpe"
-    pruner: str = pruning.DEFAULT_PRUNER  # stops hopeless trials early: one of pruning.PRUNERS
+    pruner: str | None = None  # one of pruning.PRUNERS; None: the study's, or DEFAULT_PRUNER for a new one
     lr: tuple | str | None = None  # (low, high) or "LOW:HIGH", searched on a log scale
     reg: tuple | str | None = None
     grid_lr: list | str | None = None  # grid sampler: the values, as a list or "a,b,c"
@@ -86,7 +86,7 @@ class SweepConfig:
             raise ValueError(f"--label-column applies to a .csv dataset, not to {self.dataset}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        if self.pruner not in pruning.PRUNERS:
+        if self.pruner is not None and self.pruner not in pruning.PRUNERS:
             raise ValueError(f"--pruner must be one of {', '.join(pruning.PRUNERS)}; got {self.pruner!r}")
         for name in SCALARS:
             if getattr(self, name) is not None:

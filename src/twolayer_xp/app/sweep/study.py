@@ -16,6 +16,7 @@ How the workers agree without a scheduler:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
@@ -225,10 +226,29 @@ def _sqlite_pragmas(connection, _record) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def with_pruner(storage, config: SweepConfig) -> SweepConfig:
+    """``config`` with its pruner chosen: the one asked for, else the one its study was created
+    with (so a study started under another default continues as it began: a study stored before
+    pruning existed pruned nothing), else DEFAULT_PRUNER for a new study."""
+    if config.pruner is not None:
+        return config
+    try:
+        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(config.study))
+    except KeyError:  # no such study yet
+        stored = {}
+    search = stored.get(report.SEARCH_ATTR)
+    pruner = search.get("pruner", "none") if isinstance(search, dict) else None
+    resolved = copy.copy(config)
+    resolved.pruner = pruner if pruner in pruning.PRUNERS else pruning.DEFAULT_PRUNER
+    resolved.search = {**config.search, "pruner": resolved.pruner}
+    return resolved
+
+
 def open_study(optuna, storage, config: SweepConfig, num_train: int | None = None):
     """The study ``config`` names, created or joined, with its sampler and pruner (``num_train``:
     training rows, which size the pruner's epochs; ``pruning.make``); ValueError if this sweep
     cannot join it."""
+    config = with_pruner(storage, config)
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True),  # spread out K asks at once
         "random": lambda: optuna.samplers.RandomSampler(),

@@ -22,6 +22,7 @@ from twolayer_xp.app.sweep.study import (
     open_storage,
     open_study,
     slot_holders,
+    with_pruner,
     workers_on_host,
 )
 from twolayer_xp.backend import resolve
@@ -50,6 +51,7 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     with files.made_folder(config.out, "--out") as out:
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
+        config = with_pruner(storage, config)
         study = open_study(optuna, storage, config, len(ds.y_train))
         report.claim_out(out, config)
         loaded = time.perf_counter()
