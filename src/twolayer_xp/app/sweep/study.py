@@ -316,7 +316,6 @@ def workers_on_host(trials, host: str) -> int:
         if t.state.name == "RUNNING" and mark.get("host") == host and files.alive(mark.get("pid")):
             pids.add(mark["pid"])
     return len(pids)
-    return True
 
 
 def _slot_grid(lrs: list, regs: list):
