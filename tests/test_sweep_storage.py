@@ -215,3 +215,20 @@ def test_a_server_stopped_mid_sweep_exits_2_saying_what_is_kept(tmp_path):
     assert told >= 1 and worker.returncode == 2, stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     assert f"storage {url} failed (" in stderr and "keeps every trial told before" in stderr
+
+
+def test_a_finished_sweep_leaves_a_whole_study_db(tmp_path):
+    """The real command (whose process skips its last garbage collections): its SQLite
+    connections are closed when the sweep ends, so the write-ahead log is folded into study.db
+    and removed, and study.db alone holds the study. Before, a freed-by-nobody engine left
+    study.db-wal behind and a copy of study.db held no trials."""
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "twolayer_xp", "sweep", "--out", str(out), "--quiet", "--trials", "2"]
+    done = subprocess.run([*args, "--population", "1", "--num-iters", "20", "--hidden-size", "16"],
+                          capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith("study.db-")]
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((out / "study.db").read_bytes())
+    with sqlite3.connect(copy) as db:
+        assert db.execute("select count(*) from trials").fetchone() == (2,)

@@ -51,11 +51,18 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     with files.made_folder(config.out, "--out") as out:
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
-        config = with_pruner(storage, config)
-        study = open_study(optuna, storage, config, len(ds.y_train))
-        report.claim_out(out, config)
-        loaded = time.perf_counter()
-        return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
+        try:
+            config = with_pruner(storage, config)
+            study = open_study(optuna, storage, config, len(ds.y_train))
+            report.claim_out(out, config)
+            loaded = time.perf_counter()
+            return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
+        finally:
+            # Close the connections now, not whenever they are collected: SQLite folds its
+            # write-ahead log into study.db when the last one closes, so the file is whole on its
+            # own (to copy or archive), and a PostgreSQL server sees the sessions end. The
+            # returned study reconnects if it is used again.
+            storage.engine.dispose()
 
 
 def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock: tuple) -> dict:
