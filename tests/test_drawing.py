@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -79,6 +80,43 @@ def test_figures_asked_after_an_interrupted_wait_get_their_own_answer(tmp_path):
         helper.process.stdin.flush()
         assert drawing.save_figures(figures(tmp_path)) == []  # not the first request's problem
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
+
+
+def test_a_request_cut_short_by_ctrl_c_does_not_hang_the_next_one(tmp_path, monkeypatch):
+    """Ctrl-C while a big request was still being sent (the helper still importing): the
+    helper waits for the rest. Before, the interrupted run's figures then waited for an answer
+    that could never come; now the helper is stopped and they are drawn here."""
+    real_dump = drawing.pickle.dump
+
+    def half_then_ctrl_c(obj, stream):
+        stream.write(drawing.pickle.dumps(obj)[:20])
+        raise KeyboardInterrupt
+
+    done = []
+    with drawing.beside():
+        monkeypatch.setattr(drawing.pickle, "dump", half_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            drawing.save_figures(figures(tmp_path))
+        monkeypatch.setattr(drawing.pickle, "dump", real_dump)
+        again = threading.Thread(
+            target=lambda: done.append(drawing.save_figures(figures(tmp_path))), daemon=True
+        )
+        again.start()
+        again.join(60)
+        assert done == [[]], "the figures after the interruption were not drawn"
+        assert drawing._helper is None  # drawn here
+    assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
+
+
+def test_the_helper_imports_what_this_process_imports_not_the_current_folder(tmp_path, monkeypatch):
+    """``python -m`` puts the current folder first on the path: a pickle.py (or twolayer_xp/)
+    there made the helper die or run other code. It gets this process's sys.path instead."""
+    (tmp_path / "pickle.py").write_text("raise SystemExit('not the real pickle')\n")
+    monkeypatch.chdir(tmp_path)
+    with drawing.beside():
+        helper = drawing._helper
+        assert drawing.save_figures(figures(tmp_path)) == []
+        assert drawing._helper is helper  # the helper drew them
 
 
 def test_without_matplotlib_no_helper_is_started(monkeypatch):

@@ -187,6 +187,30 @@ def test_a_signal_held_while_a_write_fails_is_still_delivered(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@posix_only
+def test_a_signal_while_the_handlers_are_put_back_leaves_every_handler_back(monkeypatch):
+    """Ctrl-C landing just after SIGINT's handler is restored, before the others are: before,
+    SIGTERM kept the deferring handler (SIGTERM then did nothing) and every later block was a
+    no-op; now the signals wait while the handlers are swapped, and each is put back."""
+    real = signal.signal
+    restoring = []
+
+    def signal_then_ctrl_c(signum, handler):
+        previous = real(signum, handler)
+        if restoring and signum == signal.SIGINT:
+            os.kill(os.getpid(), signal.SIGINT)
+        return previous
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with pytest.raises(KeyboardInterrupt):
+        with files.uninterrupted():
+            monkeypatch.setattr(signal, "signal", signal_then_ctrl_c)
+            restoring.append(True)
+    monkeypatch.undo()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert files._held is None
+
+
 def test_outside_the_main_thread_a_save_leaves_the_handlers_alone(tmp_path):
     import threading
 

@@ -110,8 +110,13 @@ def main(argv=None) -> int:
     # The real command (argv None) draws its figures in a helper process started now, so that
     # matplotlib's import overlaps the work; a caller's main([...]) draws them in-process.
     draws = argv is None and sys.argv[1:2] in (["train"], ["sweep"]) and not {"-h", "--help"} & set(sys.argv)
-    with process.command(), drawing.beside(draws):  # SIGTERM/SIGHUP as Ctrl-C, warnings as lines
-        code = _main(argv)
+    with process.command():  # SIGTERM/SIGHUP as Ctrl-C, warnings as lines
+        try:
+            with drawing.beside(draws):
+                code = _main(argv)
+        except KeyboardInterrupt:  # while the helper started, or while it finished a figure
+            _fail("interrupted while the figure helper started or finished a figure")
+            code = process.exit_code()
     if argv is None:
         # The process ends with the command. Python's last garbage collections would only free
         # memory the OS takes back anyway, and cost a sweep 0.25 s: objects are kept out of them.

@@ -40,10 +40,13 @@ def save_figures(figures: dict[Path, FigureCall]) -> list[str]:
     is a view of results already saved, so matplotlib missing or misconfigured (MPLBACKEND,
     SOURCE_DATE_EPOCH) is a warning beside a finished run, never its failure."""
     global _helper
+    if _helper is not None and _helper.broken:  # a Ctrl-C cut a request short: it cannot be trusted
+        _helper.close()
+        _helper = None
     if _helper is not None:
         try:
             problems, caught = _helper.draw(figures)
-        except (OSError, EOFError, pickle.PickleError):  # it died: draw here
+        except Exception:  # it died, or its answer was garbled: draw here
             _helper.close()
             _helper = None
         else:
@@ -87,52 +90,66 @@ def beside(enabled: bool = True):
 
 
 class Helper:
-    """The child process that draws (``python -m twolayer_xp.app.drawing``)."""
+    """The child process that draws. It imports from exactly this process's ``sys.path`` (not
+    the current folder first, as ``python -m`` would), so it runs this twolayer_xp and these
+    libraries, whatever lies in the folder it was started from."""
 
     def __init__(self):
-        self.busy = False  # asked for figures it has not answered yet
-        package_root = str(Path(__file__).resolve().parents[2])  # where this twolayer_xp is imported from
-        env = os.environ | _ONE_THREAD  # it draws; it needs no BLAS threads
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self.busy = False  # sent figures it has not answered yet
+        self.broken = False  # a request was cut short: the helper would wait for its rest
+        start = (
+            f"import sys; sys.path[:] = {sys.path!r}; from twolayer_xp.app import drawing; drawing.serve()"
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "twolayer_xp.app.drawing"],
+            [sys.executable, "-c", start],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # what fails there fails again here, in the fallback, and is said
-            env=env,
+            env=os.environ | _ONE_THREAD,  # it draws; it needs no BLAS threads
         )
 
     def draw(self, figures: dict[Path, FigureCall]) -> tuple[list[str], list[str]]:
         if self.busy:  # a Ctrl-C ended the last call while it waited: that answer comes first
             pickle.load(self.process.stdout)
-        self.busy = True
+            self.busy = False
+        self.broken = True  # until the whole request is sent
         pickle.dump(figures, self.process.stdin)
         self.process.stdin.flush()
+        self.broken, self.busy = False, True
         answer = pickle.load(self.process.stdout)
         self.busy = False
         return answer
 
     def close(self) -> None:
-        """An idle helper is stopped at once (it writes nothing while idle, and may still be
-        importing); one still saving (the command was interrupted while it waited) gets
-        CLOSE_WAIT_S to finish its file and see the end of its input."""
+        """An idle (or broken) helper is stopped at once: it is saving nothing. One still
+        saving (the command was interrupted while it waited) gets CLOSE_WAIT_S to finish its
+        file; then, or at a Ctrl-C, SIGTERM, which its file writes hold off until the file is
+        whole, so no temp file is left behind."""
         try:
-            if self.busy:
+            if self.busy and not self.broken:
                 self.process.stdin.close()
                 self.process.wait(CLOSE_WAIT_S)
         except (OSError, subprocess.TimeoutExpired):
             pass
-        finally:  # Ctrl-C while waiting included: it is not ours to wait for any longer
-            self.process.kill()
+        finally:  # a Ctrl-C while waiting included: it is not ours to wait for any longer
+            if self.process.poll() is None and self.busy and not self.broken:
+                self.process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(CLOSE_WAIT_S)
+            if self.process.poll() is None:
+                self.process.kill()
             self.process.wait()
             for stream in (self.process.stdin, self.process.stdout):
-                with contextlib.suppress(OSError):  # unsent bytes to a killed helper
+                with contextlib.suppress(OSError):  # unsent bytes to a stopped helper
                     stream.close()
 
 
-def serve(stdin, stdout) -> None:
+def serve() -> None:
     """The helper's life: import matplotlib and warm it up, then draw what it is sent until the
-    end of its input."""
+    end of its input. Answers go to a copy of its stdout; stdout itself is pointed at /dev/null,
+    so nothing a library prints can garble them."""
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     for name in ("SIGINT", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
@@ -179,7 +196,3 @@ def _warm_up() -> bool:
     except Exception:
         return False
     return True
-
-
-if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -32,29 +32,51 @@ _held: list[int] | None = None  # the signals received inside uninterrupted(), w
 def uninterrupted():
     """A block that a signal does not cut in two: Ctrl-C, SIGTERM or SIGHUP received inside it
     waits, and is delivered (to the handlers there were, so a KeyboardInterrupt or the process's
-    end) as the block ends. An exception raised halfway through a write would leave the writer
-    in a state its own cleanup trips over (numpy's savez then raises zipfile's "Can't close the
-    ZIP file", which hides the interruption), and a caller's record of what it saved would not
-    match the file. Nested blocks are one block; outside the main thread (which alone receives
-    signals) it changes nothing."""
+    end) as the block ends; of several, the last (the exit status names the last signal). An
+    exception raised halfway through a write would leave the writer in a state its own cleanup
+    trips over (numpy's savez then raises zipfile's "Can't close the ZIP file", which hides the
+    interruption), and a caller's record of what it saved would not match the file. Nested
+    blocks are one block; outside the main thread (which alone receives signals) it changes
+    nothing."""
     global _held
     if _held is not None or threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    saved = {}
+    saved: dict = {}
     try:
         _held = held
-        for signum in _SIGNALS:
-            if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # None: not set from Python
-                saved[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+        _blocked(_hold, saved, held)
         yield
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
         _held = None
+        _blocked(_restore, saved)
         if held:  # delivered even if the block failed: the user's Ctrl-C is the news
-            signal.raise_signal(held[0])  # its handler runs now: usually an exception from here
+            signal.raise_signal(held[-1])  # its handler runs now: usually an exception from here
+
+
+def _blocked(change, *args) -> None:
+    """``change(*args)`` with _SIGNALS blocked where the system can (POSIX): a signal arriving
+    while handlers are swapped waits and then meets the new ones, not a half-swapped set."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    previous = mask(signal.SIG_BLOCK, _SIGNALS) if mask else None
+    try:
+        change(*args)
+    finally:
+        if mask:
+            mask(signal.SIG_SETMASK, previous)
+
+
+def _hold(saved: dict, held: list) -> None:
+    for signum in _SIGNALS:
+        if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # None: not set from Python
+            saved[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+
+
+def _restore(saved: dict) -> None:
+    with contextlib.ExitStack() as restores:  # each one, even if a handler raises during another
+        for signum, handler in saved.items():
+            restores.callback(signal.signal, signum, handler)
 
 
 class FileRefused(ValueError):

@@ -74,6 +74,8 @@ def report_points(num_train: int, batch_size: int, budget: int, epochs: set[int]
     ``budget`` iterations reports: the epoch ends in ``epochs`` up to the budget. An epoch end
     is iteration t (0-based) with CS231n's float rule t % max(N / B, 1) == 0; it is recorded
     after step t, so a segment ending at t + 1 iterations holds it last."""
+    if not epochs:  # no pruner: nothing to walk the iterations for
+        return {}
     per_epoch = max(num_train / batch_size, 1)
     points, epoch = {}, 0
     for t in range(1, budget):
