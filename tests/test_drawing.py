@@ -152,3 +152,9 @@ def test_the_command_draws_its_figures_without_importing_matplotlib(tmp_path):
         PNG
     )
     assert "twolayer-xp: warning" not in done.stderr
+
+
+def test_the_helper_starts_with_one_thread_for_each_library_the_thread_policy_knows():
+    from twolayer_xp.core import threads
+
+    assert set(drawing._ONE_THREAD) == set(threads.ENV_VARIABLES)

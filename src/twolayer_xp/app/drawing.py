@@ -30,6 +30,8 @@ from twolayer_xp.errors import one_line
 
 FigureCall = tuple  # (name of a plots function, args, kwargs)
 CLOSE_WAIT_S = 30.0  # a helper still saving a figure when the command ends gets this long
+# core.threads.ENV_VARIABLES (tested equal): importing that module loads numpy, which would
+# delay the helper's start by the import it is there to overlap.
 _ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 _helper: Helper | None = None  # the command's, inside beside()
