@@ -158,3 +158,29 @@ def test_the_helper_starts_with_one_thread_for_each_library_the_thread_policy_kn
     from twolayer_xp.core import threads
 
     assert set(drawing._ONE_THREAD) == set(threads.ENV_VARIABLES)
+
+
+def test_ctrl_c_while_the_helper_finishes_is_the_commands_exit_code(
+    tmp_path, monkeypatch, capsys, one_error_line
+):
+    """The real command (argv None): a Ctrl-C while the helper finished a figure after the run
+    came out of main() as a traceback; it is one line and exit 130."""
+    import gc
+
+    from twolayer_xp.app import cli
+
+    def interrupted(self):
+        self.process.kill()
+        self.process.wait()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(drawing.Helper, "close", interrupted)
+    monkeypatch.setattr(
+        sys, "argv", ["twolayer-xp", "train", "--num-iters", "3", "--out", str(tmp_path / "r"), "--quiet"]
+    )
+    try:
+        assert cli.main() == 130
+    finally:
+        gc.unfreeze()  # main() froze this process's objects, as the real command's last act
+    assert "interrupted while the figure helper" in one_error_line(capsys)
+    assert (tmp_path / "r" / "model.npz").exists()
