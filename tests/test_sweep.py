@@ -117,7 +117,8 @@ def test_two_workers_postgresql(tmp_path):
 
 def test_killed_worker_then_restart_completes_the_study(tmp_path):
     out, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'study.db'}"
-    # two hidden sizes: a population's trials train as groups, and the retries keep their group
+    # two hidden sizes: a population's trials train as groups, and the retries keep their group;
+    # no pruner, and populations long enough (~1 s) for the kill to land inside one
     args = [
         "--storage",
         storage,
@@ -127,9 +128,11 @@ def test_killed_worker_then_restart_completes_the_study(tmp_path):
         "--population",
         3,
         "--num-iters",
-        600,
+        1500,
         "--hidden-size",
         "16,32",
+        "--pruner",
+        "none",
     ]
     victim = worker(out, *args)
     deadline = time.monotonic() + 90
