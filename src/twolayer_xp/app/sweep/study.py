@@ -233,11 +233,10 @@ def with_pruner(storage, config: SweepConfig) -> SweepConfig:
     if config.pruner is not None:
         return config
     try:
-        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(config.study))
+        search = _stored_search(storage.get_study_user_attrs(storage.get_study_id_from_name(config.study)))
     except KeyError:  # no such study yet
-        stored = {}
-    search = stored.get(report.SEARCH_ATTR)
-    pruner = search.get("pruner", "none") if isinstance(search, dict) else None
+        search = None
+    pruner = search["pruner"] if isinstance(search, dict) else None
     resolved = copy.copy(config)
     resolved.pruner = pruner if pruner in pruning.PRUNERS else pruning.DEFAULT_PRUNER
     resolved.search = {**config.search, "pruner": resolved.pruner}
@@ -270,6 +269,13 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     return study
 
 
+def _stored_search(user_attrs: dict):
+    """The search a study was created with (``report.SEARCH_ATTR``), as stored; a study made
+    before pruning existed pruned nothing, so its search reads as pruner none. None: no search."""
+    stored = user_attrs.get(report.SEARCH_ATTR)
+    return {"pruner": "none", **stored} if isinstance(stored, dict) else stored
+
+
 def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
     """Why this sweep cannot join ``study`` (a phrase ending in what to do), or None: it must
     maximize one objective and either be empty or hold this sweep's ``search``."""
@@ -279,9 +285,7 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
         return f"has {len(directions)} objectives; a sweep maximizes one (validation accuracy){other}"
     if directions[0] != optuna.study.StudyDirection.MAXIMIZE:
         return f"minimizes its objective; a sweep maximizes validation accuracy{other}"
-    stored = study.user_attrs.get(report.SEARCH_ATTR)
-    if isinstance(stored, dict):
-        stored = {"pruner": "none", **stored}  # a study made before pruning pruned nothing
+    stored = _stored_search(study.user_attrs)
     if stored is None:
         trials = len(study.get_trials(deepcopy=False))
         return f"holds {trials} trials not made by twolayer-xp sweep{other}" if trials else None
