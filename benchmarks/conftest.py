@@ -72,6 +72,10 @@ def rounds(shape_name: str) -> int:
     return 3 if QUICK else (10 if shape_name == "cifar-n1000" else 30)
 
 
+# Issue 17's wider search: hidden size and decay besides learning rate x reg (both sweep benchmarks).
+WIDER_SEARCH = dict(hidden_size="32,64,128,256", learning_rate_decay="0.9:1.0")
+
+
 def seeded_tpe(monkeypatch, optuna, seed: int) -> None:
     """The sweep's TPE sampler seeded with ``seed``, for the sweep benchmarks: their studies have
     one worker each, so a seeded sampler makes a study repeatable, and a comparison can be

@@ -13,7 +13,7 @@ import statistics
 
 import pytest
 
-from conftest import QUICK, seeded_tpe
+from conftest import QUICK, WIDER_SEARCH, seeded_tpe
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
@@ -21,7 +21,6 @@ TRIALS = 6 if QUICK else 128
 POPULATION = 3 if QUICK else 16
 NUM_ITERS = 60 if QUICK else 1000
 SEEDS = (0,) if QUICK else (0, 1, 2)
-SEARCH = dict(hidden_size="32,64,128,256", learning_rate_decay="0.9:1.0")
 
 
 def test_pruned_vs_unpruned_study(benchmark, tmp_path, monkeypatch):
@@ -32,7 +31,7 @@ def test_pruned_vs_unpruned_study(benchmark, tmp_path, monkeypatch):
     def study(pruner, seed):
         seeded_tpe(monkeypatch, optuna, seed)
         config = SweepConfig(trials=TRIALS, population=POPULATION, num_iters=NUM_ITERS, pruner=pruner,
-                             out=str(tmp_path / f"{pruner}-{seed}"), **SEARCH)  # fmt: skip
+                             out=str(tmp_path / f"{pruner}-{seed}"), **WIDER_SEARCH)  # fmt: skip
         results[pruner, seed] = run_sweep(config)
 
     run_sweep(

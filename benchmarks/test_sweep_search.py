@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from conftest import QUICK, seeded_tpe
+from conftest import QUICK, WIDER_SEARCH, seeded_tpe
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
@@ -18,7 +18,6 @@ TRIALS = 4 if QUICK else 128
 POPULATION = 4 if QUICK else 32
 NUM_ITERS = 50 if QUICK else 1000
 SEEDS = (0,) if QUICK else (0, 1, 2)
-WIDER = dict(hidden_size="32,64,128,256", learning_rate_decay="0.9:1.0")
 
 
 def test_wider_search_vs_lr_reg_only(benchmark, tmp_path, monkeypatch):
@@ -33,10 +32,12 @@ def test_wider_search_vs_lr_reg_only(benchmark, tmp_path, monkeypatch):
         results[name, seed] = run_sweep(config)
 
     benchmark.group = f"sweep search space: {TRIALS} trials, digits"
-    benchmark.pedantic(lambda: study("wider", SEEDS[0], **WIDER), rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(
+        lambda: study("wider", SEEDS[0], **WIDER_SEARCH), rounds=1, iterations=1, warmup_rounds=0
+    )
     study("narrow", SEEDS[0])
     for seed in SEEDS[1:]:
-        study("wider", seed, **WIDER)
+        study("wider", seed, **WIDER_SEARCH)
         study("narrow", seed)
     best = {f"{name} seed {seed}": r["best"].value for (name, seed), r in results.items()}
     gains = [results["wider", s]["best"].value - results["narrow", s]["best"].value for s in SEEDS]
