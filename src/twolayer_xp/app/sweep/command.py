@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--pruner",
         choices=pruning.PRUNERS,
-        help="stop hopeless trials at an epoch end: Optuna's successive halving, median or hyperband "
+        help="stop hopeless trials at an epoch end: successive halving, Optuna's median or hyperband "
         f"pruner, or none (default: the study's own; {pruning.DEFAULT_PRUNER} for a new study)",
     )
     a(

@@ -1,5 +1,6 @@
-"""Stopping hopeless trials early: which Optuna pruner a study uses, and the epochs at which a
-population reports its members' validation accuracy to it.
+"""Stopping hopeless trials early: which pruner a study uses (successive halving on the reports,
+or Optuna's median or Hyperband), and the epochs at which a population reports its members' validation
+accuracy to it.
 
 A trial reports at epoch ends (CS231n's: after iteration ``t`` with ``t % max(N / B, 1) == 0``),
 the step being the number of epoch ends passed (the epochs done when N / B is whole; CS231n's
@@ -60,13 +61,47 @@ def make(optuna, name: str, search: dict, num_train: int | None):
     first = 1 if num_train is None else stride(search, num_train)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
-    if name == "halving":  # rungs at the first report, then every REDUCTION_FACTOR-fold step
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=REDUCTION_FACTOR)
+    if name == "halving":  # its rungs are the steps the trials report at (report_epochs)
+        return Halving()
     return optuna.pruners.HyperbandPruner(
         min_resource=first,
         max_resource="auto" if num_train is None else longest(search, num_train),
         reduction_factor=REDUCTION_FACTOR,
     )
+
+
+class Halving:
+    """Successive halving decided on the trials' reports (Optuna's pruner interface,
+    ``prune(study, trial)``): a trial reporting accuracy ``a`` at step ``s`` goes on if ``a`` is among
+    the best 1/REDUCTION_FACTOR of the accuracies every trial of the study reported at ``s`` (ties go
+    on; the best one goes on however few reported). A halving study reports at its rungs only
+    (``report_epochs``), so every report is a rung.
+
+    What Optuna's SuccessiveHalvingPruner does, with two differences. The values a rung compares
+    are the reports themselves: no copy of each is written as a rung record (a storage write per
+    report). And a population's members, which all report before any is decided (``stopped``),
+    are judged against each other as a whole, so the decision does not depend on the order they
+    are asked in; Optuna's pruner, asked member by member, sees only the members asked before,
+    and lets the first two members of a new study through whatever they reached (measured:
+    benchmarks/test_sweep_pruning.py, docs/sweep-search.md)."""
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        others = (
+            t.intermediate_values.get(step)
+            for t in study.get_trials(deepcopy=False)
+            if t.number != trial.number
+        )
+        reached = sorted([value, *(v for v in others if v is not None and not math.isnan(v))], reverse=True)
+        return value < reached[max(len(reached) // REDUCTION_FACTOR, 1) - 1]
+
+    def __repr__(self) -> str:
+        return f"Halving(reduction_factor={REDUCTION_FACTOR})"
 
 
 def report_points(num_train: int, batch_size: int, budget: int, epochs: set[int]) -> dict[int, int]:
@@ -88,9 +123,9 @@ def report_points(num_train: int, batch_size: int, budget: int, epochs: set[int]
 
 def stopped(optuna, study, trial_ids: list) -> list[bool]:
     """Whether the study's pruner stops each trial of ``trial_ids`` (storage ids; they have
-    just reported), as ``Trial.should_prune`` answers, asked of one read of the study: a pruner
-    reads every trial of the study for every question, so asking K members would read it K
-    times."""
+    all just reported), as ``Trial.should_prune`` answers, asked of one read of the study, taken
+    after the reports: a pruner reads every trial of the study for every question, so asking K
+    members would read it K times."""
     snapshot = _Snapshot(study._storage, study._study_id)
     view = optuna.study.Study(study_name=study.study_name, storage=snapshot, sampler=study.sampler,
                               pruner=study.pruner)  # fmt: skip
