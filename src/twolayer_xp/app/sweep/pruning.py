@@ -54,15 +54,15 @@ def report_epochs(name: str, search: dict, num_train: int) -> set[int]:
 
 
 def make(optuna, name: str, search: dict, num_train: int | None):
-    """Optuna's pruner called ``name`` (one of PRUNERS) for a study of ``search``; ``num_train``
+    """The pruner called ``name`` (one of PRUNERS) for a study of ``search``; ``num_train``
     None (a study opened without data): Hyperband sizes itself from the first finished trial."""
     if name == "none":
         return optuna.pruners.NopPruner()
-    first = 1 if num_train is None else stride(search, num_train)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
     if name == "halving":  # its rungs are the steps the trials report at (report_epochs)
         return Halving()
+    first = 1 if num_train is None else stride(search, num_train)
     return optuna.pruners.HyperbandPruner(
         min_resource=first,
         max_resource="auto" if num_train is None else longest(search, num_train),
@@ -72,17 +72,20 @@ def make(optuna, name: str, search: dict, num_train: int | None):
 
 class Halving:
     """Successive halving decided on the trials' reports (Optuna's pruner interface,
-    ``prune(study, trial)``): a trial reporting accuracy ``a`` at step ``s`` goes on if ``a`` is among
-    the best 1/REDUCTION_FACTOR of the accuracies every trial of the study reported at ``s`` (ties go
-    on; the best one goes on however few reported). A halving study reports at its rungs only
+    ``prune(study, trial)``; optuna is not imported here, so no BasePruner subclass: Optuna
+    checks no pruner's class but Hyperband's): a trial reporting accuracy ``a`` at step ``s`` goes
+    on if ``a`` is among the best 1/REDUCTION_FACTOR of the accuracies every trial of the study
+    reported at ``s`` (ties go on; the best one goes on however few reported), members that
+    reached their budget at ``s`` included. A halving study reports at its rungs only
     (``report_epochs``), so every report is a rung.
 
     What Optuna's SuccessiveHalvingPruner does, with two differences. The values a rung compares
     are the reports themselves: no copy of each is written as a rung record (a storage write per
     report). And a population's members, which all report before any is decided (``stopped``),
     are judged against each other as a whole, so the decision does not depend on the order they
-    are asked in; Optuna's pruner, asked member by member, sees only the members asked before,
-    and lets the first two members of a new study through whatever they reached (measured:
+    are asked in; Optuna's pruner, asked member by member, compares a member only with the
+    members asked before it, so it lets the first member of a new study through unconditionally
+    and each of the next ones if it beats those before it (measured:
     benchmarks/test_sweep_pruning.py, docs/sweep-search.md)."""
 
     def prune(self, study, trial) -> bool:
