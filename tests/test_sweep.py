@@ -449,6 +449,39 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good):
     assert "5 results (1 completed, 4 pruned, 0 diverged)" in result["summary"]
 
 
+@pytest.mark.parametrize("retry_reported", [True, False])
+def test_successive_halving_counts_a_retried_trial_once(retry_reported):
+    """A killed worker's trial (FAIL) is run again from the start by its retry: once the retry
+    has reported at a rung, the two are one configuration and count once there; until then the
+    first run's report is the configuration's. Five trials at epoch 1 keep one (5 // 3), six keep
+    two: the twice-counted run would let the second best through."""
+    from twolayer_xp.app.sweep import pruning
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(value, state, **system_attrs):
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params={"x": 0.5}, distributions=dist, value=value if state.name == "COMPLETE" else None,
+            intermediate_values={} if value is None else {1: value}, system_attrs=system_attrs,
+        ))  # fmt: skip
+        return study.get_trials(deepcopy=False)[-1]
+
+    State = optuna.trial.TrialState
+    killed = add(0.1, State.FAIL)  # trial 0: its worker died after the rung
+    for value in (0.9, 0.5, 0.4, 0.05):
+        add(value, State.COMPLETE)
+    retry = {"failed_trial": killed.number, "retry_history": [killed.number]}
+    add(0.1 if retry_reported else None, State.RUNNING, **retry)
+    second = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values.get(1) == 0.5][0]
+    # Retry reported: 0.9, 0.5, 0.4, 0.1, 0.05 count (five: the best alone goes on); not yet:
+    # the killed run's 0.1 counts instead, the same five values. Counted twice: six, two go on.
+    assert pruning.Halving().prune(study, second) is True
+    later = add(0.45, State.RUNNING)  # a sixth configuration: now two go on, 0.9 and 0.5
+    assert pruning.Halving().prune(study, second) is False
+    assert pruning.Halving().prune(study, later) is True
+
+
 def test_a_study_keeps_its_pruner(tmp_path, capsys):
     """Every worker of a study prunes alike; a study stored before pruning existed pruned nothing."""
     from twolayer_xp.app.sweep.report import SEARCH_ATTR

@@ -95,11 +95,16 @@ class Halving:
         value = trial.intermediate_values[step]
         if math.isnan(value):
             return True
-        others = (
-            t.intermediate_values.get(step)
-            for t in study.get_trials(deepcopy=False)
-            if t.number != trial.number
-        )
+        trials = study.get_trials(deepcopy=False)
+        # A killed worker's trial is run again from the start by a retry (Optuna's retry_history
+        # lists the runs before it): a run whose retry reached this rung counts once, as the retry.
+        skipped = {trial.number} | {
+            n
+            for t in trials
+            if step in t.intermediate_values
+            for n in t.system_attrs.get("retry_history", ())
+        }
+        others = (t.intermediate_values.get(step) for t in trials if t.number not in skipped)
         reached = sorted([value, *(v for v in others if v is not None and not math.isnan(v))], reverse=True)
         return value < reached[max(len(reached) // REDUCTION_FACTOR, 1) - 1]
 
