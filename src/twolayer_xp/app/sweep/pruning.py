@@ -79,14 +79,16 @@ class Halving:
     reached their budget at ``s`` included. A halving study reports at its rungs only
     (``report_epochs``), so every report is a rung.
 
-    What Optuna's SuccessiveHalvingPruner does, with two differences. The values a rung compares
+    What Optuna's SuccessiveHalvingPruner does, with three differences. The values a rung compares
     are the reports themselves: no copy of each is written as a rung record (a storage write per
     report). And a population's members, which all report before any is decided (``stopped``),
     are judged against each other as a whole, so the decision does not depend on the order they
     are asked in; Optuna's pruner, asked member by member, compares a member only with the
     members asked before it, so it lets the first member of a new study through unconditionally
     and each of the next ones if it beats those before it (measured:
-    benchmarks/test_sweep_pruning.py, docs/sweep-search.md)."""
+    benchmarks/test_sweep_pruning.py, docs/sweep-search.md). And a killed worker's trial and the
+    retry that runs it again count once at a rung (Optuna's copies the rung records to the
+    retry, which then skips the rungs its first run passed)."""
 
     def prune(self, study, trial) -> bool:
         step = trial.last_step
