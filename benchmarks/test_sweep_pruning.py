@@ -103,9 +103,8 @@ def optuna_halving(pruning):
     def made(optuna, name, search, num_train):
         if name != "halving":
             return make(optuna, name, search, num_train)
-        first = 1 if num_train is None else pruning.stride(search, num_train)
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=first, reduction_factor=pruning.REDUCTION_FACTOR
+            min_resource=pruning.min_resource(search, num_train), reduction_factor=pruning.REDUCTION_FACTOR
         )
 
     return made

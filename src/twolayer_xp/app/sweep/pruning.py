@@ -39,6 +39,12 @@ def stride(search: dict, num_train: int) -> int:
     return max(1, math.ceil(longest(search, num_train) / MAX_REPORTS))
 
 
+def min_resource(search: dict, num_train: int | None) -> int:
+    """The epoch of a trial's first report, where a rung-based pruner's first rung is; 1 for a
+    study opened without data (``num_train`` None)."""
+    return 1 if num_train is None else stride(search, num_train)
+
+
 def report_epochs(name: str, search: dict, num_train: int) -> set[int]:
     """Epochs at which the trials of a study with pruner ``name`` report: none without one; every
     ``stride``-th; successive halving's rungs, those that leave a trial more than a
@@ -62,9 +68,8 @@ def make(optuna, name: str, search: dict, num_train: int | None):
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1)
     if name == "halving":  # its rungs are the steps the trials report at (report_epochs)
         return Halving()
-    first = 1 if num_train is None else stride(search, num_train)
     return optuna.pruners.HyperbandPruner(
-        min_resource=first,
+        min_resource=min_resource(search, num_train),
         max_resource="auto" if num_train is None else longest(search, num_train),
         reduction_factor=REDUCTION_FACTOR,
     )
