@@ -76,6 +76,22 @@ def rounds(shape_name: str) -> int:
 WIDER_SEARCH = dict(hidden_size="32,64,128,256", learning_rate_decay="0.9:1.0")
 
 
+def sweep_seeds() -> tuple[int, ...]:
+    """TPE seeds the sweep benchmarks repeat each comparison for (their verdict is the median over
+    them): 0, 1, 2, or the comma-separated ints in TWOLAYER_XP_BENCH_SEEDS (e.g. ``3,4,5,6,7``, to
+    check a verdict on seeds it was not chosen on); quick runs use seed 0 alone."""
+    text = os.environ.get("TWOLAYER_XP_BENCH_SEEDS")
+    if QUICK or text is None:
+        return (0,) if QUICK else (0, 1, 2)
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"TWOLAYER_XP_BENCH_SEEDS must be distinct comma-separated ints, got {text!r}")
+    return seeds
+
+
 def seeded_tpe(monkeypatch, optuna, seed: int) -> None:
     """The sweep's TPE sampler seeded with ``seed``, for the sweep benchmarks: their studies have
     one worker each, so a seeded sampler makes a study repeatable, and a comparison can be

@@ -20,14 +20,14 @@ import statistics
 
 import pytest
 
-from conftest import QUICK, WIDER_SEARCH, seeded_tpe
+from conftest import QUICK, WIDER_SEARCH, seeded_tpe, sweep_seeds
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
 TRIALS = 6 if QUICK else 128
 POPULATION = 3 if QUICK else 16
 NUM_ITERS = 60 if QUICK else 1000
-SEEDS = (0,) if QUICK else (0, 1, 2)
+SEEDS = sweep_seeds()
 OPTUNA_HALVING = "halving (Optuna's)"
 
 

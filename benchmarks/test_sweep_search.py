@@ -11,14 +11,14 @@ import statistics
 
 import pytest
 
-from conftest import QUICK, WIDER_SEARCH, seeded_tpe
+from conftest import QUICK, WIDER_SEARCH, seeded_tpe, sweep_seeds
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
 TRIALS = 4 if QUICK else 128
 POPULATION = 4 if QUICK else 32
 NUM_ITERS = 50 if QUICK else 1000
-SEEDS = (0,) if QUICK else (0, 1, 2)
+SEEDS = sweep_seeds()
 
 
 def test_wider_search_vs_lr_reg_only(benchmark, tmp_path, monkeypatch):
