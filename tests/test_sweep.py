@@ -455,6 +455,39 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good):
     assert "5 results (1 completed, 4 pruned, 0 diverged)" in result["summary"]
 
 
+def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path):
+    """1300 rows in batches of 64 (20.3 iterations an epoch): CS231n's float rule marks no epoch
+    end after step 0, so the trials report at passes of the training set instead: epoch e after
+    ceil(20.3125 e) + 1 iterations, the accuracy there that of a population trained so far. The
+    hopeless four stop at the first rung (epoch 1, 22 iterations), the good one reports at 1 and 3."""
+    from twolayer_xp import Population
+    from twolayer_xp.app.sweep import SweepConfig, run_sweep
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = SweepConfig(trials=5, population=5, sampler="random", pruner="halving", out=str(tmp_path),
+                         num_iters=210, batch_size=64, hidden_size=16, dtype="float32")  # fmt: skip
+    study = open_study(optuna, open_storage(storage), config, num_train=1300)
+    chosen = [FIRST[0], *((0.01 * (1 + k / 100), 1e-4) for k in range(4))]
+    for lr, reg in chosen:
+        study.enqueue_trial({"learning_rate": lr, "reg": reg})
+    result = run_sweep(config)
+    trials = check_results(study_trials(storage), 5)
+    assert [outcome(t) for t in trials] == ["completed"] + ["pruned"] * 4
+    assert sorted(trials[0].intermediate_values) == [1, 3]
+    ds = data.load("digits", dtype="float32")
+    pop = Population(
+        ds.num_features, 16, ds.num_classes, size=5, std=config.std, dtype="float32", rng=config.seed
+    )
+    pop.train(ds.X_train, ds.y_train, ds.X_val, ds.y_val, num_iters=22, batch_size=64,
+              learning_rate=[lr for lr, _ in chosen], reg=[reg for _, reg in chosen],
+              learning_rate_decay=config.learning_rate_decay)  # fmt: skip
+    val = pop.accuracy(ds.X_val, ds.y_val)
+    assert [t.intermediate_values[1] for t in trials] == list(val)
+    assert [r["pruned_at_epoch"] for r in check_csv(tmp_path, trials)] == ["", "1", "1", "1", "1"]
+    assert result["samples"] == 64 * (5 * 22 + (210 - 22))
+
+
 @pytest.mark.parametrize("retry_reported", [True, False])
 def test_successive_halving_counts_a_retried_trial_once(retry_reported):
     """A killed worker's trial (FAIL) is run again from the start by its retry: once the retry

@@ -2,9 +2,9 @@
 or Optuna's median or Hyperband), and the epochs at which a population reports its members' validation
 accuracy to it.
 
-A trial reports at epoch ends (CS231n's: after iteration ``t`` with ``t % max(N / B, 1) == 0``),
-the step being the number of epoch ends passed (the epochs done when N / B is whole; CS231n's
-float rule makes them rarer otherwise): at every ``stride``-th one (median, Hyperband: at most
+A trial reports at epoch ends (``report_points``: CS231n's, after iteration ``t`` with
+``t % max(N / B, 1) == 0``, where N / B is whole; passes of the training set otherwise), the step
+being the epochs done: at every ``stride``-th one (median, Hyperband: at most
 ``MAX_REPORTS`` reports), or, for successive halving, at its rungs only (``stride`` times powers
 of ``REDUCTION_FACTOR``): a report between rungs changes nothing and costs a storage write and a
 read. The epochs are the same for every trial of a study (they come from the study's stored
@@ -120,20 +120,25 @@ class Halving:
 
 
 def report_points(num_train: int, batch_size: int, budget: int, epochs: set[int]) -> dict[int, int]:
-    """{iterations done: epochs done} at which a population of ``batch_size`` trained up to
-    ``budget`` iterations reports: the epoch ends in ``epochs`` up to the budget. An epoch end
-    is iteration t (0-based) with CS231n's float rule t % max(N / B, 1) == 0; it is recorded
-    after step t, so a segment ending at t + 1 iterations holds it last."""
-    if not epochs:  # no pruner: nothing to walk the iterations for
-        return {}
-    per_epoch = max(num_train / batch_size, 1)
-    points, epoch = {}, 0
-    for t in range(1, budget):
-        if t % per_epoch == 0:
-            epoch += 1
-            if epoch in epochs:
-                points[t + 1] = epoch
+    """{iterations done: epoch} at which a population of ``batch_size`` trained up to ``budget``
+    iterations reports: the ends of the epochs in ``epochs`` before its budget's end. Epoch e
+    ends at step t = ceil(e max(N / B, 1)) (0-based), and is reported after it, at t + 1
+    iterations: CS231n's epoch end (t % max(N / B, 1) == 0) when N / B is whole. Where it is not,
+    CS231n's float rule marks no epoch end after step 0 (nothing would ever report), so an epoch
+    is counted as ``--epochs`` counts it, a pass of max(N / B, 1) iterations rounded up."""
+    points = {}
+    for epoch in sorted(epochs):
+        # ceil(e N / B) in integers: e * (N / B) in floats can land a hair above a whole number
+        step = epoch if batch_size >= num_train else -(-epoch * num_train // batch_size)
+        if step < budget:
+            points[step + 1] = epoch
     return points
+
+
+def in_history(num_train: int, batch_size: int) -> bool:
+    """Whether every report point is one of CS231n's epoch ends, after which the training history
+    holds the members' validation accuracy: when N / B is whole, or B >= N (an epoch a step)."""
+    return batch_size >= num_train or num_train % batch_size == 0
 
 
 def stopped(optuna, study, trial_ids: list) -> list[bool]:

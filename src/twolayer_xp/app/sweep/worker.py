@@ -243,8 +243,8 @@ class Worker:
             done, diverged = end, stats["diverged"]
             finishing = (budgets[live] == end) | diverged
             dropped = np.zeros(len(live), dtype=bool)
-            if end in reports:  # the segment's last step is an epoch end: its accuracy is on the host
-                val = stats["val_acc_history"][:, -1]
+            if end in reports:
+                val = self._val_accuracy(pop, stats, B)
                 dropped = self._report([trials[k] for k in live], val, reports[end], finishing, diverged)
             if finishing.any():
                 self._finish(pop, [trials[k] for k in live], [settings[k] for k in live], finishing, diverged)
@@ -253,6 +253,17 @@ class Worker:
                 break
             if not keep.all():
                 pop, live = pop.subset(np.flatnonzero(keep)), live[keep]
+
+    def _val_accuracy(self, pop, stats: dict, batch_size: int) -> np.ndarray:
+        """The members' validation accuracy at the end of a segment that ends at a report point:
+        the training history's last entry, on the host already, where report points are CS231n's
+        epoch ends; else one evaluation (at the segment's end, where the host syncs anyway)."""
+        if pruning.in_history(len(self.ds.y_train), batch_size):
+            return stats["val_acc_history"][:, -1]
+        start = time.perf_counter()
+        val = pop.accuracy(*self.placed["val"])
+        self.last_train_seconds += time.perf_counter() - start
+        return val
 
     def _report(self, trials: list, val, epoch: int, finishing, diverged) -> np.ndarray:
         """Report val[k] at step ``epoch`` to trials[k] (member k), and tell those the pruner
