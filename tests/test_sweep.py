@@ -232,6 +232,29 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, expected):
     assert expected in one_error_line(capsys)
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--std", "1e-3:1e30"], "std is so large that the initial weights or scores overflow float32"),
+        (["--std", "1e30"], "std is so large"),
+        (
+            ["--hidden-size", "8,99999999999999999999", "--population", "4"],
+            "a population of 4 nets with input_size=64, hidden_size=99999999999999999999",
+        ),
+    ],
+)
+def test_a_search_whose_largest_nets_cannot_be_made_is_refused_before_anything_is_written(
+    tmp_path, capsys, args, expected
+):
+    """The largest hidden size (times --population) and std of the search are checked before
+    --out or the storage exists: failing in the first population instead left the study with
+    running trials that every retry failed again."""
+    out = tmp_path / "out"
+    assert cli.main(["sweep", "--out", str(out), "--quiet", "--trials", "2", "--num-iters", "20", *args]) == 2
+    assert expected in one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_a_study_keeps_its_search_space(tmp_path, capsys):
     args = [
         "sweep",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from twolayer_xp import TwoLayerNet
+from twolayer_xp import Population, TwoLayerNet
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,10 @@ def test_a_net_too_big_for_memory_is_refused_at_once():
     memory overcommit, a swapping machine) from the allocator."""
     with pytest.raises(ValueError, match=r"hidden_size=10000000000, .* use a smaller hidden_size"):
         TwoLayerNet(64, 10**10, 10)
+    with pytest.raises(
+        ValueError, match=r"population of 4 nets .* hidden_size=10000000000, .* or fewer members"
+    ):
+        Population(64, 10**10, 10, size=4)  # names each member's hidden size, not the 4x wide layer
 
 
 @pytest.mark.parametrize(
@@ -235,8 +239,6 @@ def test_accuracy_of_device_arrays_is_one_sync_and_predict_none(case_id, make_ne
 
 @pytest.mark.parametrize("case_id", ["numpy", "strict-device1"])
 def test_population_accuracy_of_device_arrays_is_one_sync_and_predict_none(case_id, backend_of, blobs, syncs):
-    from twolayer_xp import Population
-
     X, y = blobs(n=60, d=4, c=3)
     where = backend_of(case_id)
     pop = Population(4, 5, 3, size=3, std=0.5, rng=0, backend=where.name, device=where.device)

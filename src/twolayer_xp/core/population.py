@@ -49,7 +49,7 @@ class Population(device_model.DeviceModel):
         self.dtype = self.backend.dtype(dtype)
         self.state = training.TrainingState(HostRNG(rng))
         self.hyperparameters: dict = {"std": stds}
-        resources.check_net(D, K * H, C, self.dtype_name, self.backend.host_memory)
+        resources.check_net(D, H, C, self.dtype_name, self.backend.host_memory, members=K)
         shapes = kernels.param_shapes(D, H, C)
         W1s, W2s = [], []
         for k in range(K):  # member by member, W1 then W2: K TwoLayerNet constructions in a row

@@ -75,15 +75,23 @@ def _refuse_over(need: int, message: str) -> None:
         raise ValueError(message.format(need=_size(need), have=_size(have)))
 
 
-def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool) -> None:
-    """ValueError in one line when a ``TwoLayerNet(D, H, C)`` cannot fit in host memory: its
-    weights are drawn on the host in float64 (two arrays: the draw and ``std *`` it), and a
-    host backend (numpy) then keeps the params there too. Asking the allocator instead would
-    fail with a MemoryError at best, and with overcommit let the system swap or kill at worst."""
-    weights = D * H + H * C
-    need = 2 * weights * ITEMSIZE["float64"] + (weights + H + C) * ITEMSIZE[dtype] * params_on_host
+def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool, members: int = 1) -> None:
+    """ValueError in one line when a ``TwoLayerNet(D, H, C)``, or a Population of ``members``
+    of them, cannot fit in host memory: its weights are drawn on the host in float64 (two arrays:
+    the draw and ``std *`` it), and a host backend (numpy) then keeps the params there too. Asking
+    the allocator instead would fail with a MemoryError at best, and with overcommit let the
+    system swap or kill at worst."""
+    weights = members * (D * H + H * C)
+    need = (
+        2 * weights * ITEMSIZE["float64"] + (weights + members * (H + C)) * ITEMSIZE[dtype] * params_on_host
+    )
+    shape = f"input_size={D}, hidden_size={H}, output_size={C}"
+    what, fix = (
+        (f"a net with {shape}", "hidden_size")
+        if members == 1
+        else (f"a population of {members} nets with {shape}", "hidden_size or fewer members")
+    )
     _refuse_over(
         need,
-        f"a net with input_size={D}, hidden_size={H}, output_size={C} needs about {{need}} "
-        "of host memory for its weights but {have} is available; use a smaller hidden_size",
+        f"{what} needs about {{need}} of host memory for its weights but {{have}} is available; use a smaller {fix}",
     )

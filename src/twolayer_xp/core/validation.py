@@ -103,10 +103,15 @@ def per_member(name: str, value: Any, size: int) -> np.ndarray:
 def initial_weights(weights: dict, dtype: str, num_features: int) -> None:
     """Refuse a ``std`` whose weights, or the scores they give on inputs of order 1, overflow
     ``dtype``: such a net starts at inf/NaN, and training would only report it later."""
+    scales = [float(np.max(np.abs(w), initial=0.0)) for w in weights.values()]
+    initial_scales(scales, len(weights["W2"]), dtype, num_features)
+
+
+def initial_scales(scales: list, hidden_size: int, dtype: str, num_features: int) -> None:
+    """``initial_weights``' check from the largest |W1| and |W2| (``scales``) alone."""
     top = float(np.finfo(dtype).max)
-    scale = [float(np.max(np.abs(w), initial=0.0)) for w in weights.values()]
-    bound = num_features * scale[0] * len(weights["W2"]) * scale[1]  # |scores| for |x| <= 1
-    if not all(s < top for s in scale) or not bound < top:
+    bound = num_features * scales[0] * hidden_size * scales[1]  # |scores| for |x| <= 1
+    if not all(s < top for s in scales) or not bound < top:
         raise ValueError(
             f"std is so large that the initial weights or scores overflow {dtype}; use a smaller std"
         )

@@ -25,8 +25,8 @@ from twolayer_xp.app.sweep.study import (
     with_pruner,
     workers_on_host,
 )
-from twolayer_xp.backend import resolve
-from twolayer_xp.core import kernels, threads
+from twolayer_xp.backend import dtype_name, resolve
+from twolayer_xp.core import kernels, resources, threads, validation
 from twolayer_xp.core.population import Population
 from twolayer_xp.io import files
 
@@ -48,6 +48,7 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     data = configs.RunConfig(dataset=config.dataset, dtype=config.dtype, label_column=config.label_column)
     ds = runs.load_data(data.resolved())
     placed = _placed(ds, config)
+    _check_largest(config, ds)
     with files.made_folder(config.out, "--out") as out:
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
@@ -104,6 +105,20 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
     }
     result["summary"] = report.summary(config, trials, result)
     return result
+
+
+def _check_largest(config: SweepConfig, ds) -> None:
+    """Refuse the search's largest nets before --out or the storage is touched, as a plain
+    --hidden-size or --std is refused by the net itself (a population failing mid-study would
+    leave its trials running, and their retries would fail alike): --population members of the
+    largest hidden size must fit in memory, and the largest std must not overflow the dtype, its
+    draws taken as 10 std (a normal deviate passes 10 with probability ~1e-23)."""
+    backend = resolve(config.device, config.backend)
+    dtype = dtype_name(backend.dtype(config.dtype))
+    H, std = int(space.bounds(config.hidden_size)[1]), float(space.bounds(config.std)[1])
+    D, C = ds.num_features, ds.num_classes
+    resources.check_net(D, H, C, dtype, backend.host_memory, members=config.population)
+    validation.initial_scales([10 * std, 10 * std], H, dtype, D)
 
 
 def _placed(ds, config: SweepConfig) -> dict:
