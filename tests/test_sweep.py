@@ -216,6 +216,7 @@ def one_error_line(capsys):
         (["--epochs", "3", "--num-iters", "5"], "give one of them"),
         (["--sampler", "grid", "--grid-lr", "1", "--grid-reg", "1", "--hidden-size", "8,16"], "one value"),
         (["--storage", "not a url"], "not a database URL"),
+        (["--study", ""], "--study is empty"),
         (["--storage", "nosuchdb://x/y"], "not a database URL"),
         (
             ["--storage", f"postgresql+psycopg://nobody@127.0.0.1:{postgres.free_port()}/db"],

@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     shared = {name: configs.SETTINGS[name] for name in SHARED_SETTINGS}
     for name in SEARCHED:  # a value, or what to search: see docs/sweep-search.md
-        help = f"{shared[name].help}: {space.SYNTAX}, {'log' if space.SCALES[name] else 'linear'} scale"
+        what = (
+            "SGD iterations per trial" if name == "num_iters" else shared[name].help
+        )  # not train's resume note
+        help = f"{what}: {space.SYNTAX}, {'log' if space.SCALES[name] else 'linear'} scale"
         shared[name] = shared[name]._replace(help=help)
     types = {name: searchable(name) for name in SEARCHED}
     add_settings({group: parser for group in {s.group for s in shared.values()}}, shared, CONSTRAINTS, types)
@@ -55,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=checked("population", CONSTRAINTS),
         default=DEFAULT_POPULATION,
         metavar="K",
-        help=f"trials trained together as one Population (default {DEFAULT_POPULATION})",
+        help="trials asked at a time, trained as one Population per (hidden size, batch size) "
+        f"among them (default {DEFAULT_POPULATION})",
     )
     a(
         "--sampler",

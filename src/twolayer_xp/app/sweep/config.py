@@ -102,6 +102,8 @@ class SweepConfig:
         default_out = Path("runs") / f"sweep-{configs.label(self.dataset)}"
         self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
         self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
+        if self.study == "":
+            raise ValueError("--study is empty: give a name, or leave it out for the default")
         self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
         if len(self.study) > MAX_STUDY_NAME:
             raise ValueError(
