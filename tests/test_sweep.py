@@ -239,7 +239,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, expected):
         (["--std", "1e-3:1e30"], "std is so large that the initial weights or scores overflow float32"),
         (["--std", "1e30"], "std is so large"),
         (
-            ["--hidden-size", "8,99999999999999999999", "--population", "4"],
+            ["--hidden-size", "8,99999999999999999999", "--population", "4", "--trials", "4"],
             "a population of 4 nets with input_size=64, hidden_size=99999999999999999999",
         ),
     ],
@@ -254,6 +254,22 @@ def test_a_search_whose_largest_nets_cannot_be_made_is_refused_before_anything_i
     assert cli.main(["sweep", "--out", str(out), "--quiet", "--trials", "2", "--num-iters", "20", *args]) == 2
     assert expected in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_the_largest_population_is_judged_as_trained_and_as_it_can_be(tmp_path, capsys, monkeypatch):
+    """With 300 MiB free, 4 float64 nets of 8000 units can be built but not trained and evaluated
+    on digits' 1300 training rows (~460 MiB): refused before anything is written, naming the
+    flags. 2 trials never make a population of more than 2 (whatever --population says): ~230 MiB."""
+    from twolayer_xp.core import resources
+
+    monkeypatch.setattr(resources, "available_bytes", lambda: 300 * 2**20)
+    args = ["sweep", "--quiet", "--num-iters", "20", "--hidden-size", "8000", "--dtype", "float64"]
+    out = tmp_path / "four"
+    assert cli.main([*args, "--out", str(out), "--trials", "4", "--population", "4"]) == 2
+    line = one_error_line(capsys)
+    assert "this run needs about" in line and "--hidden-size, --batch-size or --population" in line
+    assert not out.exists()
+    assert cli.main([*args, "--out", str(tmp_path / "two"), "--trials", "2"]) == 0  # --population 16
 
 
 def test_a_study_keeps_its_search_space(tmp_path, capsys):

@@ -111,7 +111,8 @@ def test_a_net_too_big_for_memory_is_refused_at_once():
     with pytest.raises(ValueError, match=r"hidden_size=10000000000, .* use a smaller hidden_size"):
         TwoLayerNet(64, 10**10, 10)
     with pytest.raises(
-        ValueError, match=r"population of 4 nets .* hidden_size=10000000000, .* or fewer members"
+        ValueError,
+        match=r"population of 4 nets .* hidden_size=10000000000, .* use a smaller hidden_size or size",
     ):
         Population(64, 10**10, 10, size=4)  # names each member's hidden size, not the 4x wide layer
 

@@ -26,9 +26,16 @@ def run_bytes(D: int, H: int, C: int, batch_size: int, rows: dict, itemsize: int
     return params + step + evaluate
 
 
-def check_run(config, num_features: int, num_classes: int, rows: dict, members: int = 1) -> None:
+def check_run(
+    config,
+    num_features: int,
+    num_classes: int,
+    rows: dict,
+    members: int = 1,
+    remedy: str = "--hidden-size or --batch-size",
+) -> None:
     """ValueError in one line when ``config`` cannot fit in host memory (CPU runs; a GPU's
-    memory is only known once it is in use)."""
+    memory is only known once it is in use); ``remedy``: the flags that make it smaller."""
     if config.device not in (None, "cpu"):
         return
     need = run_bytes(
@@ -44,7 +51,7 @@ def check_run(config, num_features: int, num_classes: int, rows: dict, members: 
         need,
         f"this run needs about {{need}} of memory (hidden_size={config.hidden_size}, "
         f"batch_size={config.batch_size}, {sum(rows.values())} rows) but {{have}} is available; "
-        "use a smaller --hidden-size or --batch-size",
+        f"use a smaller {remedy}",
     )
 
 
@@ -75,23 +82,23 @@ def _refuse_over(need: int, message: str) -> None:
         raise ValueError(message.format(need=_size(need), have=_size(have)))
 
 
-def check_net(D: int, H: int, C: int, dtype: str, params_on_host: bool, members: int = 1) -> None:
+def check_net(
+    D: int, H: int, C: int, dtype: str, params_on_host: bool, members: int = 1, remedy: str | None = None
+) -> None:
     """ValueError in one line when a ``TwoLayerNet(D, H, C)``, or a Population of ``members``
     of them, cannot fit in host memory: its weights are drawn on the host in float64 (two arrays:
     the draw and ``std *`` it), and a host backend (numpy) then keeps the params there too. Asking
     the allocator instead would fail with a MemoryError at best, and with overcommit let the
-    system swap or kill at worst."""
+    system swap or kill at worst. ``remedy``: the arguments that make it smaller (default: the
+    net's, or the Population's ``hidden_size or size``)."""
     weights = members * (D * H + H * C)
     need = (
         2 * weights * ITEMSIZE["float64"] + (weights + members * (H + C)) * ITEMSIZE[dtype] * params_on_host
     )
     shape = f"input_size={D}, hidden_size={H}, output_size={C}"
-    what, fix = (
-        (f"a net with {shape}", "hidden_size")
-        if members == 1
-        else (f"a population of {members} nets with {shape}", "hidden_size or fewer members")
-    )
+    what = f"a net with {shape}" if members == 1 else f"a population of {members} nets with {shape}"
+    remedy = remedy or ("hidden_size" if members == 1 else "hidden_size or size")
     _refuse_over(
         need,
-        f"{what} needs about {{need}} of host memory for its weights but {{have}} is available; use a smaller {fix}",
+        f"{what} needs about {{need}} of host memory for its weights but {{have}} is available; use a smaller {remedy}",
     )

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np  # host side: per-trial budgets and flags
 
@@ -108,16 +109,24 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
 
 
 def _check_largest(config: SweepConfig, ds) -> None:
-    """Refuse the search's largest nets before --out or the storage is touched, as a plain
-    --hidden-size or --std is refused by the net itself (a population failing mid-study would
-    leave its trials running, and their retries would fail alike): --population members of the
-    largest hidden size must fit in memory, and the largest std must not overflow the dtype, its
-    draws taken as 10 std (a normal deviate passes 10 with probability ~1e-23)."""
+    """Refuse the search's largest nets before --out or the storage is touched, with the checks a
+    net or population makes when it is built and trained (failing in a population instead would
+    leave its trials running, and their retries would fail alike): the most members a population
+    can have, of the largest hidden size, must fit in memory, built and trained on the largest
+    batch; the largest std must not overflow the dtype, its draws taken as 10 std (a normal
+    deviate passes 10 with probability ~1e-23; a net of a std up to ~2.5x below the net's own
+    limit may then be refused, one that overflows nearly at once anyway)."""
     backend = resolve(config.device, config.backend)
     dtype = dtype_name(backend.dtype(config.dtype))
-    H, std = int(space.bounds(config.hidden_size)[1]), float(space.bounds(config.std)[1])
-    D, C = ds.num_features, ds.num_classes
-    resources.check_net(D, H, C, dtype, backend.host_memory, members=config.population)
+    H, B = (int(space.bounds(getattr(config, name))[1]) for name in ("hidden_size", "batch_size"))
+    std = float(space.bounds(config.std)[1])
+    D, C, K = ds.num_features, ds.num_classes, min(config.population, config.trials)
+    resources.check_net(
+        D, H, C, dtype, backend.host_memory, members=K, remedy="--hidden-size or --population"
+    )
+    largest = SimpleNamespace(device=config.device, hidden_size=H, batch_size=B, dtype=dtype)
+    rows = {"eval": max(min(TRAIN_EVAL_ROWS, len(ds.y_train)), len(ds.y_val), len(ds.y_test))}
+    resources.check_run(largest, D, C, rows, members=K, remedy="--hidden-size, --batch-size or --population")
     validation.initial_scales([10 * std, 10 * std], H, dtype, D)
 
 
