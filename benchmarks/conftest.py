@@ -87,8 +87,8 @@ def sweep_seeds() -> tuple[int, ...]:
         seeds = tuple(int(part) for part in text.split(","))
     except ValueError:
         seeds = ()
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"TWOLAYER_XP_BENCH_SEEDS must be distinct comma-separated ints, got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"TWOLAYER_XP_BENCH_SEEDS must be distinct comma-separated ints >= 0, got {text!r}")
     return seeds
 
 

@@ -133,16 +133,17 @@ def measures(repeats: list, bases: list) -> dict:
 def hidden_work(study) -> float:
     """Rows x nets x hidden units the study's trials trained (proportional to their arithmetic):
     what the hidden sizes TPE happened to draw weigh, which the rows x nets ratio ignores. A
-    pruned trial trained up to its last report: epoch e ends after iteration e * N / B + 1."""
+    pruned trial trained up to its last report, epoch e (pruning.report_points)."""
+    from twolayer_xp.app.sweep import space
     from twolayer_xp.io import datasets
 
-    per_epoch = len(datasets.load("digits").y_train) / 100  # the default batch size
+    N = len(datasets.load("digits").y_train)
     total = 0.0
     for t in study.get_trials(deepcopy=False):
         if "hidden_size" not in t.params:
             continue  # turned away unrun
         iterations = (
-            t.last_step * per_epoch + 1 if t.state.name == "PRUNED" else NUM_ITERS
+            space.iterations(t.last_step, N, 100) + 1 if t.state.name == "PRUNED" else NUM_ITERS
         )  # diverged: at most
         total += iterations * 100 * t.params["hidden_size"]
     return total

@@ -465,7 +465,7 @@ def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("good", [0, 4])
-def test_successive_halving_prunes_inside_the_first_population(tmp_path, good):
+def test_successive_halving_prunes_inside_the_first_population(tmp_path, good, monkeypatch):
     """Successive halving compares a report with every trial's at the same rung, running ones
     included: a population's members report together, so the first population is pruned too
     (the median pruner waits for five completed trials). One good trial and four hopeless ones,
@@ -485,7 +485,16 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good):
     hopeless = [(0.01 * (1 + k / 100), 1e-4) for k in range(4)]
     for lr, reg in [*hopeless[:good], FIRST[0], *hopeless[good:]]:
         study.enqueue_trial({"learning_rate": lr, "reg": reg})
+    from twolayer_xp import Population
+
+    evaluated, accuracy = [], Population.accuracy
+    monkeypatch.setattr(
+        Population, "accuracy", lambda pop, X, y: evaluated.append(len(y)) or accuracy(pop, X, y)
+    )
     result = run_sweep(config)
+    ds = data.load("digits")  # 1300 / 100 is whole: the reports read the training history, and the
+    # only evaluations are the completed trial's three (train, validation and test rows)
+    assert evaluated == [len(ds.y_train), len(ds.y_val), len(ds.y_test)]
     trials = check_results(study_trials(storage), 5)
     assert [outcome(t) for t in trials] == ["pruned"] * good + ["completed"] + ["pruned"] * (4 - good)
     assert all(t.last_step == 1 for t in trials if outcome(t) == "pruned")  # stopped at the first rung
@@ -496,8 +505,9 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good):
 
 
 def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path):
-    """1300 rows in batches of 64 (20.3 iterations an epoch): CS231n's float rule marks no epoch
-    end after step 0, so the trials report at passes of the training set instead: epoch e after
+    """1300 rows in batches of 64 (20.3 iterations an epoch): CS231n's float rule marks an epoch
+    end only every 325 iterations (16 passes), so the trials report at passes of the training set
+    instead: epoch e after
     ceil(20.3125 e) + 1 iterations, the accuracy there that of a population trained so far. The
     hopeless four stop at the first rung (epoch 1, 22 iterations), the good one reports at 1 and 3."""
     from twolayer_xp import Population
@@ -526,6 +536,18 @@ def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path
     assert [t.intermediate_values[1] for t in trials] == list(val)
     assert [r["pruned_at_epoch"] for r in check_csv(tmp_path, trials)] == ["", "1", "1", "1", "1"]
     assert result["samples"] == 64 * (5 * 22 + (210 - 22))
+
+
+@pytest.mark.parametrize(("N", "B"), [(1300, 100), (1300, 50), (60000, 200), (1000, 1000), (300, 500)])
+def test_report_points_are_cs231n_epoch_ends_where_n_over_b_is_whole(N, B):
+    """Where N / B is whole (or B >= N: an epoch a step) the report points are CS231n's epoch
+    ends, found here by its own float rule, step by step."""
+    from twolayer_xp.app.sweep import pruning
+
+    epochs, budget, per_epoch = {1, 2, 3, 8, 24, 70}, 2000, max(N / B, 1)
+    ends = [t for t in range(1, budget) if t % per_epoch == 0]  # 0-based steps after step 0
+    expected = {t + 1: e for e, t in enumerate(ends, start=1) if e in epochs}
+    assert pruning.in_history(N, B) and pruning.report_points(N, B, budget, epochs) == expected
 
 
 @pytest.mark.parametrize("retry_reported", [True, False])

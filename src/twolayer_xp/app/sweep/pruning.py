@@ -30,8 +30,8 @@ def longest(search: dict, num_train: int) -> int:
     budget at its largest batch size (the fewest iterations per epoch)."""
     if "epochs" in search:
         return int(space.bounds(search["epochs"])[1])
-    per_epoch = max(num_train / space.bounds(search["batch_size"])[1], 1)
-    return max(1, math.floor(space.bounds(search["num_iters"])[1] / per_epoch))
+    num_iters, batch_size = (int(space.bounds(search[name])[1]) for name in ("num_iters", "batch_size"))
+    return max(1, space.epochs_in(num_iters, num_train, batch_size))
 
 
 def stride(search: dict, num_train: int) -> int:
@@ -122,14 +122,14 @@ class Halving:
 def report_points(num_train: int, batch_size: int, budget: int, epochs: set[int]) -> dict[int, int]:
     """{iterations done: epoch} at which a population of ``batch_size`` trained up to ``budget``
     iterations reports: the ends of the epochs in ``epochs`` before its budget's end. Epoch e
-    ends at step t = ceil(e max(N / B, 1)) (0-based), and is reported after it, at t + 1
-    iterations: CS231n's epoch end (t % max(N / B, 1) == 0) when N / B is whole. Where it is not,
-    CS231n's float rule marks no epoch end after step 0 (nothing would ever report), so an epoch
-    is counted as ``--epochs`` counts it, a pass of max(N / B, 1) iterations rounded up."""
+    ends at step t = ceil(e max(N / B, 1)) (0-based, ``space.iterations``), and is reported after
+    it, at t + 1 iterations: CS231n's epoch end (t % max(N / B, 1) == 0) when N / B is whole.
+    Where it is not, CS231n's float rule marks one only every q passes, N / B being p / q in
+    lowest terms (16 for 1300 / 64), or never after step 0 (1299 / 100, not exact in binary),
+    so an epoch is counted as ``--epochs`` counts it, a pass rounded up to whole iterations."""
     points = {}
     for epoch in sorted(epochs):
-        # ceil(e N / B) in integers: e * (N / B) in floats can land a hair above a whole number
-        step = epoch if batch_size >= num_train else -(-epoch * num_train // batch_size)
+        step = space.iterations(epoch, num_train, batch_size)
         if step < budget:
             points[step + 1] = epoch
     return points

@@ -10,8 +10,6 @@ tuple (low, high).
 
 from __future__ import annotations
 
-import math
-
 from twolayer_xp.app.flags import flag
 from twolayer_xp.core import validation
 
@@ -98,8 +96,14 @@ def shown_setting(name: str, value) -> str:
 
 def iterations(epochs: int, num_train: int, batch_size: int) -> int:
     """SGD iterations of ``epochs`` passes, rounded up, an epoch being CS231n's max(N / B, 1)
-    iterations."""
-    return math.ceil(epochs * max(num_train / batch_size, 1))
+    iterations: ceil(E N / B) in integers (E * (N / B) in floats can land a hair above a whole
+    number, and round up one iteration too many)."""
+    return epochs if batch_size >= num_train else -(-epochs * num_train // batch_size)
+
+
+def epochs_in(num_iters: int, num_train: int, batch_size: int) -> int:
+    """Whole epochs (as ``iterations`` counts them) in ``num_iters`` iterations."""
+    return num_iters if batch_size >= num_train else num_iters * batch_size // num_train
 
 
 def bounds(search) -> tuple:
