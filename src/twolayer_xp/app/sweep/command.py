@@ -26,6 +26,9 @@ from twolayer_xp.app.sweep.worker import run_sweep
 # -- the command line -----------------------------------------------------------------------------
 
 
+SWEEP_HELP = {"num_iters": "SGD iterations per trial"}  # train's own help speaks of resumed runs
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every ``sweep`` flag, with its help, on ``parser`` (the CLI's ``sweep`` subparser).
 
@@ -34,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     shared = {name: configs.SETTINGS[name] for name in SHARED_SETTINGS}
     for name in SEARCHED:  # a value, or what to search: see docs/sweep-search.md
-        what = (
-            "SGD iterations per trial" if name == "num_iters" else shared[name].help
-        )  # not train's resume note
+        what = SWEEP_HELP.get(name, shared[name].help)
         help = f"{what}: {space.SYNTAX}, {'log' if space.SCALES[name] else 'linear'} scale"
         shared[name] = shared[name]._replace(help=help)
     types = {name: searchable(name) for name in SEARCHED}

@@ -48,8 +48,9 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     # device, missing data); a failure after it removes the folders this worker created empty.
     data = configs.RunConfig(dataset=config.dataset, dtype=config.dtype, label_column=config.label_column)
     ds = runs.load_data(data.resolved())
-    placed = _placed(ds, config)
-    _check_largest(config, ds)
+    backend = resolve(config.device, config.backend)
+    _check_largest(config, ds, backend)
+    placed = _placed(ds, config, backend)
     with files.made_folder(config.out, "--out") as out:
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
@@ -108,7 +109,7 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
     return result
 
 
-def _check_largest(config: SweepConfig, ds) -> None:
+def _check_largest(config: SweepConfig, ds, backend) -> None:
     """Refuse the search's largest nets before --out or the storage is touched, with the checks a
     net or population makes when it is built and trained (failing in a population instead would
     leave its trials running, and their retries would fail alike): the most members a population
@@ -116,7 +117,6 @@ def _check_largest(config: SweepConfig, ds) -> None:
     batch; the largest std must not overflow the dtype, its draws taken as 10 std (a normal
     deviate passes 10 with probability ~1e-23; a net of a std up to ~2.5x below the net's own
     limit may then be refused, one that overflows nearly at once anyway)."""
-    backend = resolve(config.device, config.backend)
     dtype = dtype_name(backend.dtype(config.dtype))
     H, B = (int(space.bounds(getattr(config, name))[1]) for name in ("hidden_size", "batch_size"))
     std = float(space.bounds(config.std)[1])
@@ -130,9 +130,8 @@ def _check_largest(config: SweepConfig, ds) -> None:
     validation.initial_scales([10 * std, 10 * std], H, dtype, D)
 
 
-def _placed(ds, config: SweepConfig) -> dict:
-    """The splits on the sweep's device, once per worker: split -> (X, y)."""
-    place = resolve(config.device, config.backend)
+def _placed(ds, config: SweepConfig, place) -> dict:
+    """The splits on the sweep's device (``place``, its backend), once per worker: split -> (X, y)."""
     splits = {
         "train": (ds.X_train, ds.y_train),
         "train_eval": (ds.X_train[:TRAIN_EVAL_ROWS], ds.y_train[:TRAIN_EVAL_ROWS]),
