@@ -257,17 +257,21 @@ def test_a_search_whose_largest_nets_cannot_be_made_is_refused_before_anything_i
 
 
 def test_the_largest_population_is_judged_as_trained_and_as_it_can_be(tmp_path, capsys, monkeypatch):
-    """With 300 MiB free, 4 float64 nets of 8000 units can be built but not trained and evaluated
-    on digits' 1300 training rows (~460 MiB): refused before anything is written, naming the
-    flags. 2 trials never make a population of more than 2 (whatever --population says): ~230 MiB."""
+    """With 600 MiB free, 4 float64 nets of 8000 units can be built but not trained and evaluated
+    on digits' 1300 training rows (~820 MiB): refused before anything is written, naming the
+    flags. 2 trials never make a population of more than 2 (whatever --population says): ~410 MiB."""
     from twolayer_xp.core import resources
 
-    monkeypatch.setattr(resources, "available_bytes", lambda: 300 * 2**20)
+    monkeypatch.setattr(resources, "available_bytes", lambda: 600 * 2**20)
     args = ["sweep", "--quiet", "--num-iters", "20", "--hidden-size", "8000", "--dtype", "float64"]
     out = tmp_path / "four"
     assert cli.main([*args, "--out", str(out), "--trials", "4", "--population", "4"]) == 2
     line = one_error_line(capsys)
-    assert "this run needs about" in line and "--hidden-size, --batch-size or --population" in line
+    assert (
+        "this run needs about" in line
+        and "x 4 nets" in line
+        and "--hidden-size, --batch-size or --population" in line
+    )
     assert not out.exists()
     assert cli.main([*args, "--out", str(tmp_path / "two"), "--trials", "2"]) == 0  # --population 16
 
@@ -548,6 +552,19 @@ def test_report_points_are_cs231n_epoch_ends_where_n_over_b_is_whole(N, B):
     ends = [t for t in range(1, budget) if t % per_epoch == 0]  # 0-based steps after step 0
     expected = {t + 1: e for e, t in enumerate(ends, start=1) if e in epochs}
     assert pruning.in_history(N, B) and pruning.report_points(N, B, budget, epochs) == expected
+
+
+def test_epochs_and_iterations_are_counted_in_integers():
+    """ceil(E N / B) and its inverse without floats: E * (N / B) lands a hair above 3900 for 27
+    epochs of 1300 rows in batches of 9 (one iteration too many), and 7800 / (1300 / 9) a hair
+    below 54 (an epoch too few in the study's longest trial)."""
+    from twolayer_xp.app.sweep import pruning, space
+
+    assert space.iterations(27, 1300, 9) == 3900 and space.epochs_in(7800, 1300, 9) == 54
+    assert pruning.longest({"num_iters": 7800, "batch_size": 9}, 1300) == 54
+    for N, B, E in [(1300, 9, 1), (1300, 64, 7), (1299, 100, 3), (50000, 300, 99), (300, 500, 4)]:
+        assert space.epochs_in(space.iterations(E, N, B), N, B) == E
+        assert space.epochs_in(space.iterations(E, N, B) - 1, N, B) == E - 1
 
 
 @pytest.mark.parametrize("retry_reported", [True, False])

@@ -18,11 +18,12 @@ ITEMSIZE = {name: np.dtype(name).itemsize for name in DTYPES}  # bytes per value
 
 def run_bytes(D: int, H: int, C: int, batch_size: int, rows: dict, itemsize: int, members: int = 1) -> int:
     """Bytes one run (or a population of ``members`` nets) allocates beyond its data, which is
-    already loaded: params, step temporaries, the largest evaluation (rows x H of the biggest
-    split) and the minibatch indices (8 bytes each)."""
+    already loaded: params, step temporaries, the largest evaluation (of the biggest split's
+    rows: the hidden layer and its ReLU mask, the bool comparison the mask is cast from, and the
+    scores) and the minibatch indices (8 bytes each)."""
     params = members * (D * H + H + H * C + C) * itemsize * PARAM_COPIES
     step = batch_size * (D + members * H * STEP_TEMPORARIES) * itemsize + 8 * batch_size
-    evaluate = max(rows.values()) * members * (H + C) * itemsize
+    evaluate = max(rows.values()) * members * ((2 * H + C) * itemsize + H)
     return params + step + evaluate
 
 
@@ -49,7 +50,8 @@ def check_run(
     )
     _refuse_over(
         need,
-        f"this run needs about {{need}} of memory (hidden_size={config.hidden_size}, "
+        f"this run needs about {{need}} of memory (hidden_size={config.hidden_size}"
+        f"{'' if members == 1 else f' x {members} nets'}, "
         f"batch_size={config.batch_size}, {sum(rows.values())} rows) but {{have}} is available; "
         f"use a smaller {remedy}",
     )

@@ -113,8 +113,8 @@ def _check_largest(config: SweepConfig, ds, backend) -> None:
     """Refuse the search's largest nets before --out or the storage is touched, with the checks a
     net or population makes when it is built and trained (failing in a population instead would
     leave its trials running, and their retries would fail alike): the most members a population
-    can have, of the largest hidden size, must fit in memory, built and trained on the largest
-    batch; the largest std must not overflow the dtype, its draws taken as 10 std (a normal
+    can have, of the largest hidden size, must fit in memory, built, trained on the largest batch
+    and evaluated on the largest split (up to TRAIN_EVAL_ROWS training rows); the largest std must not overflow the dtype, its draws taken as 10 std (a normal
     deviate passes 10 with probability ~1e-23; a net of a std up to ~2.5x below the net's own
     limit may then be refused, one that overflows nearly at once anyway)."""
     dtype = dtype_name(backend.dtype(config.dtype))
