@@ -423,6 +423,7 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
 # (learning rate, reg): five good trials to set the median, then two good and two hopeless ones.
 FIRST = [(1.0, 1e-4), (0.5, 1e-4), (2.0, 1e-5), (0.7, 1e-3), (1.5, 1e-4)]
 SECOND = [(3.0, 1e-5), (0.011, 1e-4), (2.5, 1e-4), (0.01, 1e-3)]
+HOPELESS = [(0.01 * (1 + k / 100), 1e-4) for k in range(4)]  # (lr, reg) far below FIRST[0] at epoch 1
 
 
 def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
@@ -486,8 +487,7 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good, m
                          num_iters=130, hidden_size=16)  # fmt: skip
     study = open_study(optuna, open_storage(storage), config, num_train=1300)
     assert isinstance(study.pruner, pruning.Halving)
-    hopeless = [(0.01 * (1 + k / 100), 1e-4) for k in range(4)]
-    for lr, reg in [*hopeless[:good], FIRST[0], *hopeless[good:]]:
+    for lr, reg in [*HOPELESS[:good], FIRST[0], *HOPELESS[good:]]:
         study.enqueue_trial({"learning_rate": lr, "reg": reg})
     from twolayer_xp import Population
 
@@ -522,7 +522,7 @@ def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path
     config = SweepConfig(trials=5, population=5, sampler="random", pruner="halving", out=str(tmp_path),
                          num_iters=210, batch_size=64, hidden_size=16, dtype="float32")  # fmt: skip
     study = open_study(optuna, open_storage(storage), config, num_train=1300)
-    chosen = [FIRST[0], *((0.01 * (1 + k / 100), 1e-4) for k in range(4))]
+    chosen = [FIRST[0], *HOPELESS]
     for lr, reg in chosen:
         study.enqueue_trial({"learning_rate": lr, "reg": reg})
     result = run_sweep(config)

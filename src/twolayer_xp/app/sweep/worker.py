@@ -114,9 +114,10 @@ def _check_largest(config: SweepConfig, ds, backend) -> None:
     net or population makes when it is built and trained (failing in a population instead would
     leave its trials running, and their retries would fail alike): the most members a population
     can have, of the largest hidden size, must fit in memory, built, trained on the largest batch
-    and evaluated on the largest split (up to TRAIN_EVAL_ROWS training rows); the largest std must not overflow the dtype, its draws taken as 10 std (a normal
-    deviate passes 10 with probability ~1e-23; a net of a std up to ~2.5x below the net's own
-    limit may then be refused, one that overflows nearly at once anyway)."""
+    and evaluated on the largest split (``_splits``); the largest std must not overflow the
+    dtype, its draws taken as 10 std (a normal deviate passes 10 with probability ~1e-23; a net
+    of a std up to ~2.5x below the net's own limit may then be refused, one that overflows nearly
+    at once anyway)."""
     dtype = dtype_name(backend.dtype(config.dtype))
     H, B = (int(space.bounds(getattr(config, name))[1]) for name in ("hidden_size", "batch_size"))
     std = float(space.bounds(config.std)[1])
@@ -125,19 +126,24 @@ def _check_largest(config: SweepConfig, ds, backend) -> None:
         D, H, C, dtype, backend.host_memory, members=K, remedy="--hidden-size or --population"
     )
     largest = SimpleNamespace(device=config.device, hidden_size=H, batch_size=B, dtype=dtype)
-    rows = {"eval": max(min(TRAIN_EVAL_ROWS, len(ds.y_train)), len(ds.y_val), len(ds.y_test))}
+    rows = {"eval": max(len(y) for name, (_, y) in _splits(ds).items() if name != "train")}
     resources.check_run(largest, D, C, rows, members=K, remedy="--hidden-size, --batch-size or --population")
     validation.initial_scales([10 * std, 10 * std], H, dtype, D)
 
 
-def _placed(ds, config: SweepConfig, place) -> dict:
-    """The splits on the sweep's device (``place``, its backend), once per worker: split -> (X, y)."""
-    splits = {
+def _splits(ds) -> dict:
+    """The rows a sweep trains on ("train") and evaluates (the rest): split -> (X, y), on the host."""
+    return {
         "train": (ds.X_train, ds.y_train),
         "train_eval": (ds.X_train[:TRAIN_EVAL_ROWS], ds.y_train[:TRAIN_EVAL_ROWS]),
         "val": (ds.X_val, ds.y_val),
         "test": (ds.X_test, ds.y_test),
     }
+
+
+def _placed(ds, config: SweepConfig, place) -> dict:
+    """The splits on the sweep's device (``place``, its backend), once per worker: split -> (X, y)."""
+    splits = _splits(ds)
     return {name: (place.asarray(X, dtype=config.dtype), place.asarray(y)) for name, (X, y) in splits.items()}
 
 
