@@ -19,7 +19,7 @@ import pytest
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 
 from twolayer_xp.app import cli  # noqa: E402
-from twolayer_xp.app.sweep import report, study  # noqa: E402
+from twolayer_xp.app.sweep import pruning, report, study  # noqa: E402
 
 import postgres  # noqa: E402
 
@@ -171,6 +171,58 @@ def test_a_study_that_is_not_a_sweeps_is_refused_by_name(tmp_path, capsys, kind,
     loaded = optuna.load_study(study_name="s", storage=url)
     assert [(t.number, t.state, t.params) for t in loaded.trials] == before
     assert report.SEARCH_ATTR not in loaded.user_attrs or kind in ("str", "list")
+
+
+# Two workers with different flags starting a new study at the same moment.
+
+
+def test_workers_racing_to_create_a_study_agree_on_its_search(tmp_path, monkeypatch):
+    """The worker that creates the study is slowed between creating it and storing its search; a
+    second worker, with another hidden size, joins in that gap. It must be refused against the
+    creator's search, not find nothing stored and store its own over it."""
+    from twolayer_xp.app.sweep import SweepConfig
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    created, stored = threading.Event(), []
+    set_user_attr = optuna.study.Study.set_user_attr
+
+    def slow_store(self, key, value):  # only the creator stores: the joiner finds the search
+        created.set()
+        time.sleep(1)
+        stored.append(value)
+        set_user_attr(self, key, value)
+
+    monkeypatch.setattr(optuna.study.Study, "set_user_attr", slow_store)
+    creator = SweepConfig(storage=url, out=str(tmp_path / "a"), hidden_size="8,16")
+    joiner = SweepConfig(storage=url, out=str(tmp_path / "b"), hidden_size="8,32")
+    made = []
+    thread = threading.Thread(
+        target=lambda: made.append(study.open_study(optuna, study.open_storage(url), creator))
+    )
+    thread.start()
+    assert created.wait(30)
+    with pytest.raises(ValueError, match="was created with hidden_size=8,16, this run has hidden_size=8,32"):
+        study.open_study(optuna, study.open_storage(url), joiner)
+    thread.join()
+    assert made and len(stored) == 1 and stored[0]["hidden_size"] == {"choices": [8, 16]}
+    assert (
+        optuna.load_study(study_name=creator.study, storage=url).user_attrs[report.SEARCH_ATTR] == stored[0]
+    )
+
+
+def test_an_empty_study_made_elsewhere_is_joined_after_the_wait(tmp_path, monkeypatch):
+    """A study with no search and no trials (plain Optuna's, or a creator killed before it stored
+    its search) is joined once the creator could have stored it: the wait ends, it is not a hang."""
+    from twolayer_xp.app.sweep import SweepConfig
+
+    monkeypatch.setattr(study, "SEARCH_WAIT_SECONDS", 0.5)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=url, study_name="s", direction="maximize")
+    config = SweepConfig(storage=url, out=str(tmp_path / "a"), study="s")
+    started = time.monotonic()
+    joined = study.open_study(optuna, study.open_storage(url), config)
+    assert 0.5 <= time.monotonic() - started < 10
+    assert joined.user_attrs[report.SEARCH_ATTR] == {**config.search, "pruner": pruning.DEFAULT_PRUNER}
 
 
 # PostgreSQL: a server that never answers, and one that stops mid-sweep.

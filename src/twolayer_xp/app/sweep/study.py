@@ -67,6 +67,9 @@ POSTGRES_TIMEOUTS = {
     "options": "-c statement_timeout=60000 -c lock_timeout=60000",  # ms, server side
 }
 SQLITE_LOCK_SECONDS = 60  # how long a worker waits for another's write lock (URL: ?timeout=S)
+# How long a worker joining a study that another one is creating waits for it to store the study's
+# search (a few storage writes away; under other workers' locks on a busy SQLite file, seconds).
+SEARCH_WAIT_SECONDS = 10
 
 
 class StorageFailure(OSError):
@@ -246,20 +249,25 @@ def with_pruner(storage, config: SweepConfig) -> SweepConfig:
 def open_study(optuna, storage, config: SweepConfig, num_train: int | None = None):
     """The study ``config`` names, created or joined, with its sampler and pruner (``num_train``:
     training rows, which size the pruner's epochs; ``pruning.make``); ValueError if this sweep
-    cannot join it."""
+    cannot join it.
+
+    Workers started together on a new study agree on its search: the storage lets one of them
+    create it (study names are unique), and that one stores its search; the others wait for that
+    search (``_await_search``) and are judged against it. Checking first and storing after, two
+    workers with different flags could both find nothing stored and both be let in."""
+    if not _created(optuna, storage, config.study):
+        _await_search(optuna, storage, config.study)
     config = with_pruner(storage, config)
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True),  # spread out K asks at once
         "random": lambda: optuna.samplers.RandomSampler(),
         "grid": lambda: _slot_grid(config.grid_lr, config.grid_reg),
     }[config.sampler]()
-    study = optuna.create_study(
+    study = optuna.load_study(
         storage=storage,
         study_name=config.study,
         sampler=sampler,
         pruner=pruning.make(optuna, config.pruner, config.search, num_train),
-        direction="maximize",
-        load_if_exists=True,
     )
     problem = _incompatibility(optuna, study, config)
     if problem:
@@ -267,6 +275,33 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     if study.user_attrs.get(report.SEARCH_ATTR) is None:
         study.set_user_attr(report.SEARCH_ATTR, config.search)
     return study
+
+
+def _created(optuna, storage, name: str) -> bool:
+    """Whether this worker created study ``name`` (maximizing one objective) just now; False: it
+    was there already."""
+    try:
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def _await_search(optuna, storage, name: str) -> None:
+    """Wait up to SEARCH_WAIT_SECONDS while study ``name`` looks just created by another worker
+    (one objective, maximized, no trials, no search stored yet), for its creator to store its
+    search. A study still bare after that (made empty by plain Optuna, or its creator killed
+    before storing) is joined as an empty one."""
+    study_id = storage.get_study_id_from_name(name)
+    if storage.get_study_directions(study_id) != [optuna.study.StudyDirection.MAXIMIZE]:
+        return  # not a sweep's: refused by _incompatibility
+    deadline = time.monotonic() + SEARCH_WAIT_SECONDS
+    while (
+        report.SEARCH_ATTR not in storage.get_study_user_attrs(study_id)
+        and not storage.get_all_trials(study_id, deepcopy=False)
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
 
 
 def _stored_search(user_attrs: dict):

@@ -55,8 +55,8 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
         try:
-            config = with_pruner(storage, config)
             study = open_study(optuna, storage, config, len(ds.y_train))
+            config = with_pruner(storage, config)  # the pruner open_study resolved
             report.claim_out(out, config)
             loaded = time.perf_counter()
             return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
