@@ -217,6 +217,11 @@ def one_error_line(capsys):
         (["--sampler", "grid", "--grid-lr", "1", "--grid-reg", "1", "--hidden-size", "8,16"], "one value"),
         (["--storage", "not a url"], "not a database URL"),
         (["--study", ""], "--study is empty"),
+        (
+            ["--lr", "-1:1"],
+            "argument --lr: expected one argument; a value starting with '-' is written --lr=-1:1",
+        ),
+        (["--lr-decay", "-0.9:1"], "a value starting with '-' is written --lr-decay=-0.9:1"),
         (["--storage", "nosuchdb://x/y"], "not a database URL"),
         (
             ["--storage", f"postgresql+psycopg://nobody@127.0.0.1:{postgres.free_port()}/db"],

@@ -4,6 +4,8 @@ the settings' own constraint tables."""
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 
 from twolayer_xp.core import validation
 
@@ -11,8 +13,23 @@ from twolayer_xp.core import validation
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit code 2), like every other error."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.argv = list(sys.argv[1:] if args is None else args)  # for error's hint
+        return super().parse_known_args(args, namespace)
+
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._dash_hint(message)} (see --help)\n")
+
+    def _dash_hint(self, message: str) -> str:
+        """For ``--lr -1:1``: argparse takes a value starting with '-' for a flag (unless it reads
+        as a plain negative number) and says only "expected one argument"; the hint shows the
+        form that passes the value, so that the value's own check can answer."""
+        match = re.fullmatch(r"argument (\S+): expected one argument", message)
+        argv = getattr(self, "argv", [])
+        for i, token in enumerate(argv[:-1]):
+            if match and token in match[1].split("/") and argv[i + 1].startswith("-"):
+                return f"; a value starting with '-' is written {token}={argv[i + 1]}"
+        return ""
 
 
 def flag(name: str) -> str:
