@@ -184,3 +184,17 @@ def test_ctrl_c_while_the_helper_finishes_is_the_commands_exit_code(
         gc.unfreeze()  # main() froze this process's objects, as the real command's last act
     assert "interrupted while the figure helper" in one_error_line(capsys)
     assert (tmp_path / "r" / "model.npz").exists()
+
+
+def test_pruned_trials_are_grouped_by_the_epoch_they_stopped_at():
+    """One legend entry per epoch a pruner stopped trials at, with how many: a pruner stops
+    trials at a few epochs only, so the figure names them once, not beside every ring."""
+    from twolayer_xp.app import plots
+
+    pruned = [(1e-2, 1e-3, 0.2, 2, 8), (2e-2, 1e-3, 0.3, 4, 24), (3e-2, 1e-4, 0.2, 5, 8)]
+    figure = plots.sweep_figure(*SWEEP, pruned=pruned)
+    space = figure.axes[0]
+    labels = [t.get_text() for t in space.get_legend().get_texts()]
+    assert labels[-2:] == ["pruned at epoch 8 (2)", "pruned at epoch 24 (1)"]
+    assert not space.texts  # no label beside each point
+    assert "2 completed, 3 pruned trials" in space.get_title()

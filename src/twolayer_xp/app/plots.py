@@ -133,7 +133,7 @@ def throughput_figure(rows: list[dict], title: str = "Training-step throughput")
 def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: str, pruned=()) -> Figure:
     """A sweep's trials: learning rate x reg on log axes coloured by val accuracy, and the best
     so far by trial number. done, diverged, pruned: (lr, reg, val_accuracy, number[, epoch])
-    per trial, a pruned one's epoch the step it stopped at (written beside its point); best:
+    per trial, a pruned one's epoch the step it stopped at (its ring's shade); best:
     one such tuple or None; *_range: the searched (low, high)."""
     fig = Figure(figsize=(12, 5))
     space, progress = fig.subplots(
@@ -169,12 +169,15 @@ def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: s
 
 
 def _pruned_points(ax, pruned: list) -> None:
-    """Pruned trials as grey rings, each labelled with the epoch it was stopped at."""
-    lr, reg, _, _, epochs = zip(*pruned, strict=True)
-    ax.scatter(lr, reg, marker="o", facecolors="none", edgecolors="gray", linewidths=0.6,
-               label="pruned (at epoch)")  # fmt: skip
-    for x, y, epoch in zip(lr, reg, epochs, strict=True):
-        ax.annotate(str(epoch), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6, color="gray")
+    """Pruned trials as rings, one shade of grey per epoch they were stopped at (lighter:
+    earlier), named in the legend: a pruner stops trials at a few epochs only (its rungs or
+    report points), and a label beside each of a hundred rings would bury the points."""
+    epochs = sorted({p[4] for p in pruned})
+    for i, epoch in enumerate(epochs):
+        lr, reg = zip(*[(p[0], p[1]) for p in pruned if p[4] == epoch], strict=True)
+        shade = 0.75 - 0.4 * i / max(len(epochs) - 1, 1)
+        ax.scatter(lr, reg, marker="o", facecolors="none", edgecolors=str(shade), linewidths=0.8,
+                   label=f"pruned at epoch {epoch} ({len(lr)})")  # fmt: skip
 
 
 def _padded(bounds) -> tuple[float, float]:
