@@ -327,19 +327,22 @@ def test_a_checkpoint_larger_than_any_net_is_refused_before_reading(tmp_path, mo
         TwoLayerNet.load(path)
 
 
-@pytest.mark.parametrize("where", ["flag", "variable"])
+@pytest.mark.parametrize(
+    "dataset,where",
+    [("cifar10", "--data-dir"), ("cifar10", "TWOLAYER_XP_DATA"), ("mnist", "--data-dir"),
+     ("fashion-mnist", "TWOLAYER_XP_DATA"), ("~nosuchuser-xyz/my.csv", "--dataset")],
+)  # fmt: skip
 def test_a_path_whose_tilde_cannot_be_expanded_is_one_line_naming_it(
-    where, monkeypatch, capsys, tmp_path, train
+    dataset, where, monkeypatch, capsys, tmp_path, train
 ):
-    args = ["--dataset", "cifar10", "--out", tmp_path / "out", *QUICK]
-    if where == "flag":
-        args += ["--data-dir", "~nosuchuser-xyz/cifar"]
-    else:
-        monkeypatch.setenv("TWOLAYER_XP_DATA", "~nosuchuser-xyz/cifar")
+    args = ["--dataset", dataset, "--out", tmp_path / "out", *QUICK]
+    if where == "--data-dir":
+        args += ["--data-dir", "~nosuchuser-xyz/data"]
+    elif where == "TWOLAYER_XP_DATA":
+        monkeypatch.setenv("TWOLAYER_XP_DATA", "~nosuchuser-xyz/data")
     assert train(*args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "nosuchuser-xyz" in err
-    assert ("--data-dir" if where == "flag" else "TWOLAYER_XP_DATA") in err
+    assert len(err.splitlines()) == 1 and "nosuchuser-xyz" in err and where in err, err
     assert not (tmp_path / "out").exists()
 
 

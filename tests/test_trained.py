@@ -36,6 +36,25 @@ def test_predict_on_raw_test_rows_gives_the_runs_accuracy(digits_run, tmp_path, 
     assert np.mean([r["label"] == r["true_label"] for r in rows]) == digits_run.metrics["test_accuracy"]
 
 
+def test_paths_given_with_a_tilde_are_expanded(digits_run, tmp_path, monkeypatch, capsys):
+    """As train's --out and --data-dir are: the shell leaves '--out=~/p.csv' and quoted paths
+    alone, and a folder literally named '~' must not appear in the current one."""
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(digits_run.out_dir / "model.npz", tmp_path / "model.npz")
+    np.savez(tmp_path / "rows.npz", X=datasets.test_rows("digits")[0][:5])
+    assert _run_cli("predict", "~/model.npz", "~/rows.npz", "--out=~/p/p.csv") == 0
+    assert len(list(csv.DictReader(open(tmp_path / "p" / "p.csv")))) == 5
+    assert _run_cli("export", "~/model.npz", "~/m.onnx") == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 0 and not (tmp_path / "~").exists()
+    capsys.readouterr()
+    assert _run_cli("predict", "~/model.npz", "digits", "--out", "~nosuchuser-xyz/p.csv") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out '~nosuchuser-xyz/p.csv': cannot expand" in err
+
+
 def test_the_plain_net_still_takes_preprocessed_inputs(digits_run):
     net = TwoLayerNet.load(digits_run.out_dir / "model.npz")
     assert (

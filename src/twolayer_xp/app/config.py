@@ -18,6 +18,7 @@ from twolayer_xp.core import threads, validation
 from twolayer_xp.core.validation import COUNT, POSITIVE_INT
 from twolayer_xp.errors import shown
 from twolayer_xp.io import datasets, mnist, user_data
+from twolayer_xp.io.files import expand_path
 
 # Per-dataset defaults for every hyperparameter left unset. digits: test accuracy 0.98-0.99
 # for seeds 0-4, in about 0.3 s of training on a 2-core CPU (13 iterations an epoch, so the
@@ -141,7 +142,7 @@ class RunConfig:
         dataset = str(self.dataset or datasets.DATASETS[0])
         key = kind(dataset)
         if key == FILE:  # stored in checkpoints: a resume from another folder must find it
-            dataset = str(Path(dataset).expanduser().absolute())
+            dataset = str(expand_path(dataset, "dataset (--dataset)").absolute())
         defaults = {**DEFAULTS[key], **SPLITS.get(key, {}), **COMMON, "dataset": dataset}
         unused = [k for k in DATA_OPTIONS if k not in defaults and getattr(self, k) is not None]
         if unused:

@@ -57,16 +57,18 @@ def add_parsers(commands) -> None:
 def command(args: argparse.Namespace) -> int:
     from twolayer_xp.app import trained as trained_models
 
-    model = trained_models.load_model(args.model)
+    model = trained_models.load_model(_expanded(args.model, "MODEL"))
     if args.command == "export":
         from twolayer_xp.app import export
 
-        path = export.export(model, args.out)
+        path = export.export(model, _expanded(args.out, "OUT.onnx"))
         print(
             f"wrote {path}: input X (N, {model.net.input_size}) float32, outputs scores and label; labels {', '.join(model.labels[:10])}"
         )
         return 0
-    X, y, source = trained_models.inputs(args.input, model, args.label_column, args.data_dir)
+    X, y, source = trained_models.inputs(
+        _expanded(args.input, "INPUT"), model, args.label_column, args.data_dir
+    )
     if args.command == "evaluate" and y is None:
         raise ValueError(
             f"{source} has no labels to evaluate against (a .csv needs a label column, a .npz y)"
@@ -76,7 +78,15 @@ def command(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         print(f"{accuracy}{len(predicted)} rows of {source}")
         return 0
-    out = Path(args.out or "predictions.csv")
+    out = Path(_expanded(args.out or "predictions.csv", "--out"))
     trained_models.write_predictions(out, model, predicted, y)
     print(f"{accuracy}{len(predicted)} rows of {source}; predictions in {out}")
     return 0
+
+
+def _expanded(path: str, what: str) -> str:
+    """A path argument with a leading ``~`` or ``~user`` expanded, as train's are (the shell leaves
+    ``--out=~/p.csv`` and quoted paths alone); a ValueError naming ``what`` if it cannot be."""
+    from twolayer_xp.io import files
+
+    return str(files.expand_path(path, what)) if path.startswith("~") else path

@@ -205,7 +205,7 @@ def expand_path(value: str | os.PathLike, what: str) -> Path:
         reason = (
             f"there is no user {head[1:]!r}" if head != "~" else "HOME is unset and this user has no home"
         )
-        raise ValueError(f"{what} {text!r}: cannot expand {head} ({reason}); give the folder's full path")
+        raise ValueError(f"{what} {text!r}: cannot expand {head} ({reason}); give the full path")
     return Path(expanded)
 
 

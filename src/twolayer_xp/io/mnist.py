@@ -85,7 +85,9 @@ def default_split(num_train=None, num_val=None, num_test=None) -> dict:
 def read_split(name: str, split: str, data_dir=None, rows: int | None = None, download: bool = True):
     """(raw pixels (N, 784) uint8, labels (N,) int64): the first ``rows`` of ``split``."""
     spec = IDX_SETS[name]
-    folder = (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / name
+    folder = (
+        expand_path(data_dir, "data_dir (--data-dir)") if data_dir is not None else default_data_dir()
+    ) / name
     files = {kind: fetch(spec, (split, kind), folder, download) for kind in ("images", "labels")}
     images = read_idx(files["images"], IMAGE_SHAPE, spec.rows[split])
     labels = read_idx(files["labels"], (), spec.rows[split])
