@@ -100,6 +100,28 @@ def test_cuda_without_cupy(tmp_path, capsys, monkeypatch, train, one_error_line)
     assert "CuPy is not installed" in line and "pip install" in line
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_cuda_without_cupy_is_said_before_any_download(
+    tmp_path, capsys, monkeypatch, command, one_error_line
+):
+    """A GPU run of a downloaded set on a machine without CuPy: the missing library first, not a
+    163 MB download (or a network error) and then the missing library."""
+    if command == "sweep":
+        pytest.importorskip("optuna")
+    from twolayer_xp.backend.cupy_lib import check_cuda
+
+    check_cuda.cache_clear()
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setenv("TWOLAYER_XP_DATA", str(tmp_path / "data"))
+    args = [command, "--dataset", "cifar10", "--device", "cuda", "--out", str(tmp_path / "out"), "--quiet"]
+    try:
+        assert cli.main(args) == 2
+    finally:
+        check_cuda.cache_clear()
+    assert "CuPy is not installed" in one_error_line(capsys)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
+
+
 def test_cuda_on_this_machine_fails_cleanly(tmp_path):
     from twolayer_xp import cuda_available
 

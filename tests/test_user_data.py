@@ -273,3 +273,22 @@ def test_rows_to_predict_on_from_a_fifo_are_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DataError, match="FIFO"):
         user_data.read_rows(fifo, None, 4)
+
+
+def test_a_sweep_reads_a_downloaded_set_from_its_data_dir(tmp_path, monkeypatch):
+    """sweep --data-dir: the folder a cluster's workers find the files in without a download
+    (the download fails here: there is no network, and TWOLAYER_XP_DATA points nowhere)."""
+    pytest.importorskip("optuna")
+    from twolayer_xp.app import cli
+    from twolayer_xp.app import config as configs
+
+    _write_idx_set(tmp_path / "data", "mnist", monkeypatch=monkeypatch)
+    monkeypatch.setitem(
+        configs.SPLITS, "mnist", {**configs.SPLITS["mnist"], "num_train": 50, "num_val": 20, "num_test": 30}
+    )
+    monkeypatch.setenv("TWOLAYER_XP_DATA", str(tmp_path / "nowhere"))
+    args = ["--dataset", "mnist", "--trials", "2", "--population", "2", "--num-iters", "5", "--quiet"]
+    assert (
+        cli.main(["sweep", *args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "sw")]) == 0
+    )
+    assert (tmp_path / "sw" / "best" / "model.npz").exists() and not (tmp_path / "nowhere").exists()

@@ -78,6 +78,11 @@ SPLITS = {
     **{name: {**DOWNLOADED, **mnist.SPLIT} for name in mnist.IDX_SETS},
     FILE: {"label_column": None},
 }
+# --data-dir, for train and sweep alike (the default is io.mnist.default_data_dir's).
+DATA_DIR_HELP = (
+    "cifar10, mnist, fashion-mnist: folder holding (or receiving) the downloaded files (default: "
+    "$TWOLAYER_XP_DATA, else $XDG_CACHE_HOME/twolayer-xp, else ~/.cache/twolayer-xp)"
+)
 DATA_OPTIONS = ("data_dir", "num_train", "num_val", "num_test", "label_column")
 
 
@@ -224,7 +229,7 @@ SETTINGS = {
     ),
     "data_dir": Setting(
         "data",
-        "cifar10, mnist, fashion-mnist: folder holding (or receiving) the downloaded files (default: $TWOLAYER_XP_DATA or ~/.cache/twolayer-xp; a resumed run only reads the folder its checkpoint names)",
+        f"{DATA_DIR_HELP}; a resumed run only reads the folder its checkpoint names",
         resume=True,
         metavar="DIR",
     ),

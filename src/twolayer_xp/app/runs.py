@@ -26,7 +26,7 @@ from twolayer_xp import __version__
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import drawing, provenance
 from twolayer_xp.app.config import RunConfig
-from twolayer_xp.backend import CudaUnavailableError
+from twolayer_xp.backend import CudaUnavailableError, resolve
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
 from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
@@ -162,6 +162,7 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
             net, config = _resumed(config, resume)
     else:
         config = config.resolved()
+        resolve(config.device, config.backend)  # a missing GPU is said before a download
     if out_dir is None:
         out_dir = (
             Path(resume).parent if resume is not None else default_out_dir(configs.label(config.dataset))

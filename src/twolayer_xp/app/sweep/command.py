@@ -26,7 +26,15 @@ from twolayer_xp.app.sweep.worker import run_sweep
 # -- the command line -----------------------------------------------------------------------------
 
 
-SWEEP_HELP = {"num_iters": "SGD iterations per trial"}  # train's own help speaks of resumed runs
+# A shared flag's help where train's does not fit a sweep (it speaks of resumed runs and train's
+# summary line).
+SWEEP_HELP = {
+    "num_iters": "SGD iterations per trial",
+    "learning_rate_decay": "multiply the learning rate by F every epoch, where an epoch is CS231n's "
+    "float num_train / batch_size iterations: a decay falls on iteration i only when i %% that == 0, "
+    "so a fractional epoch decays far less often",
+    "data_dir": f"{configs.DATA_DIR_HELP}; each worker's own, not stored in the study",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
 
     shared = {name: configs.SETTINGS[name] for name in SHARED_SETTINGS}
+    for name, help in SWEEP_HELP.items():
+        shared[name] = shared[name]._replace(help=help)
     for name in SEARCHED:  # a value, or what to search: see docs/sweep-search.md
-        what = SWEEP_HELP.get(name, shared[name].help)
-        help = f"{what}: {space.SYNTAX}, {'log' if space.SCALES[name] else 'linear'} scale"
+        help = f"{shared[name].help}: {space.SYNTAX}, {'log' if space.SCALES[name] else 'linear'} scale"
         shared[name] = shared[name]._replace(help=help)
     types = {name: searchable(name) for name in SEARCHED}
     add_settings({group: parser for group in {s.group for s in shared.values()}}, shared, CONSTRAINTS, types)

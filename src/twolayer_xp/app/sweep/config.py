@@ -25,7 +25,7 @@ SEARCH_SPAN = (1e-2, 10.0)
 DEFAULT_TRIALS, DEFAULT_POPULATION = 32, 16
 # Flags that mean for a sweep what they mean for a run: declared once, in config.SETTINGS.
 SHARED_SETTINGS = (
-    "dataset", "label_column", "hidden_size", "std", "learning_rate_decay", "num_iters", "batch_size",
+    "dataset", "data_dir", "label_column", "hidden_size", "std", "learning_rate_decay", "num_iters", "batch_size",
     "device", "backend", "dtype", "threads", "seed",
 )  # fmt: skip
 # The sweep's own scalar fields, checked against CONSTRAINTS (the searched ones: by ``space.parse``).
@@ -53,6 +53,7 @@ class SweepConfig:
     After checking they hold ``space.parse``'s stored form."""
 
     dataset: str = "digits"  # or a .npz/.csv path: the user's own data
+    data_dir: str | None = None  # a downloaded data set's folder (this worker's; not in the search)
     label_column: str | None = None  # a .csv's label column (default: the last)
     trials: int | None = None  # None: DEFAULT_TRIALS, or the grid's size
     population: int = DEFAULT_POPULATION

@@ -46,9 +46,11 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     optuna = import_optuna()
     # Everything that can fail without touching --out or the storage comes first (a missing
     # device, missing data); a failure after it removes the folders this worker created empty.
-    data = configs.RunConfig(dataset=config.dataset, dtype=config.dtype, label_column=config.label_column)
+    backend = resolve(config.device, config.backend)  # a missing GPU before a download
+    data = configs.RunConfig(
+        dataset=config.dataset, dtype=config.dtype, label_column=config.label_column, data_dir=config.data_dir
+    )
     ds = runs.load_data(data.resolved())
-    backend = resolve(config.device, config.backend)
     _check_largest(config, ds, backend)
     placed = _placed(ds, config, backend)
     with files.made_folder(config.out, "--out") as out:
