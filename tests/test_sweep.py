@@ -300,7 +300,15 @@ def test_a_study_keeps_its_search_space(tmp_path, capsys):
     assert "3 results" in capsys.readouterr().out
     assert cli.main([*args, "--lr", "1e-3:1e-2"]) == 2
     line = one_error_line(capsys)
-    assert "was created with lr=" in line and "another --study" in line
+    assert "was created with lr=" in line and line.endswith("or choose another --out")
+    # the advice works: the default storage is the study.db inside --out
+    assert cli.main([*args, "--lr", "1e-3:1e-2", "--out", str(tmp_path / "other")]) == 0
+    # with a shared --storage, another study (and an --out of its own) is what it takes
+    shared = ["--storage", f"sqlite:///{tmp_path / 'shared.db'}"]
+    assert cli.main([*args, *shared, "--out", str(tmp_path / "s1")]) == 0
+    assert cli.main([*args, *shared, "--out", str(tmp_path / "s1"), "--lr", "1e-3:1e-2"]) == 2
+    assert one_error_line(capsys).endswith("or choose another --study, with an --out of its own")
+    assert cli.main([*args, *shared, "--out", str(tmp_path / "s2"), "--lr", "1e-3:1e-2", "--study", "b"]) == 0
 
 
 def test_a_diverged_member_is_told_failed_not_zero(tmp_path, capsys):
@@ -402,7 +410,7 @@ def test_a_study_keeps_its_searched_settings(tmp_path, capsys):
         i = args.index(name)
         assert cli.main([*args[:i], name, value, *args[i + 2 :]]) == 2
         line = one_error_line(capsys)
-        assert words in line and "another --study" in line
+        assert words in line and "another --out" in line
     assert cli.main([*args[:-2], "--num-iters", "20"]) == 2
     assert "was created with epochs=2, this run has epochs=None" in one_error_line(capsys)
 

@@ -102,7 +102,7 @@ class SweepConfig:
         self.trials = self.trials or DEFAULT_TRIALS
         default_out = Path("runs") / f"sweep-{configs.label(self.dataset)}"
         self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
-        self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
+        self.storage = self.storage or default_storage(self.out)
         if self.study == "":
             raise ValueError("--study is empty: give a name, or leave it out for the default")
         self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
@@ -180,3 +180,8 @@ def _values(flag: str, value) -> list[float]:
     if not values or values[0] <= 0 or not math.isfinite(values[-1]):
         raise ValueError(f"--{flag} needs at least one positive value (log scale), got {value!r}")
     return values
+
+
+def default_storage(out: str) -> str:
+    """The study's storage when --storage is not given: a SQLite file in ``out``."""
+    return f"sqlite:///{Path(out) / 'study.db'}"

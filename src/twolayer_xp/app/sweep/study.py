@@ -24,7 +24,7 @@ import time
 import warnings
 
 from twolayer_xp.app.sweep import pruning, report, space
-from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
+from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig, default_storage
 from twolayer_xp.errors import one_line
 from twolayer_xp.io import files
 
@@ -330,9 +330,14 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
     if differing:  # a key one record lacks reads as None (e.g. no label column)
         key = differing[0]
         then, now = (space.shown_setting(key, s.get(key)) for s in (stored, config.search))
+        # Another study means another --out as well: an --out keeps one study's results
+        # (report.claim_out), and the default storage is the study.db inside it.
+        elsewhere = (
+            "--out" if config.storage == default_storage(config.out) else "--study, with an --out of its own"
+        )
         return (
             f"was created with {key}={then}, this run has {key}={now}: "
-            "repeat the study's flags, or choose another --study"
+            f"repeat the study's flags, or choose another {elsewhere}"
         )
     return None
 
