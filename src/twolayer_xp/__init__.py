@@ -25,6 +25,7 @@ _EXPORTS = {
     "TrainingState": "core.training",
     "grid_search": "app.grid",
     "run_sweep": "app.sweep",
+    "SweepConfig": "app.sweep",
     "load_model": "app.trained",
     "TrainedModel": "app.trained",
 }

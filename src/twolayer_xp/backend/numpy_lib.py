@@ -20,7 +20,7 @@ class NumpyBackend(Backend):
     @classmethod
     def create(cls, kind, index, device) -> Backend:
         if kind == "cuda":
-            raise ValueError("backend 'numpy' runs on the CPU only; use device='cpu' (or backend='cupy')")
+            raise ValueError("backend 'numpy' runs on the CPU only; use --device cpu (or --backend cupy)")
         keep_freed_host_memory()
         return cls(_lean_namespace(), "cpu")
 

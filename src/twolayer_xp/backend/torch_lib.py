@@ -28,7 +28,7 @@ class TorchBackend(Backend):
             if not torch.cuda.is_available():
                 raise CudaUnavailableError(
                     "CUDA requested but this torch build sees no GPU; run on a machine with an "
-                    "NVIDIA GPU and a CUDA build of torch, or use device='cpu'"
+                    "NVIDIA GPU and a CUDA build of torch, or use --device cpu"
                 )
             count = torch.cuda.device_count()
             if (device.index or 0) >= count:

@@ -127,6 +127,8 @@ class TwoLayerNet(device_model.DeviceModel):
         and multiplies the learning rate by ``learning_rate_decay``. ``options`` are the extras
         of ``training.fit`` (start_iteration, progress, on_divergence, sync_every). On
         divergence the histories hold the finite part and ``on_divergence`` says what happens.
+        A second call continues the count from ``state.iteration`` (its epochs fall where one
+        longer call's would; CS231n's loop restarts at 0, as ``start_iteration=0`` does).
         threads: CPU threads to compute with; None: the environment's, else as many as the
         step can use (``core.threads``). What was used: ``threads_used``.
         """
