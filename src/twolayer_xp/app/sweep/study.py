@@ -17,6 +17,7 @@ How the workers agree without a scheduler:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import threading
@@ -67,9 +68,6 @@ POSTGRES_TIMEOUTS = {
     "options": "-c statement_timeout=60000 -c lock_timeout=60000",  # ms, server side
 }
 SQLITE_LOCK_SECONDS = 60  # how long a worker waits for another's write lock (URL: ?timeout=S)
-# How long a worker joining a study that another one is creating waits for it to store the study's
-# search (a few storage writes away; under other workers' locks on a busy SQLite file, seconds).
-SEARCH_WAIT_SECONDS = 10
 
 
 class StorageFailure(OSError):
@@ -251,13 +249,18 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     training rows, which size the pruner's epochs; ``pruning.make``); ValueError if this sweep
     cannot join it.
 
-    Workers started together on a new study agree on its search: the storage lets one of them
-    create it (study names are unique), and that one stores its search; the others wait for that
-    search (``_await_search``) and are judged against it. Checking first and storing after, two
-    workers with different flags could both find nothing stored and both be let in."""
-    if not _created(optuna, storage, config.study):
-        _await_search(optuna, storage, config.study)
-    config = with_pruner(storage, config)
+    Workers starting together agree on the study's search: each offers its own with an insert
+    the database lets only the first one make (``_offer_search``), and all are then judged
+    against the one stored. (Checking for a stored search and storing one after, two workers
+    with different flags could both find nothing and both be let in.)"""
+    try:
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], config.study)
+    except optuna.exceptions.DuplicatedStudyError:
+        pass  # there already: joined, if it is this sweep's
+    study_id = storage.get_study_id_from_name(config.study)
+    if report.SEARCH_ATTR not in storage.get_study_user_attrs(study_id) and _bare(optuna, storage, study_id):
+        _offer_search(storage, study_id, with_pruner(storage, config).search)
+    config = with_pruner(storage, config)  # the stored search's pruner, unless --pruner is given
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True),  # spread out K asks at once
         "random": lambda: optuna.samplers.RandomSampler(),
@@ -272,36 +275,36 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     problem = _incompatibility(optuna, study, config)
     if problem:
         raise ValueError(f"study {config.study} in {storage_name(config.storage)} {problem}")
-    if study.user_attrs.get(report.SEARCH_ATTR) is None:
-        study.set_user_attr(report.SEARCH_ATTR, config.search)
     return study
 
 
-def _created(optuna, storage, name: str) -> bool:
-    """Whether this worker created study ``name`` (maximizing one objective) just now; False: it
-    was there already."""
+def _bare(optuna, storage, study_id: int) -> bool:
+    """Whether a study without a search may take one: it maximizes one objective and holds no
+    trials (a study that is not a sweep's gets nothing written to it; ``_incompatibility``
+    refuses it by name)."""
+    directions = storage.get_study_directions(study_id)
+    return directions == [optuna.study.StudyDirection.MAXIMIZE] and not storage.get_all_trials(
+        study_id, deepcopy=False
+    )
+
+
+def _offer_search(storage, study_id: int, search: dict) -> None:
+    """Store ``search`` as the study's unless one is stored already: an insert into Optuna's
+    study_user_attributes table (what ``set_study_user_attr`` writes, json-encoded), whose
+    unique (study_id, key) index makes exactly one of any number of concurrent offers succeed,
+    on SQLite and PostgreSQL alike. ``set_study_user_attr`` would overwrite an earlier offer."""
+    import sqlalchemy
+
+    table = sqlalchemy.Table("study_user_attributes", sqlalchemy.MetaData(), autoload_with=storage.engine)
     try:
-        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
-    except optuna.exceptions.DuplicatedStudyError:
-        return False
-    return True
-
-
-def _await_search(optuna, storage, name: str) -> None:
-    """Wait up to SEARCH_WAIT_SECONDS while study ``name`` looks just created by another worker
-    (one objective, maximized, no trials, no search stored yet), for its creator to store its
-    search. A study still bare after that (made empty by plain Optuna, or its creator killed
-    before storing) is joined as an empty one."""
-    study_id = storage.get_study_id_from_name(name)
-    if storage.get_study_directions(study_id) != [optuna.study.StudyDirection.MAXIMIZE]:
-        return  # not a sweep's: refused by _incompatibility
-    deadline = time.monotonic() + SEARCH_WAIT_SECONDS
-    while (
-        report.SEARCH_ATTR not in storage.get_study_user_attrs(study_id)
-        and not storage.get_all_trials(study_id, deepcopy=False)
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
+        with storage.engine.begin() as connection:
+            connection.execute(
+                table.insert().values(
+                    study_id=study_id, key=report.SEARCH_ATTR, value_json=json.dumps(search)
+                )
+            )
+    except sqlalchemy.exc.IntegrityError:
+        pass  # another worker's (or an earlier run's) search is stored: judged against it
 
 
 def _stored_search(user_attrs: dict):
