@@ -223,6 +223,34 @@ def test_an_empty_study_made_elsewhere_is_joined_at_once(tmp_path):
     assert joined.user_attrs[report.SEARCH_ATTR] == {**config.search, "pruner": pruning.DEFAULT_PRUNER}
 
 
+class RefusesWal:
+    """A real SQLite connection whose first ``refusals`` switches to WAL are answered as SQLite
+    answers workers switching a new file at the same moment: "database is locked" at once, with
+    no lock wait, where waiting could deadlock (6 processes at once on a new file: ~9% of them)."""
+
+    def __init__(self, path, refusals: int, error: str = "database is locked"):
+        self.connection, self.refusals, self.error = (
+            sqlite3.connect(path, isolation_level=None),
+            refusals,
+            error,
+        )
+
+    def execute(self, sql):
+        if sql == "PRAGMA journal_mode=WAL" and self.refusals:
+            self.refusals -= 1
+            raise sqlite3.OperationalError(self.error)
+        return self.connection.execute(sql)
+
+
+def test_a_switch_to_wal_answered_locked_is_tried_again(tmp_path):
+    connection = RefusesWal(tmp_path / "study.db", refusals=2)
+    study._sqlite_pragmas(connection, None)
+    assert connection.refusals == 0
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):  # anything else is final
+        study._sqlite_pragmas(RefusesWal(tmp_path / "other.db", 1, "disk I/O error"), None)
+
+
 # PostgreSQL: a server that never answers, and one that stops mid-sweep.
 
 

@@ -223,7 +223,18 @@ def _rdb_storage(optuna, sqlalchemy, url: str, engine_kwargs: dict, heartbeat: i
 def _sqlite_pragmas(connection, _record) -> None:
     # A worker commits about a dozen small transactions per trial: with a write-ahead log and
     # synchronous=NORMAL, SQLite fsyncs at checkpoints rather than at every commit.
-    connection.execute("PRAGMA journal_mode=WAL")
+    deadline = time.monotonic() + SQLITE_LOCK_SECONDS
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as exc:  # noqa: BLE001 - the driver's OperationalError
+            # Workers switching a new file to WAL at the same moment: SQLite answers "locked" at
+            # once, without its lock wait, to the ones whose wait could deadlock. Try again.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
