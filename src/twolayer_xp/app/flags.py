@@ -25,10 +25,14 @@ class Parser(argparse.ArgumentParser):
         as a plain negative number) and says only "expected one argument"; the hint shows the
         form that passes the value, so that the value's own check can answer."""
         match = re.fullmatch(r"argument (\S+): expected one argument", message)
-        argv = getattr(self, "argv", [])
-        for i, token in enumerate(argv[:-1]):
-            if match and token in match[1].split("/") and argv[i + 1].startswith("-"):
-                return f"; a value starting with '-' is written {token}={argv[i + 1]}"
+        if not match:
+            return ""
+        names, argv = match[1].split("/"), getattr(self, "argv", [])
+        for token, value in zip(argv, argv[1:], strict=False):  # each token and the one after it
+            named = token in names or (token.startswith("--") and any(n.startswith(token) for n in names))
+            a_flag = value.split("=", 1)[0] in self._option_string_actions  # a value left out
+            if named and value.startswith("-") and not a_flag:
+                return f"; a value starting with '-' is written {token}={value}"
         return ""
 
 
