@@ -198,3 +198,17 @@ def test_pruned_trials_are_grouped_by_the_epoch_they_stopped_at():
     assert labels[-2:] == ["pruned at epoch 8 (2)", "pruned at epoch 24 (1)"]
     assert not space.texts  # no label beside each point
     assert "2 completed, 3 pruned trials" in space.get_title()
+
+
+def test_many_pruning_epochs_share_a_few_legend_entries():
+    """median's ~10 report points: the legend names ranges of epochs, at most PRUNED_GROUPS,
+    their counts adding up to every pruned trial, and the shades stay apart."""
+    from twolayer_xp.app import plots
+
+    pruned = [(1e-2 * (1 + k), 1e-3, 0.2, k, 2 * (1 + k % 9)) for k in range(90)]  # epochs 2, 4, ..., 18
+    space = plots.sweep_figure(*SWEEP, pruned=pruned).axes[0]
+    labels = [t.get_text() for t in space.get_legend().get_texts() if t.get_text().startswith("pruned")]
+    assert len(labels) == plots.PRUNED_GROUPS and labels[0].startswith("pruned at epochs 2-")
+    assert sum(int(label.rsplit("(", 1)[1].rstrip(")")) for label in labels) == 90
+    greys = [c.get_edgecolor()[0][0] for c in space.collections if c.get_label().startswith("pruned")]
+    assert min(abs(a - b) for a, b in zip(greys, greys[1:], strict=False)) > 0.1

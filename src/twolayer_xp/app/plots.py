@@ -168,16 +168,23 @@ def sweep_figure(done: list, diverged: list, best, lr_range, reg_range, study: s
     return fig
 
 
+PRUNED_GROUPS = 4  # legend entries for pruned trials at most: epochs beyond that share ranges
+
+
 def _pruned_points(ax, pruned: list) -> None:
     """Pruned trials as rings, one shade of grey per epoch they were stopped at (lighter:
-    earlier), named in the legend: a pruner stops trials at a few epochs only (its rungs or
-    report points), and a label beside each of a hundred rings would bury the points."""
+    earlier), named in the legend with a count: a pruner stops trials at a few epochs only (its
+    rungs or report points), and a label beside each of a hundred rings would bury the points.
+    More than PRUNED_GROUPS epochs (median's or Hyperband's ~10 report points) are shown as that
+    many ranges of epochs, so that the shades stay apart and the legend small."""
     epochs = sorted({p[4] for p in pruned})
-    for i, epoch in enumerate(epochs):
-        lr, reg = zip(*[(p[0], p[1]) for p in pruned if p[4] == epoch], strict=True)
-        shade = 0.75 - 0.4 * i / max(len(epochs) - 1, 1)
-        ax.scatter(lr, reg, marker="o", facecolors="none", edgecolors=str(shade), linewidths=0.8,
-                   label=f"pruned at epoch {epoch} ({len(lr)})")  # fmt: skip
+    groups = [list(g) for g in np.array_split(epochs, min(len(epochs), PRUNED_GROUPS))]
+    shades = np.linspace(0.75, 0.3, len(groups)) if len(groups) > 1 else [0.45]
+    for group, shade in zip(groups, shades, strict=True):
+        lr, reg = zip(*[(p[0], p[1]) for p in pruned if group[0] <= p[4] <= group[-1]], strict=True)
+        when = f"epoch {group[0]}" if len(group) == 1 else f"epochs {group[0]}-{group[-1]}"
+        ax.scatter(lr, reg, marker="o", facecolors="none", edgecolors=f"{shade:.2f}", linewidths=0.8,
+                   label=f"pruned at {when} ({len(lr)})")  # fmt: skip
 
 
 def _padded(bounds) -> tuple[float, float]:
