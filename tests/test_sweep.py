@@ -224,6 +224,7 @@ def one_error_line(capsys):
         (["--lr-decay", "-0.9:1"], "a value starting with '-' is written --lr-decay=-0.9:1"),
         (["--learning", "-0.9:1"], "a value starting with '-' is written --learning=-0.9:1"),  # abbreviated
         (["--lr", "--reg", "1:2"], "argument --lr: expected one argument (see --help)"),  # no value
+        (["--lr", "--re", "1:2"], "argument --lr: expected one argument (see --help)"),
         (["--storage", "nosuchdb://x/y"], "not a database URL"),
         (
             ["--storage", f"postgresql+psycopg://nobody@127.0.0.1:{postgres.free_port()}/db"],

@@ -149,7 +149,7 @@ def foreign_study(storage, kind):
         optuna.create_study(storage=storage, study_name="s", direction="minimize")
     else:
         s = optuna.create_study(storage=storage, study_name="s", direction="maximize")
-        s.set_user_attr(report.SEARCH_ATTR, {"str": "digits", "list": ["digits", "tpe"]}[kind])
+        s.set_user_attr(report.SEARCH_ATTR, {"str": "digits", "list": ["digits", "tpe"], "null": None}[kind])
 
 
 @pytest.mark.parametrize(
@@ -160,6 +160,7 @@ def foreign_study(storage, kind):
         ("minimizing", "minimizes its objective"),
         ("str", "has a twolayer_xp_sweep attribute that is a str, not a sweep's"),
         ("list", "has a twolayer_xp_sweep attribute that is a list, not a sweep's"),
+        ("null", "has a twolayer_xp_sweep attribute that is a NoneType, not a sweep's"),
     ],
 )
 def test_a_study_that_is_not_a_sweeps_is_refused_by_name(tmp_path, capsys, kind, words):
@@ -170,7 +171,7 @@ def test_a_study_that_is_not_a_sweeps_is_refused_by_name(tmp_path, capsys, kind,
     failed_with(capsys, f"study s in {url} {words}", "choose another --study")
     loaded = optuna.load_study(study_name="s", storage=url)
     assert [(t.number, t.state, t.params) for t in loaded.trials] == before
-    assert report.SEARCH_ATTR not in loaded.user_attrs or kind in ("str", "list")
+    assert report.SEARCH_ATTR not in loaded.user_attrs or kind in ("str", "list", "null")
 
 
 # Two workers with different flags starting a new study at the same moment.
@@ -207,6 +208,19 @@ def test_workers_with_different_flags_starting_at_once_are_not_both_let_in(tmp_p
     loser = {"8,16": "8,32", "8,32": "8,16"}[winner]
     assert outcomes[winner] == "joined", outcomes
     assert f"was created with hidden_size={winner}, this run has hidden_size={loser}" in outcomes[loser]
+
+
+def test_an_offered_search_never_replaces_a_stored_one(tmp_path):
+    """The store itself is insert-only: a second offer, whoever makes it and whenever, leaves
+    the first search (set_study_user_attr would overwrite it, and the first worker, judged
+    before, would train under a search the study no longer holds)."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=url, study_name="s", direction="maximize")
+    storage = study.open_storage(url)
+    study_id = storage.get_study_id_from_name("s")
+    study._offer_search(storage, study_id, {"hidden_size": 8})
+    study._offer_search(storage, study_id, {"hidden_size": 16})
+    assert storage.get_study_user_attrs(study_id)[report.SEARCH_ATTR] == {"hidden_size": 8}
 
 
 def test_an_empty_study_made_elsewhere_is_joined_at_once(tmp_path):
@@ -249,6 +263,10 @@ def test_a_switch_to_wal_answered_locked_is_tried_again(tmp_path):
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):  # anything else is final
         study._sqlite_pragmas(RefusesWal(tmp_path / "other.db", 1, "disk I/O error"), None)
+    started = time.monotonic()  # a lock held for good: given up after the worker's lock wait
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        study._sqlite_pragmas(RefusesWal(tmp_path / "third.db", 10**6), None, wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
 
 
 # PostgreSQL: a server that never answers, and one that stops mid-sweep.

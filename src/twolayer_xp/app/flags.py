@@ -30,7 +30,10 @@ class Parser(argparse.ArgumentParser):
         names, argv = match[1].split("/"), getattr(self, "argv", [])
         for token, value in zip(argv, argv[1:], strict=False):  # each token and the one after it
             named = token in names or (token.startswith("--") and any(n.startswith(token) for n in names))
-            a_flag = value.split("=", 1)[0] in self._option_string_actions  # a value left out
+            option = value.split("=", 1)[0]  # a value left out: the next token is a flag
+            a_flag = option in self._option_string_actions or (
+                option.startswith("--") and any(o.startswith(option) for o in self._option_string_actions)
+            )
             if named and value.startswith("-") and not a_flag:
                 return f"; a value starting with '-' is written {token}={value}"
         return ""

@@ -17,6 +17,7 @@ How the workers agree without a scheduler:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -145,7 +146,8 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
         raise ValueError(f"cannot open storage {shown}: {reason or failure_reason(exc)}") from None
     if sqlite:
         sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        wait = engine_kwargs["connect_args"]["timeout"]
+        sqlalchemy.event.listen(storage.engine, "connect", functools.partial(_sqlite_pragmas, wait=wait))
         storage.engine.dispose()  # connections opened from now on get the pragmas
     return storage
 
@@ -220,10 +222,11 @@ def _rdb_storage(optuna, sqlalchemy, url: str, engine_kwargs: dict, heartbeat: i
             time.sleep(0.5)
 
 
-def _sqlite_pragmas(connection, _record) -> None:
+def _sqlite_pragmas(connection, _record, wait: float = SQLITE_LOCK_SECONDS) -> None:
     # A worker commits about a dozen small transactions per trial: with a write-ahead log and
-    # synchronous=NORMAL, SQLite fsyncs at checkpoints rather than at every commit.
-    deadline = time.monotonic() + SQLITE_LOCK_SECONDS
+    # synchronous=NORMAL, SQLite fsyncs at checkpoints rather than at every commit. ``wait``: the
+    # seconds this worker waits for a lock (the URL's ?timeout=).
+    deadline = time.monotonic() + wait
     while True:
         try:
             if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -334,10 +337,10 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
         return f"has {len(directions)} objectives; a sweep maximizes one (validation accuracy){other}"
     if directions[0] != optuna.study.StudyDirection.MAXIMIZE:
         return f"minimizes its objective; a sweep maximizes validation accuracy{other}"
-    stored = _stored_search(study.user_attrs)
-    if stored is None:
+    if report.SEARCH_ATTR not in study.user_attrs:  # (a stored null is not a sweep's: refused below)
         trials = len(study.get_trials(deepcopy=False))
         return f"holds {trials} trials not made by twolayer-xp sweep{other}" if trials else None
+    stored = _stored_search(study.user_attrs)
     if not isinstance(stored, dict):
         return f"has a {report.SEARCH_ATTR} attribute that is a {type(stored).__name__}, not a sweep's{other}"
     differing = [k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k)]
