@@ -109,7 +109,7 @@ def test_two_workers_postgresql(tmp_path):
         config = SweepConfig(
             storage=url, out=str(tmp_path / "a"), hidden_size=32, num_iters=1500, pruner="median"
         )
-        study = open_study(optuna, open_storage(url), config)  # the study as the workers make it
+        study, _ = open_study(optuna, open_storage(url), config)  # the study as the workers make it
         for k in range(12):
             study.enqueue_trial({"learning_rate": (1.0 if k < 6 else 0.01) * (1 + k / 100), "reg": 1e-4})
         trials = two_workers(
@@ -304,6 +304,9 @@ def test_a_study_keeps_its_search_space(tmp_path, capsys):
     assert cli.main([*args, "--lr", "1e-3:1e-2"]) == 2
     line = one_error_line(capsys)
     assert "was created with lr=" in line and line.endswith("or choose another --out")
+    # --storage given, even where the default would be: the study.db stays where it is named
+    assert cli.main([*args, "--lr", "1e-3:1e-2", "--storage", f"sqlite:///{tmp_path / 'study.db'}"]) == 2
+    assert one_error_line(capsys).endswith("or choose another --study, with an --out of its own")
     # the advice works: the default storage is the study.db inside --out
     assert cli.main([*args, "--lr", "1e-3:1e-2", "--out", str(tmp_path / "other")]) == 0
     # with a shared --storage, another study (and an --out of its own) is what it takes
@@ -330,7 +333,7 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_rerun(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     config = SweepConfig(out=str(tmp_path), trials=2, population=2, num_iters=20, heartbeat=1)
-    study = open_study(optuna, open_storage(url, 1), config)  # the study as a sweep makes it
+    study, _ = open_study(optuna, open_storage(url, 1), config)  # the study as a sweep makes it
     study.ask()  # its worker died right after ask(): RUNNING, no heartbeat, no worker mark
     time.sleep(STALE_HEARTBEATS * 1 + 0.5)
     args = ["--trials", "2", "--population", "2", "--num-iters", "20", "--heartbeat", "1"]
@@ -362,7 +365,7 @@ def test_trials_of_one_shape_train_together_each_to_its_own_budget(tmp_path):
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     config = SweepConfig(trials=5, population=5, sampler="random", pruner="none", out=str(tmp_path), **SEARCH)
-    study = open_study(optuna, open_storage(storage), config)  # the study as a sweep makes it
+    study, _ = open_study(optuna, open_storage(storage), config)  # the study as a sweep makes it
     names = ("hidden_size", "num_iters", "learning_rate", "reg", "std", "learning_rate_decay")
     for values in QUEUED:
         study.enqueue_trial(dict(zip(names, values, strict=True)))
@@ -452,7 +455,7 @@ def test_pruned_members_stop_and_the_survivors_train_on_exactly(tmp_path):
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     options = dict(sampler="random", pruner="median", out=str(tmp_path), num_iters=130, hidden_size=16)
-    study = open_study(optuna, open_storage(storage), SweepConfig(trials=5, population=5, **options))
+    study, _ = open_study(optuna, open_storage(storage), SweepConfig(trials=5, population=5, **options))
     for lr, reg in FIRST + SECOND:
         study.enqueue_trial({"learning_rate": lr, "reg": reg})
     assert run_sweep(SweepConfig(trials=5, population=5, **options))["trials_run"] == 5
@@ -501,7 +504,7 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good, m
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     config = SweepConfig(trials=5, population=5, sampler="random", pruner="halving", out=str(tmp_path),
                          num_iters=130, hidden_size=16)  # fmt: skip
-    study = open_study(optuna, open_storage(storage), config, num_train=1300)
+    study, _ = open_study(optuna, open_storage(storage), config, num_train=1300)
     assert isinstance(study.pruner, pruning.Halving)
     for lr, reg in [*HOPELESS[:good], FIRST[0], *HOPELESS[good:]]:
         study.enqueue_trial({"learning_rate": lr, "reg": reg})
@@ -537,7 +540,7 @@ def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     config = SweepConfig(trials=5, population=5, sampler="random", pruner="halving", out=str(tmp_path),
                          num_iters=210, batch_size=64, hidden_size=16, dtype="float32")  # fmt: skip
-    study = open_study(optuna, open_storage(storage), config, num_train=1300)
+    study, _ = open_study(optuna, open_storage(storage), config, num_train=1300)
     chosen = [FIRST[0], *HOPELESS]
     for lr, reg in chosen:
         study.enqueue_trial({"learning_rate": lr, "reg": reg})

@@ -232,7 +232,7 @@ def test_an_empty_study_made_elsewhere_is_joined_at_once(tmp_path):
     optuna.create_study(storage=url, study_name="s", direction="maximize")
     config = SweepConfig(storage=url, out=str(tmp_path / "a"), study="s")
     started = time.monotonic()
-    joined = study.open_study(optuna, study.open_storage(url), config)
+    joined, _ = study.open_study(optuna, study.open_storage(url), config)
     assert time.monotonic() - started < 5
     assert joined.user_attrs[report.SEARCH_ATTR] == {**config.search, "pruner": pruning.DEFAULT_PRUNER}
 

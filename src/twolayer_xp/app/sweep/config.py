@@ -102,7 +102,9 @@ class SweepConfig:
         self.trials = self.trials or DEFAULT_TRIALS
         default_out = Path("runs") / f"sweep-{configs.label(self.dataset)}"
         self.out = str(files.expand_path(self.out, "--out") if self.out is not None else default_out)
-        self.storage = self.storage or default_storage(self.out)
+        # The default storage is the study.db inside --out (so another study needs another --out).
+        self.storage_in_out = self.storage is None
+        self.storage = self.storage or f"sqlite:///{Path(self.out) / 'study.db'}"
         if self.study == "":
             raise ValueError("--study is empty: give a name, or leave it out for the default")
         self.study = self.study or f"twolayer-xp-{configs.label(self.dataset)}"
@@ -180,8 +182,3 @@ def _values(flag: str, value) -> list[float]:
     if not values or values[0] <= 0 or not math.isfinite(values[-1]):
         raise ValueError(f"--{flag} needs at least one positive value (log scale), got {value!r}")
     return values
-
-
-def default_storage(out: str) -> str:
-    """The study's storage when --storage is not given: a SQLite file in ``out``."""
-    return f"sqlite:///{Path(out) / 'study.db'}"

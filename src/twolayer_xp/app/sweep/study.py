@@ -26,7 +26,7 @@ import time
 import warnings
 
 from twolayer_xp.app.sweep import pruning, report, space
-from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig, default_storage
+from twolayer_xp.app.sweep.config import HEARTBEAT_SECONDS, STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.errors import one_line
 from twolayer_xp.io import files
 
@@ -258,10 +258,11 @@ def with_pruner(storage, config: SweepConfig) -> SweepConfig:
     return resolved
 
 
-def open_study(optuna, storage, config: SweepConfig, num_train: int | None = None):
-    """The study ``config`` names, created or joined, with its sampler and pruner (``num_train``:
-    training rows, which size the pruner's epochs; ``pruning.make``); ValueError if this sweep
-    cannot join it.
+def open_study(optuna, storage, config: SweepConfig, num_train: int | None = None) -> tuple:
+    """(the study ``config`` names, created or joined, with its sampler and pruner; ``config``
+    with the pruner it runs: --pruner's, else the stored search's). ``num_train``: training
+    rows, which size the pruner's epochs (``pruning.make``). ValueError if this sweep cannot
+    join the study.
 
     Workers starting together agree on the study's search: each offers its own with an insert
     the database lets only the first one make (``_offer_search``), and all are then judged
@@ -289,7 +290,7 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     problem = _incompatibility(optuna, study, config)
     if problem:
         raise ValueError(f"study {config.study} in {storage_name(config.storage)} {problem}")
-    return study
+    return study, config
 
 
 def _bare(optuna, storage, study_id: int) -> bool:
@@ -349,9 +350,7 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
         then, now = (space.shown_setting(key, s.get(key)) for s in (stored, config.search))
         # Another study means another --out as well: an --out keeps one study's results
         # (report.claim_out), and the default storage is the study.db inside it.
-        elsewhere = (
-            "--out" if config.storage == default_storage(config.out) else "--study, with an --out of its own"
-        )
+        elsewhere = "--out" if config.storage_in_out else "--study, with an --out of its own"
         return (
             f"was created with {key}={then}, this run has {key}={now}: "
             f"repeat the study's flags, or choose another {elsewhere}"

@@ -23,7 +23,6 @@ from twolayer_xp.app.sweep.study import (
     open_storage,
     open_study,
     slot_holders,
-    with_pruner,
     workers_on_host,
 )
 from twolayer_xp.backend import dtype_name, resolve
@@ -57,8 +56,7 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
         report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
         try:
-            study = open_study(optuna, storage, config, len(ds.y_train))
-            config = with_pruner(storage, config)  # the pruner open_study resolved
+            study, config = open_study(optuna, storage, config, len(ds.y_train))
             report.claim_out(out, config)
             loaded = time.perf_counter()
             return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
