@@ -55,6 +55,39 @@ def test_paths_given_with_a_tilde_are_expanded(digits_run, tmp_path, monkeypatch
     assert len(err.splitlines()) == 1 and "--out '~nosuchuser-xyz/p.csv': cannot expand" in err
 
 
+@pytest.mark.parametrize("target", ["MODEL", "INPUT", "export over MODEL", "folder", "FIFO"])
+def test_an_output_never_replaces_what_it_reads_or_a_non_file(digits_run, tmp_path, capsys, target):
+    """predict --out (and export's OUT.onnx) naming the model or the input would replace them
+    with the output (a rename over them); a folder or a device (/dev/null) would be replaced by
+    a file. Each is refused in one line, and left as it was."""
+    import os
+    import shutil
+    import stat
+
+    shutil.copy(digits_run.out_dir / "model.npz", tmp_path / "model.npz")
+    np.savez(tmp_path / "rows.npz", X=datasets.test_rows("digits")[0][:5])
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    model, rows = str(tmp_path / "model.npz"), str(tmp_path / "rows.npz")
+    out, args = {
+        "MODEL": (model, ["predict", model, rows, "--out", model]),
+        "INPUT": (rows, ["predict", model, rows, "--out", rows]),
+        "export over MODEL": (model, ["export", model, model]),
+        "folder": (str(tmp_path / "folder"), ["predict", model, rows, "--out", str(tmp_path / "folder")]),
+        "FIFO": (str(tmp_path / "fifo"), ["predict", model, rows, "--out", str(tmp_path / "fifo")]),
+    }[target]
+    before = os.lstat(out)
+    content = open(out, "rb").read() if stat.S_ISREG(before.st_mode) else None
+    capsys.readouterr()
+    assert _run_cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and out in err, err
+    after = os.lstat(out)
+    assert (stat.S_IFMT(after.st_mode), after.st_ino) == (stat.S_IFMT(before.st_mode), before.st_ino)
+    assert content is None or open(out, "rb").read() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "model.npz", "rows.npz"]
+
+
 def test_the_plain_net_still_takes_preprocessed_inputs(digits_run):
     net = TwoLayerNet.load(digits_run.out_dir / "model.npz")
     assert (

@@ -10,6 +10,7 @@ test split, e.g. ``digits``), in raw form, as the run's data came: the model pre
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 INPUT_HELP = (
@@ -57,18 +58,18 @@ def add_parsers(commands) -> None:
 def command(args: argparse.Namespace) -> int:
     from twolayer_xp.app import trained as trained_models
 
-    model = trained_models.load_model(_expanded(args.model, "MODEL"))
+    model_path = _expanded(args.model, "MODEL")
+    model = trained_models.load_model(model_path)
     if args.command == "export":
         from twolayer_xp.app import export
 
-        path = export.export(model, _expanded(args.out, "OUT.onnx"))
+        path = export.export(model, _output(args.out, "OUT.onnx", {"MODEL": model_path}))
         print(
             f"wrote {path}: input X (N, {model.net.input_size}) float32, outputs scores and label; labels {', '.join(model.labels[:10])}"
         )
         return 0
-    X, y, source = trained_models.inputs(
-        _expanded(args.input, "INPUT"), model, args.label_column, args.data_dir
-    )
+    input_path = _expanded(args.input, "INPUT")
+    X, y, source = trained_models.inputs(input_path, model, args.label_column, args.data_dir)
     if args.command == "evaluate" and y is None:
         raise ValueError(
             f"{source} has no labels to evaluate against (a .csv needs a label column, a .npz y)"
@@ -78,7 +79,7 @@ def command(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         print(f"{accuracy}{len(predicted)} rows of {source}")
         return 0
-    out = Path(_expanded(args.out or "predictions.csv", "--out"))
+    out = Path(_output(args.out or "predictions.csv", "--out", {"MODEL": model_path, "INPUT": input_path}))
     trained_models.write_predictions(out, model, predicted, y)
     print(f"{accuracy}{len(predicted)} rows of {source}; predictions in {out}")
     return 0
@@ -90,3 +91,17 @@ def _expanded(path: str, what: str) -> str:
     from twolayer_xp.io import files
 
     return str(files.expand_path(path, what)) if path.startswith("~") else path
+
+
+def _output(path: str, what: str, read: dict) -> str:
+    """An output path argument, expanded, checked before anything is written: not one of the
+    files the command reads (``read``: argument -> path; writing it would replace the model or
+    the data with the output), and a file, not a folder or a device (``files.check_replaceable``)."""
+    from twolayer_xp.io import files
+
+    out = _expanded(path, what)
+    for name, source in read.items():
+        if os.path.exists(out) and os.path.exists(source) and os.path.samefile(out, source):
+            raise ValueError(f"{what} {out} is the {name} this command reads; write the output elsewhere")
+    files.check_replaceable(out, what)
+    return out

@@ -94,6 +94,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 
 def _atomic_write(path: Path, write) -> None:
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
@@ -176,6 +177,20 @@ def open_regular(path: str | os.PathLike, max_bytes: int):
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_replaceable(path: str | os.PathLike, what: str | None = None) -> None:
+    """FileRefused unless ``path`` is missing or a regular file (links followed): writing renames
+    a new file over it, which would put a file where a folder or a device such as /dev/null
+    was. ``what``: the flag or argument it came from, named in the message."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        named = f"{what} {path}" if what else str(path)
+        raise FileRefused(f"{named} is {kind}, not a file to write; it is left as it is (name a file)")
 
 
 def check_regular(path: str | os.PathLike, max_bytes: int) -> None:
