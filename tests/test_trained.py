@@ -210,3 +210,21 @@ def test_predict_reads_labels_from_the_column_the_model_trained_with(tmp_path, c
     (tmp_path / "short.csv").write_text("digit,a,b\none,1,2\n")
     assert _run_cli("predict", model, tmp_path / "short.csv") == 2
     assert "has 2 feature columns and its label column digit; the model takes 64" in capsys.readouterr().err
+
+
+def test_predict_refuses_rows_with_nan_instead_of_predicting_a_class(digits_run, tmp_path, capsys):
+    """A NaN feature made every row it touched predict class 0, exit 0: the CPU path skipped
+    the scan meant to spare a GPU a sync."""
+    X = datasets.test_rows("digits")[0][:5].astype(float)
+    X[1, 5] = np.nan
+    np.savez(tmp_path / "rows.npz", X=X, y=np.arange(5))
+    for command in ("predict", "evaluate"):
+        assert (
+            _run_cli(
+                command, digits_run.out_dir / "model.npz", tmp_path / "rows.npz", "--out", tmp_path / "p.csv"
+            )
+            == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "X contains 1 non-finite value(s)" in err
+    assert not (tmp_path / "p.csv").exists()

@@ -29,6 +29,8 @@ class Backend:
 
     name: ClassVar[str]  # the user-facing backend name, e.g. "numpy"
     module: ClassVar[str]  # the library's import name, for version reports
+    # Its arrays are the host's own (numpy): a look at their values is never a device sync.
+    host_arrays: ClassVar[bool] = False
 
     def __init__(self, xp: Any, device: Any):
         self.xp, self.device = xp, device

@@ -76,9 +76,12 @@ class DeviceModel:
         return dtype_name(self.dtype)
 
     def eval_features(self, X: Any):
-        """(X on the device, whether it came from the host) for evaluation: a device X is not
-        scanned for NaN, which would cost a host sync (a NaN row just predicts some class)."""
-        return features(self.backend, self.dtype, X, self.input_size, check_finite=not self.backend.owns(X))
+        """(X on the device, whether it came from the host) for evaluation, scanned for NaN and
+        inf (a ValueError naming X: a NaN row would silently predict some class), except an X
+        already on a device (a GPU's, or array-api-strict's standing in for one), where the scan
+        would cost a host sync per call."""
+        scan = self.backend.host_arrays or not self.backend.owns(X)
+        return features(self.backend, self.dtype, X, self.input_size, check_finite=scan)
 
     def accuracies(self, X: Any, y: Any, count) -> list[float]:
         """Fraction of rows of X predicted as y, per member (one entry for a net), in ONE host
