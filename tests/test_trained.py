@@ -218,13 +218,9 @@ def test_predict_refuses_rows_with_nan_instead_of_predicting_a_class(digits_run,
     X = datasets.test_rows("digits")[0][:5].astype(float)
     X[1, 5] = np.nan
     np.savez(tmp_path / "rows.npz", X=X, y=np.arange(5))
-    for command in ("predict", "evaluate"):
-        assert (
-            _run_cli(
-                command, digits_run.out_dir / "model.npz", tmp_path / "rows.npz", "--out", tmp_path / "p.csv"
-            )
-            == 2
-        )
+    model, rows = digits_run.out_dir / "model.npz", tmp_path / "rows.npz"
+    for args in (["predict", model, rows, "--out", tmp_path / "p.csv"], ["evaluate", model, rows]):
+        assert _run_cli(*args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "X contains 1 non-finite value(s)" in err
     assert not (tmp_path / "p.csv").exists()
