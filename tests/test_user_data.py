@@ -212,6 +212,7 @@ def test_csv_named_label_column_in_the_middle_with_quotes_and_blank_lines(tmp_pa
         ("a,y\n", None, "at least one data row"),
         ("a,b,y\n1,nan,x\n2,3,y\n", None, "data row 1 holds a NaN or inf feature"),
         ("a,y\n1,x\n2,x\n3,x\n", None, "at least 2 classes"),
+        ("a,b,y\n1,2,x\n3,4, \n5,6,y\n", None, "data row 2 has an empty label \\('y'\\)"),  # not a class ''
     ],
 )
 def test_csv_refused_in_one_line(tmp_path, text, label, words):

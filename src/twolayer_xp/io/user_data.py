@@ -248,6 +248,11 @@ def _read_csv(path: Path, label_column: str | None, labels: bool = True) -> tupl
     if not labels:
         return X, None
     y = np.char.strip(y)
+    if np.any(y == ""):  # an empty cell would become a class of its own, named ''
+        bad = int(np.argwhere(y == "")[0][0])
+        raise DataError(
+            f"{path}: data row {bad + 1} has an empty label ({columns[label]!r}); every row needs one"
+        )
     try:
         return X, y.astype(np.float64)  # numeric labels sort as numbers (2 before 10)
     except ValueError:
