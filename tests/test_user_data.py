@@ -293,3 +293,29 @@ def test_a_sweep_reads_a_downloaded_set_from_its_data_dir(tmp_path, monkeypatch)
         cli.main(["sweep", *args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "sw")]) == 0
     )
     assert (tmp_path / "sw" / "best" / "model.npz").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_values_beyond_the_dtypes_range_are_refused_not_made_inf(tmp_path):
+    """A finite 1e300 in float32 becomes inf, and the net's scores NaN: it was refused as 'X_train
+    contains non-finite values' after three numpy warnings (training), or predicted class 0
+    (predict). Now it is named where the cast would happen, with no warning, in training and in
+    a saved model's preprocessing alike; float64 holds it."""
+    import warnings
+
+    (tmp_path / "huge.csv").write_text("a,b,y\n1,2,0\n3,-1e300,1\n5,6,1\n7,8,0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            ValueError, match="feature 1 \\(0-based\\) holds values up to 1e\\+300, beyond float32"
+        ):
+            data.load(str(tmp_path / "huge.csv"))
+        from twolayer_xp.io import preprocessing
+
+        prep, X = preprocessing.fitted(np.ones((4, 2)), 1.0, True, ["a", "b"], None, np.float32)
+        with pytest.raises(ValueError, match="feature 0 \\(0-based\\) holds values up to 1e\\+39"):
+            prep.apply(np.array([[1e39, 0.0]]))
+        assert prep.apply(np.array([[3e38, 0.0]])).dtype == np.float32  # within range: as before
+        assert (
+            preprocessing.fitted(np.array([[1e300], [1.0]]), 1.0, False, [], None, np.float64)[1].dtype
+            == np.float64
+        )

@@ -39,7 +39,7 @@ class Preprocessing:
         X = np.asarray(X_raw)
         if X.ndim != 2 or X.shape[1] != self.num_features:
             raise ValueError(f"inputs must be rows of {self.num_features} features, got shape {X.shape}")
-        X = (X / self.scale).astype(dtype) if self.scale != 1 else X.astype(dtype, copy=copy)
+        X = _cast(X / self.scale if self.scale != 1 else X, dtype, copy=copy or self.scale != 1)
         X -= self.mean
         if self.std is not None:
             X /= self.std
@@ -97,7 +97,7 @@ def fitted(X_train_raw, scale: float, standardize: bool, class_names, image_shap
     """(Preprocessing fitted on the training rows, those rows preprocessed). The mean is taken in
     float64 and cast, as CS231n's notebooks do; a constant column keeps std 1 (nothing to scale)."""
     X = np.asarray(X_train_raw)
-    X = (X / scale).astype(dtype) if scale != 1 else X.astype(dtype, copy=False)
+    X = _cast(X / scale if scale != 1 else X, dtype, copy=scale != 1)
     mean = np.mean(X, axis=0, dtype=np.float64).astype(X.dtype)
     X -= mean
     std = None
@@ -106,3 +106,20 @@ def fitted(X_train_raw, scale: float, standardize: bool, class_names, image_shap
         std = np.where(std64 > 0, std64, 1.0).astype(X.dtype)
         X /= std
     return Preprocessing(float(scale), mean, std, list(class_names), image_shape), X
+
+
+def _cast(X: np.ndarray, dtype, copy: bool) -> np.ndarray:
+    """X as ``dtype``; a ValueError naming the feature if a value is beyond the dtype's range,
+    where the cast would make it inf (and the net's scores NaN) with only numpy's warning."""
+    dtype = np.dtype(dtype)
+    # Only a wider float can hold what the dtype cannot (every int up to 64 bits fits float32).
+    if X.size and np.issubdtype(X.dtype, np.floating) and np.finfo(X.dtype).max > np.finfo(dtype).max:
+        with np.errstate(invalid="ignore"):  # NaN compares false here: the finite checks name it
+            largest = np.maximum(np.max(X, axis=0), -np.min(X, axis=0))  # no |X| temporary
+        beyond = np.flatnonzero(largest > np.finfo(dtype).max)
+        if beyond.size:
+            raise ValueError(
+                f"feature {beyond[0]} (0-based) holds values up to {largest[beyond[0]]:.3g}, beyond "
+                f"{dtype.name}'s range (+-{np.finfo(dtype).max:.3g}); rescale it"
+            )
+    return X.astype(dtype, copy=copy)
