@@ -212,6 +212,35 @@ def test_predict_reads_labels_from_the_column_the_model_trained_with(tmp_path, c
     assert "has 2 feature columns and its label column digit; the model takes 64" in capsys.readouterr().err
 
 
+def test_a_model_trained_on_the_default_last_column_knows_it_by_name(tmp_path, capsys, train):
+    """No --label-column: the label is the last column, and the model keeps its name. An input
+    with that column and one feature fewer is refused (it was read as 4 features, the label one
+    of them, exit 0); one with the label first is read by the name (its last feature was taken
+    as labels, and refused as unknown ones)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+
+    def write(name, header, rows):
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows([header, *rows])
+
+    write("ok.csv", ["a", "b", "c", "d", "label"], [[*x, label] for x, label in zip(X, y, strict=True)])
+    write("narrow.csv", ["a", "b", "c", "label"], [[*x[:3], label] for x, label in zip(X, y, strict=True)])
+    write("first.csv", ["label", "a", "b", "c", "d"], [[label, *x] for x, label in zip(X, y, strict=True)])
+    assert (
+        train("--dataset", tmp_path / "ok.csv", "--num-iters", 100, "--quiet", "--out", tmp_path / "run") == 0
+    )
+    model = tmp_path / "run" / "model.npz"
+    assert load_model(model).label_column == "label"
+    capsys.readouterr()
+    assert _run_cli("predict", model, tmp_path / "narrow.csv", "--out", tmp_path / "n.csv") == 2
+    assert "has 3 feature columns and its label column label; the model takes 4" in capsys.readouterr().err
+    for name in ("ok", "first"):
+        assert _run_cli("predict", model, tmp_path / f"{name}.csv", "--out", tmp_path / f"{name}-p.csv") == 0
+    assert (tmp_path / "first-p.csv").read_text() == (tmp_path / "ok-p.csv").read_text()
+
+
 def test_predict_refuses_rows_with_nan_instead_of_predicting_a_class(digits_run, tmp_path, capsys):
     """A NaN feature made every row it touched predict class 0, exit 0: the CPU path skipped
     the scan meant to spare a GPU a sync."""

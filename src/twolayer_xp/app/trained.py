@@ -43,13 +43,15 @@ class TrainedModel:
 
     @property
     def label_column(self) -> str | None:
-        """The .csv column its labels came from: a run's config says, or a sweep's search."""
+        """The .csv column its labels came from, by name: the preprocessing keeps it (the last
+        column when none was named); an older model's run config or sweep search names it
+        only when it was given."""
         sweep = self.net.metadata.get("sweep")
         search = sweep.get("search") if isinstance(sweep, dict) else None
         for source in (self.config, search):
             if isinstance(source, dict) and isinstance(source.get("label_column"), str):
                 return source["label_column"]
-        return None
+        return self.preprocessing.label_column
 
     def preprocess(self, X_raw) -> np.ndarray:
         """Raw rows (N, D) -> the net's inputs, exactly as the run computed them."""

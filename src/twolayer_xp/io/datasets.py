@@ -67,12 +67,18 @@ class Dataset:
     scale: float = 1.0  # raw rows were divided by this before the mean was subtracted
     feature_std: np.ndarray | None = None  # (D,): each column then divided by this (own data)
     notes: tuple = ()  # what the loader decided on its own (e.g. a split it held out)
+    label_column: str | None = None  # a .csv's label column, by name
 
     @property
     def preprocessing(self) -> Preprocessing:
         """Raw rows -> this data set's inputs, as a saved model repeats it."""
         return Preprocessing(
-            self.scale, self.mean_image, self.feature_std, self.class_names, self.image_shape
+            self.scale,
+            self.mean_image,
+            self.feature_std,
+            self.class_names,
+            self.image_shape,
+            self.label_column,
         )
 
     @property
@@ -123,7 +129,8 @@ def load_file(path, dtype: str = "float32", label_column: str | None = None) -> 
     """A user's .npz or .csv (see ``user_data``): each column standardized with the training
     rows' mean and standard deviation, since its columns may have any scale."""
     splits, names, notes = user_data.read(path, label_column)
-    pre, X_train = fitted(splits["train"][0], 1.0, True, names, None, dtype)
+    label = user_data.label_column_of(path, label_column)
+    pre, X_train = fitted(splits["train"][0], 1.0, True, names, None, dtype, label)
     return _dataset(str(path), pre, (X_train, splits["train"][1]), splits["val"], splits["test"], notes)
 
 
@@ -161,6 +168,7 @@ def _dataset(name, pre: Preprocessing, train, val, test, notes=()) -> Dataset:
     return Dataset(
         name, *train, *val, *test, mean_image=pre.mean, image_shape=pre.image_shape,
         class_names=pre.class_names, scale=pre.scale, feature_std=pre.std, notes=tuple(notes),
+        label_column=pre.label_column,
     )  # fmt: skip
 
 

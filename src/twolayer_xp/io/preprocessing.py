@@ -26,6 +26,7 @@ class Preprocessing:
     std: np.ndarray | None
     class_names: list
     image_shape: tuple | None = None  # how one row displays, e.g. (28, 28)
+    label_column: str | None = None  # a .csv's label column, by name (its last, if none was named)
 
     @property
     def num_features(self) -> int:
@@ -56,6 +57,7 @@ class Preprocessing:
             "class_names": list(self.class_names),
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "standardized": self.std is not None,
+            **({"label_column": self.label_column} if self.label_column is not None else {}),
         }
 
     @classmethod
@@ -79,7 +81,10 @@ class Preprocessing:
         std = _feature_array(arrays, STD, num_features) if meta.get("standardized") else None
         if std is not None and not np.all(std > 0):
             raise ValueError(f"extra array {STD} must be positive")
-        return cls(float(scale), mean, std, names, tuple(shape) if shape else None)
+        label = meta.get("label_column")
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"preprocessing label_column must be a column name, got {label!r}")
+        return cls(float(scale), mean, std, names, tuple(shape) if shape else None, label)
 
 
 def _feature_array(arrays: dict, name: str, num_features: int) -> np.ndarray:
@@ -93,9 +98,12 @@ def _feature_array(arrays: dict, name: str, num_features: int) -> np.ndarray:
     return value
 
 
-def fitted(X_train_raw, scale: float, standardize: bool, class_names, image_shape, dtype) -> tuple:
+def fitted(
+    X_train_raw, scale: float, standardize: bool, class_names, image_shape, dtype, label_column=None
+) -> tuple:
     """(Preprocessing fitted on the training rows, those rows preprocessed). The mean is taken in
-    float64 and cast, as CS231n's notebooks do; a constant column keeps std 1 (nothing to scale)."""
+    float64 and cast, as CS231n's notebooks do; a constant column keeps std 1 (nothing to scale).
+    label_column: a .csv's label column name, kept for predicting on other files."""
     X = np.asarray(X_train_raw)
     X = _cast(X / scale if scale != 1 else X, dtype, copy=scale != 1)
     mean = np.mean(X, axis=0, dtype=np.float64).astype(X.dtype)
@@ -105,7 +113,7 @@ def fitted(X_train_raw, scale: float, standardize: bool, class_names, image_shap
         std64 = np.std(X, axis=0, dtype=np.float64)
         std = np.where(std64 > 0, std64, 1.0).astype(X.dtype)
         X /= std
-    return Preprocessing(float(scale), mean, std, list(class_names), image_shape), X
+    return Preprocessing(float(scale), mean, std, list(class_names), image_shape, label_column), X
 
 
 def _cast(X: np.ndarray, dtype, copy: bool) -> np.ndarray:

@@ -150,6 +150,14 @@ def _check_npz_headers(path: Path, headers: dict) -> None:
 # .csv
 
 
+def label_column_of(path, label_column: str | None) -> str | None:
+    """The name of a .csv's label column (``label_column``, else its last column); None for a
+    .npz, whose labels are arrays of their own."""
+    if Path(path).suffix.lower() != ".csv":
+        return None
+    return label_column if label_column is not None else _csv_shape(Path(path))[0][-1]
+
+
 def read_rows(
     path, label_column: str | None, num_features: int, trained_label: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
