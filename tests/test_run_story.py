@@ -194,3 +194,26 @@ def test_an_own_data_run_resumes_from_another_folder(tmp_path, train, monkeypatc
     )
     monkeypatch.chdir("/")
     assert train("--resume", tmp_path / "run" / "model.npz", "--num-iters", 40, "--quiet") == 0
+
+
+@pytest.mark.parametrize("change", ["rows", "class names"])
+def test_a_resume_on_data_that_changed_is_refused(tmp_path, train, capsys, change):
+    """The checkpoint's preprocessing (class names, the training rows' mean and std) must be
+    what the data gives now: a CSV rewritten with other rows, or other label names, was resumed
+    on silently (exit 0), its weights fitted to inputs scaled otherwise."""
+    _csv_with_label_first(tmp_path / "d.csv")
+    args = ("--dataset", tmp_path / "d.csv", "--label-column", "target", "--out", tmp_path / "run")
+    assert train(*args, "--num-iters", 20, "--quiet") == 0
+    checkpoint = (tmp_path / "run" / "model.npz").read_bytes()
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    if change == "rows":
+        lines = lines[: len(lines) // 2]
+    else:
+        header, *rows = lines
+        lines = [header, *(f"c{row}" for row in rows)]  # the label is the first column
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert train("--resume", tmp_path / "run" / "model.npz", "--num-iters", 40, "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "was trained on other data" in err and change.split()[-1] in err
+    assert (tmp_path / "run" / "model.npz").read_bytes() == checkpoint

@@ -30,7 +30,7 @@ from twolayer_xp.backend import CudaUnavailableError, resolve
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
 from twolayer_xp.core.training import HISTORY_KEYS, TrainingDivergedError
-from twolayer_xp.io import checkpoint, datasets, files
+from twolayer_xp.io import checkpoint, datasets, files, preprocessing
 from twolayer_xp.io.checkpoint import CheckpointError
 
 OUTPUTS = ("model.npz", "metrics.json", "history.npz", "loss.png", "weights.png")
@@ -170,6 +170,8 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
     with files.claim_folder(out_dir, _continuing(out_dir, resume), OUTPUTS) as out:
         with _naming(resume):
             ds = load_data(config, read_only)
+            if net is not None:
+                _same_data(resume, net, ds)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         for note in (
             *ds.notes,
@@ -194,6 +196,30 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
                 f"{ds.num_features} and {ds.num_classes}"
             )
         return _Session(config, ds, net, out, resume, started).train(progress, verbose)
+
+
+def _same_data(resume, net: TwoLayerNet, ds: datasets.Dataset) -> None:
+    """CheckpointError unless ``ds`` is the data the checkpoint trained on, as far as its saved
+    preprocessing tells: the class names and the training rows' mean (and std) computed from
+    the data now must be those it saved (a changed file, or another copy under --data-dir,
+    would otherwise be resumed on silently, its weights fitted to other inputs). A checkpoint
+    saved without its preprocessing has nothing to compare."""
+    meta = net.metadata.get("preprocessing")
+    if not isinstance(meta, dict):
+        return
+    _, _, arrays = checkpoint.load(resume, model.LAYOUT)
+    now = ds.preprocessing.arrays()
+    saved = {name: arrays[name] for name in (preprocessing.MEAN, preprocessing.STD) if name in arrays}
+    if meta.get("class_names") != list(ds.class_names):
+        differs = "its class names"
+    elif saved.keys() != now.keys() or not all(np.array_equal(saved[n], now[n]) for n in now):
+        differs = "its training rows' mean or spread"
+    else:
+        return
+    raise CheckpointError(
+        f"{resume} was trained on other data than {ds.name} holds now ({differs} differ): the "
+        "file changed, or --data-dir names another copy; resume needs the data it trained on, or train afresh"
+    )
 
 
 def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
