@@ -253,3 +253,18 @@ def test_predict_refuses_rows_with_nan_instead_of_predicting_a_class(digits_run,
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "X contains 1 non-finite value(s)" in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_repeated_header_name_keeps_the_label_found_by_position(tmp_path, capsys, train):
+    """Header a,b,a: the label is the last column, but its name also names the first, so the
+    model keeps no name and finds it by position, as before (by name it took column 0)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 2))
+    with open(tmp_path / "dup.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["a", "b", "a"], *([*x, int(x[0] > 0)] for x in X)])
+    assert (
+        train("--dataset", tmp_path / "dup.csv", "--num-iters", 50, "--quiet", "--out", tmp_path / "run") == 0
+    )
+    assert load_model(tmp_path / "run" / "model.npz").label_column is None
+    assert _run_cli("evaluate", tmp_path / "run" / "model.npz", tmp_path / "dup.csv") == 0
+    assert "accuracy" in capsys.readouterr().out

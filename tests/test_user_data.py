@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 
+from twolayer_xp import TwoLayerNet
 from twolayer_xp.io import datasets as data
 from twolayer_xp.io import idx, mnist, user_data
 from twolayer_xp.io.cifar_batches import DataError
@@ -306,15 +307,17 @@ def test_values_beyond_the_dtypes_range_are_refused_not_made_inf(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(
-            ValueError, match="feature 1 \\(0-based\\) holds values up to 1e\\+300, beyond float32"
+            ValueError, match="feature 1 \\(0-based\\) holds a value of -1e\\+300, beyond float32"
         ):
             data.load(str(tmp_path / "huge.csv"))
         from twolayer_xp.io import preprocessing
 
         prep, X = preprocessing.fitted(np.ones((4, 2)), 1.0, True, ["a", "b"], None, np.float32)
-        with pytest.raises(ValueError, match="feature 0 \\(0-based\\) holds values up to 1e\\+39"):
+        with pytest.raises(ValueError, match="feature 0 \\(0-based\\) holds a value of 1e\\+39"):
             prep.apply(np.array([[1e39, 0.0]]))
-        assert prep.apply(np.array([[3e38, 0.0]])).dtype == np.float32  # within range: as before
+        assert prep.apply(np.array([[3.4028235e38, 0.0]])).dtype == np.float32  # rounds to the largest
+        with pytest.raises(ValueError, match="X contains 1 non-finite"):  # inf: the finite checks' words
+            TwoLayerNet(2, 3, 2).predict(prep.apply(np.array([[np.inf, 0.0]])))
         assert (
             preprocessing.fitted(np.array([[1e300], [1.0]]), 1.0, False, [], None, np.float64)[1].dtype
             == np.float64

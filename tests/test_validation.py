@@ -271,3 +271,14 @@ def test_accuracy_checks_host_inputs_on_the_host(case_id, make_net, blobs, syncs
             evaluate()
     with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\], found values in \[-1, 2\]"):
         net.accuracy(X[:5], np.array([0, 1, 2, -1, 0]))
+
+
+def test_a_torch_cpu_tensor_is_scanned_for_nan_like_numpy():
+    """Looking at a CPU tensor's values costs no device sync, so it is scanned as numpy's arrays
+    are (a NaN row predicted class 0); only a GPU's (or strict's stand-in's) arrays are not."""
+    torch = pytest.importorskip("torch")
+    net = TwoLayerNet(4, 5, 3, backend="torch", rng=0)
+    X = torch.zeros((3, 4), dtype=torch.float32)
+    X[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="X contains 1 non-finite"):
+        net.predict(X)

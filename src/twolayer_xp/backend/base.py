@@ -29,8 +29,6 @@ class Backend:
 
     name: ClassVar[str]  # the user-facing backend name, e.g. "numpy"
     module: ClassVar[str]  # the library's import name, for version reports
-    # Its arrays are the host's own (numpy): a look at their values is never a device sync.
-    host_arrays: ClassVar[bool] = False
 
     def __init__(self, xp: Any, device: Any):
         self.xp, self.device = xp, device
@@ -61,6 +59,12 @@ class Backend:
     def host_memory(self) -> bool:
         """True when arrays live in the host's memory (a CPU device), so host limits apply."""
         return True
+
+    @property
+    def host_arrays(self) -> bool:
+        """True when looking at an array's values is never a device sync (numpy, torch on the
+        CPU); False on a GPU, and for array-api-strict, whose devices stand in for one."""
+        return False
 
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer measures the work and not its launch."""

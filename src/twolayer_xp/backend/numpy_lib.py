@@ -12,7 +12,7 @@ from .base import Backend, blas_threads, keep_freed_host_memory
 class NumpyBackend(Backend):
     name = "numpy"
     module = "numpy"
-    host_arrays = True
+    host_arrays = True  # numpy's arrays are the host's own
 
     @classmethod
     def owns_type(cls, x) -> bool:

@@ -55,6 +55,10 @@ class TorchBackend(Backend):
     def host_memory(self) -> bool:
         return not self._on_gpu
 
+    @property
+    def host_arrays(self) -> bool:
+        return not self._on_gpu
+
     def synchronize(self) -> None:
         if self._on_gpu:
             import torch

@@ -123,11 +123,15 @@ def _cast(X: np.ndarray, dtype, copy: bool) -> np.ndarray:
     # Only a wider float can hold what the dtype cannot (every int up to 64 bits fits float32).
     if X.size and np.issubdtype(X.dtype, np.floating) and np.finfo(X.dtype).max > np.finfo(dtype).max:
         with np.errstate(invalid="ignore"):  # NaN compares false here: the finite checks name it
-            largest = np.maximum(np.max(X, axis=0), -np.min(X, axis=0))  # no |X| temporary
-        beyond = np.flatnonzero(largest > np.finfo(dtype).max)
+            high, low = np.max(X, axis=0), np.min(X, axis=0)  # no |X| temporary
+        extreme = np.where(high >= -low, high, low)
+        # A value within half a step above the largest float rounds down to it; inf and NaN
+        # are left to the finite checks, which say so in their own words.
+        limit = float(np.finfo(dtype).max) * (1 + float(np.finfo(dtype).eps) / 4)  # in float64
+        beyond = np.flatnonzero(np.isfinite(extreme) & (np.abs(extreme) > limit))
         if beyond.size:
             raise ValueError(
-                f"feature {beyond[0]} (0-based) holds values up to {largest[beyond[0]]:.3g}, beyond "
+                f"feature {beyond[0]} (0-based) holds a value of {extreme[beyond[0]]:.3g}, beyond "
                 f"{dtype.name}'s range (+-{np.finfo(dtype).max:.3g}); rescale it"
             )
     return X.astype(dtype, copy=copy)

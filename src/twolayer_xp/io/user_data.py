@@ -152,10 +152,12 @@ def _check_npz_headers(path: Path, headers: dict) -> None:
 
 def label_column_of(path, label_column: str | None) -> str | None:
     """The name of a .csv's label column (``label_column``, else its last column); None for a
-    .npz, whose labels are arrays of their own."""
+    .npz, whose labels are arrays of their own, or when the name is not unique in the header."""
     if Path(path).suffix.lower() != ".csv":
         return None
-    return label_column if label_column is not None else _csv_shape(Path(path))[0][-1]
+    columns = _csv_shape(Path(path))[0]
+    label = label_column if label_column is not None else columns[-1]
+    return label if columns.count(label) == 1 else None  # a repeated name finds the first column
 
 
 def read_rows(
