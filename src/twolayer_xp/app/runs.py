@@ -159,7 +159,7 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
     read_only = resume is not None and config.data_dir is None
     if resume is not None:
         with _naming(resume):
-            net, config = _resumed(config, resume)
+            net, config, saved = _resumed(config, resume)
     else:
         config = config.resolved()
         resolve(config.device, config.backend)  # a missing GPU is said before a download
@@ -171,7 +171,7 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
         with _naming(resume):
             ds = load_data(config, read_only)
             if net is not None:
-                _same_data(resume, net, ds)
+                _same_data(resume, net, saved, ds)
         resources.check_run(config, ds.num_features, ds.num_classes, ds.sizes())
         for note in (
             *ds.notes,
@@ -198,16 +198,15 @@ def _run(config: RunConfig, out_dir, resume, progress, verbose, started, notify)
         return _Session(config, ds, net, out, resume, started).train(progress, verbose)
 
 
-def _same_data(resume, net: TwoLayerNet, ds: datasets.Dataset) -> None:
+def _same_data(resume, net: TwoLayerNet, arrays: dict, ds: datasets.Dataset) -> None:
     """CheckpointError unless ``ds`` is the data the checkpoint trained on, as far as its saved
     preprocessing tells: the class names and the training rows' mean (and std) computed from
     the data now must be those it saved (a changed file, or another copy under --data-dir,
-    would otherwise be resumed on silently, its weights fitted to other inputs). A checkpoint
-    saved without its preprocessing has nothing to compare."""
+    would otherwise be resumed on silently, its weights fitted to other inputs). ``arrays``: the
+    checkpoint's extras. A checkpoint saved without its preprocessing has nothing to compare."""
     meta = net.metadata.get("preprocessing")
     if not isinstance(meta, dict):
         return
-    _, _, arrays = checkpoint.load(resume, model.LAYOUT)
     now = ds.preprocessing.arrays()
     saved = {name: arrays[name] for name in (preprocessing.MEAN, preprocessing.STD) if name in arrays}
     if meta.get("class_names") != list(ds.class_names):
@@ -222,10 +221,10 @@ def _same_data(resume, net: TwoLayerNet, ds: datasets.Dataset) -> None:
     )
 
 
-def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
-    """The checkpointed net and its saved config, with the changes (the set fields of
-    ``config``) a resume may make; it runs where it was saved unless told otherwise."""
-    params, header, _ = checkpoint.load(resume, model.LAYOUT)
+def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig, dict]:
+    """The checkpointed net, its saved config with the changes (the set fields of ``config``) a
+    resume may make (it runs where it was saved unless told otherwise), and its extra arrays."""
+    params, header, extras = checkpoint.load(resume, model.LAYOUT)
     saved = (header.get("metadata") or {}).get("config")
     if not isinstance(saved, dict) or not saved:
         raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
@@ -235,7 +234,7 @@ def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig]:
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
     net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
-    return net, merged
+    return net, merged, extras
 
 
 @contextlib.contextmanager

@@ -155,7 +155,8 @@ def label_column_of(path, label_column: str | None) -> str | None:
     .npz, whose labels are arrays of their own, or when the name is not unique in the header."""
     if Path(path).suffix.lower() != ".csv":
         return None
-    columns = _csv_shape(Path(path))[0]
+    with open(path, newline="", encoding="utf-8") as f:  # read (and checked) whole before: the header
+        columns = _header(csv.reader(f))
     label = label_column if label_column is not None else columns[-1]
     return label if columns.count(label) == 1 else None  # a repeated name finds the first column
 
@@ -274,7 +275,7 @@ def _csv_shape(path: Path, min_columns: int = 2) -> tuple[list, int]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
-            columns = [c.strip() for c in next(reader, [])]
+            columns = _header(reader)
             rows = 0
             for line, fields in enumerate(reader, start=2):
                 if not fields:
@@ -291,6 +292,11 @@ def _csv_shape(path: Path, min_columns: int = 2) -> tuple[list, int]:
             f"{path} needs a header row naming at least {min_columns} columns (features and a label)"
         )
     return columns, rows
+
+
+def _header(reader) -> list:
+    """The column names of a CSV reader's first row."""
+    return [c.strip() for c in next(reader, [])]
 
 
 def _column(columns: list, name: str, path: Path) -> int:
