@@ -316,6 +316,15 @@ def test_values_beyond_the_dtypes_range_are_refused_not_made_inf(tmp_path):
         with pytest.raises(ValueError, match="feature 0 \\(0-based\\) holds a value of 1e\\+39"):
             prep.apply(np.array([[1e39, 0.0]]))
         assert prep.apply(np.array([[3.4028235e38, 0.0]])).dtype == np.float32  # rounds to the largest
+        # A model that scales its inputs (digits divides by 16) names the user's value and range
+        # (it named the scaled ones: 6.25e+38, +-3.4e+38).
+        scaled = preprocessing.fitted(np.ones((4, 2)), 16.0, False, ["a", "b"], None, np.float32)[0]
+        with pytest.raises(
+            ValueError,
+            match=r"value of 1e\+40, beyond float32's range \(\+-5.44e\+39 for inputs this model divides by 16\)",
+        ):
+            scaled.apply(np.array([[0.0, 1e40]]))
+        assert scaled.apply(np.array([[16 * 3.4028235e38, 0.0]])).dtype == np.float32
         with pytest.raises(ValueError, match="X contains 1 non-finite"):  # inf: the finite checks' words
             TwoLayerNet(2, 3, 2).predict(prep.apply(np.array([[np.inf, 0.0]])))
         assert (

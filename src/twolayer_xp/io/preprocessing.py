@@ -40,7 +40,7 @@ class Preprocessing:
         X = np.asarray(X_raw)
         if X.ndim != 2 or X.shape[1] != self.num_features:
             raise ValueError(f"inputs must be rows of {self.num_features} features, got shape {X.shape}")
-        X = _cast(X / self.scale if self.scale != 1 else X, dtype, copy=copy or self.scale != 1)
+        X = _scaled(X, self.scale, dtype, copy)
         X -= self.mean
         if self.std is not None:
             X /= self.std
@@ -105,7 +105,7 @@ def fitted(
     float64 and cast, as CS231n's notebooks do; a constant column keeps std 1 (nothing to scale).
     label_column: a .csv's label column name, kept for predicting on other files."""
     X = np.asarray(X_train_raw)
-    X = _cast(X / scale if scale != 1 else X, dtype, copy=scale != 1)
+    X = _scaled(X, scale, dtype, copy=False)
     mean = np.mean(X, axis=0, dtype=np.float64).astype(X.dtype)
     X -= mean
     std = None
@@ -116,10 +116,12 @@ def fitted(
     return Preprocessing(float(scale), mean, std, list(class_names), image_shape, label_column), X
 
 
-def _cast(X: np.ndarray, dtype, copy: bool) -> np.ndarray:
-    """X as ``dtype``; a ValueError naming the feature if a value is beyond the dtype's range,
-    where the cast would make it inf (and the net's scores NaN) with only numpy's warning."""
+def _scaled(X_raw: np.ndarray, scale: float, dtype, copy: bool) -> np.ndarray:
+    """X_raw / scale as ``dtype``, never X_raw itself when ``copy``; a ValueError naming the feature
+    and the input's own value if one is beyond the dtype's range, where the cast would make it
+    inf (and the net's scores NaN) with only numpy's warning."""
     dtype = np.dtype(dtype)
+    X = X_raw / scale if scale != 1 else X_raw
     # Only a wider float can hold what the dtype cannot (every int up to 64 bits fits float32).
     if X.size and np.issubdtype(X.dtype, np.floating) and np.finfo(X.dtype).max > np.finfo(dtype).max:
         with np.errstate(invalid="ignore"):  # NaN compares false here: the finite checks name it
@@ -127,11 +129,15 @@ def _cast(X: np.ndarray, dtype, copy: bool) -> np.ndarray:
         extreme = np.where(high >= -low, high, low)
         # A value within half a step above the largest float rounds down to it; inf and NaN
         # are left to the finite checks, which say so in their own words.
-        limit = float(np.finfo(dtype).max) * (1 + float(np.finfo(dtype).eps) / 4)  # in float64
-        beyond = np.flatnonzero(np.isfinite(extreme) & (np.abs(extreme) > limit))
+        largest = float(np.finfo(dtype).max)
+        beyond = np.flatnonzero(
+            np.isfinite(extreme) & (np.abs(extreme) > largest * (1 + float(np.finfo(dtype).eps) / 4))
+        )
         if beyond.size:
+            # The user's value and range, not the scaled ones the cast sees (digits divides by 16).
+            where = "" if scale == 1 else f" for inputs this model divides by {scale:g}"
             raise ValueError(
-                f"feature {beyond[0]} (0-based) holds a value of {extreme[beyond[0]]:.3g}, beyond "
-                f"{dtype.name}'s range (+-{np.finfo(dtype).max:.3g}); rescale it"
+                f"feature {beyond[0]} (0-based) holds a value of {extreme[beyond[0]] * scale:.3g}, beyond "
+                f"{dtype.name}'s range (+-{largest * scale:.3g}{where}); rescale it"
             )
-    return X.astype(dtype, copy=copy)
+    return X.astype(dtype, copy=copy and scale == 1)  # a scaled X is a new array already
