@@ -27,6 +27,12 @@ def binaries() -> tuple[str, str] | None:
 
 
 _stoppers = {}  # URL of a running server() -> how to stop it
+_logs = {}  # URL of a running server() -> its log file
+
+
+def log(url: str) -> str:
+    """What the running ``server()`` of ``url`` has logged so far (its ERRORs among it)."""
+    return _logs[url].read_text()
 
 
 def stop(url: str) -> None:
@@ -63,9 +69,11 @@ def server():
         run(pg_ctl, "-D", data, "-l", folder / "server.log", "-o", options, "-w", "start")
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
         _stoppers[url] = lambda: run(pg_ctl, "-D", data, "-m", "fast", "-w", "stop")
+        _logs[url] = folder / "server.log"
         try:
             yield url
         finally:
+            _logs.pop(url, None)
             if _stoppers.pop(url, None) is not None:
                 run(pg_ctl, "-D", data, "-m", "fast", "-w", "stop")
     finally:

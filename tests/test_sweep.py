@@ -119,6 +119,9 @@ def test_two_workers_postgresql(tmp_path):
         assert len({t.user_attrs["worker"]["pid"] for t in results}) == 2
         assert [outcome(t) for t in results] == ["completed"] * 6 + ["pruned"] * 6
         assert all(t.last_step == 12 for t in results[6:])
+        # Workers joining a study look it up before creating it: a create refused on the unique
+        # name is an ERROR in the server's log, one per joining worker
+        assert "duplicate key" not in postgres.log(url)
 
 
 def test_killed_worker_then_restart_completes_the_study(tmp_path):

@@ -268,11 +268,7 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     the database lets only the first one make (``_offer_search``), and all are then judged
     against the one stored. (Checking for a stored search and storing one after, two workers
     with different flags could both find nothing and both be let in.)"""
-    try:
-        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], config.study)
-    except optuna.exceptions.DuplicatedStudyError:
-        pass  # there already: joined, if it is this sweep's
-    study_id = storage.get_study_id_from_name(config.study)
+    study_id = _created(optuna, storage, config.study)
     if report.SEARCH_ATTR not in storage.get_study_user_attrs(study_id) and _bare(optuna, storage, study_id):
         _offer_search(storage, study_id, with_pruner(storage, config).search)
     config = with_pruner(storage, config)  # the stored search's pruner, unless --pruner is given
@@ -291,6 +287,21 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     if problem:
         raise ValueError(f"study {config.study} in {storage_name(config.storage)} {problem}")
     return study, config
+
+
+def _created(optuna, storage, name: str) -> int:
+    """The id of study ``name``, created if there is none. Looked up first: a create that
+    fails on the unique name is logged by a PostgreSQL server as an ERROR, which every joining
+    worker made (only workers starting a new study together still race to create it)."""
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        pass
+    try:
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+    except optuna.exceptions.DuplicatedStudyError:
+        pass  # created by another worker meanwhile: joined, if it is this sweep's
+    return storage.get_study_id_from_name(name)
 
 
 def _bare(optuna, storage, study_id: int) -> bool:
