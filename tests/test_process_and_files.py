@@ -531,6 +531,34 @@ def test_an_out_belongs_to_one_study(tmp_path, capsys, one_error_line):
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_an_out_is_not_taken_by_a_namesake_study_in_another_storage(
+    tmp_path, capsys, one_error_line, monkeypatch
+):
+    """A study's name is unique only within its storage: `sweep` then `sweep --storage
+    postgresql://...` (the default --out and study name both times) made the second study's
+    trials.csv and best/ replace the first's in the same folder. The folder's study is now
+    named by an id stored in the study; the same study from another URL spelling still joins."""
+    pytest.importorskip("optuna")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert sweep(one) == 0 and sweep(two) == 0
+    before = {p: p.read_bytes() for p in one.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert sweep(one, "--storage", f"sqlite:///{two / 'study.db'}", "--trials", 4) == 2
+    line = one_error_line(capsys)
+    assert f"the one in sqlite:///{two / 'study.db'} is another study of that name" in line
+    assert line.endswith(f"or continue that one with --storage sqlite:///{one / 'study.db'}")
+    assert {p: p.read_bytes() for p in one.rglob("*") if p.is_file()} == before
+    # the advice works, and so does the folder's own study.db named from elsewhere
+    monkeypatch.chdir(tmp_path)
+    assert sweep(one, "--storage", "sqlite:///one/study.db", "--trials", 3) == 0
+    # a mark from before ids: its storage URL as written names its study
+    mark = json.loads((two / "study.json").read_text())
+    (two / "study.json").write_text(json.dumps({k: v for k, v in mark.items() if k != "id"}))
+    assert sweep(two, "--trials", 3) == 0
+    assert json.loads((two / "study.json").read_text()) == mark  # and it gets the id
+    assert sweep(one, "--storage", f"sqlite:///{two / 'study.db'}", "--trials", 4) == 2
+
+
 # -- carried over: a failed sweep leaves no debris ------------------------------------------------
 
 

@@ -218,8 +218,8 @@ def test_an_offered_search_never_replaces_a_stored_one(tmp_path):
     optuna.create_study(storage=url, study_name="s", direction="maximize")
     storage = study.open_storage(url)
     study_id = storage.get_study_id_from_name("s")
-    study._offer_search(storage, study_id, {"hidden_size": 8})
-    study._offer_search(storage, study_id, {"hidden_size": 16})
+    study._offer(storage, study_id, report.SEARCH_ATTR, {"hidden_size": 8})
+    study._offer(storage, study_id, report.SEARCH_ATTR, {"hidden_size": 16})
     assert storage.get_study_user_attrs(study_id)[report.SEARCH_ATTR] == {"hidden_size": 8}
 
 

@@ -24,6 +24,9 @@ from twolayer_xp.errors import one_line
 from twolayer_xp.io import files
 
 SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its trials mean
+# The study's user attr holding a random id: a study's name is unique only within its storage,
+# and an --out must not take another storage's study of the same name for its own (claim_out).
+ID_ATTR = "twolayer_xp_id"
 SETTINGS_COLUMNS = ("learning_rate", "reg", *space.SCALES)  # a trial's settings: searched or fixed
 CSV_COLUMNS = (
     "number", "outcome", *SETTINGS_COLUMNS, "val_accuracy", "pruned_at_epoch", "train_accuracy", "test_accuracy",
@@ -119,18 +122,35 @@ MAX_METRICS_BYTES = 1 << 20
 STUDY_MARK = "study.json"  # which study an --out belongs to
 
 
-def claim_out(out: Path, config, mark: bool = True) -> None:
-    """Refuse an ``--out`` that holds another study's results; ``mark`` a new one as this study's."""
+def claim_out(out: Path, config, study=None) -> None:
+    """Refuse an ``--out`` that holds another study's results. Before the storage is opened
+    (``study`` None) by name; after, by the study's id too (the same name in another storage is
+    another study), and a new ``--out`` is marked as this study's."""
     path = out / STUDY_MARK
     with files.locked(out, wait_s=BEST_LOCK_WAIT_S):
         owner = _read_json(path, "study")
-        if owner is None and mark:
-            files.write_json(path, {"study": config.study, "storage": _shown(config.storage)})
-        elif owner is not None and owner["study"] != config.study:
+        if owner is not None and owner["study"] != config.study:
             raise ValueError(
                 f"--out {out} holds the results of study {owner['study']!r} ({owner.get('storage')}); "
                 f"study {config.study!r} needs another --out"
             )
+        if study is None:
+            return
+        mark = {"study": config.study, "storage": _shown(config.storage), "id": study.user_attrs[ID_ATTR]}
+        if owner is not None and not _same_study(owner, mark):
+            raise ValueError(
+                f"--out {out} holds the results of study {config.study!r} in {owner.get('storage')}; "
+                f"the one in {mark['storage']} is another study of that name: choose another --out, "
+                f"or continue that one with --storage {owner.get('storage')}"
+            )
+        if owner is None or "id" not in owner:
+            files.write_json(path, mark)
+
+
+def _same_study(owner: dict, mark: dict) -> bool:
+    """Whether an --out's study mark ``owner`` names the study of ``mark``: by id, or, for a mark
+    written before ids, by its storage URL as written."""
+    return owner["id"] == mark["id"] if "id" in owner else owner.get("storage") == mark["storage"]
 
 
 def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:

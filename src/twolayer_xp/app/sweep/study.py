@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+import uuid
 import warnings
 
 from twolayer_xp.app.sweep import pruning, report, space
@@ -265,12 +266,12 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     join the study.
 
     Workers starting together agree on the study's search: each offers its own with an insert
-    the database lets only the first one make (``_offer_search``), and all are then judged
+    the database lets only the first one make (``_offer``), and all are then judged
     against the one stored. (Checking for a stored search and storing one after, two workers
     with different flags could both find nothing and both be let in.)"""
     study_id = _created(optuna, storage, config.study)
     if report.SEARCH_ATTR not in storage.get_study_user_attrs(study_id) and _bare(optuna, storage, study_id):
-        _offer_search(storage, study_id, with_pruner(storage, config).search)
+        _offer(storage, study_id, report.SEARCH_ATTR, with_pruner(storage, config).search)
     config = with_pruner(storage, config)  # the stored search's pruner, unless --pruner is given
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True),  # spread out K asks at once
@@ -286,6 +287,8 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     problem = _incompatibility(optuna, study, config)
     if problem:
         raise ValueError(f"study {config.study} in {storage_name(config.storage)} {problem}")
+    if report.ID_ATTR not in study.user_attrs:  # a new study, or one from before ids
+        _offer(storage, study_id, report.ID_ATTR, uuid.uuid4().hex)
     return study, config
 
 
@@ -314,23 +317,22 @@ def _bare(optuna, storage, study_id: int) -> bool:
     )
 
 
-def _offer_search(storage, study_id: int, search: dict) -> None:
-    """Store ``search`` as the study's unless one is stored already: an insert into Optuna's
-    study_user_attributes table (what ``set_study_user_attr`` writes, json-encoded), whose
-    unique (study_id, key) index makes exactly one of any number of concurrent offers succeed,
-    on SQLite and PostgreSQL alike. ``set_study_user_attr`` would overwrite an earlier offer."""
+def _offer(storage, study_id: int, key: str, value) -> None:
+    """Store ``value`` as the study's user attribute ``key`` unless one is stored already: an
+    insert into Optuna's study_user_attributes table (what ``set_study_user_attr`` writes,
+    json-encoded), whose unique (study_id, key) index makes exactly one of any number of
+    concurrent offers succeed, on SQLite and PostgreSQL alike. ``set_study_user_attr`` would
+    overwrite an earlier offer."""
     import sqlalchemy
 
     table = sqlalchemy.Table("study_user_attributes", sqlalchemy.MetaData(), autoload_with=storage.engine)
     try:
         with storage.engine.begin() as connection:
             connection.execute(
-                table.insert().values(
-                    study_id=study_id, key=report.SEARCH_ATTR, value_json=json.dumps(search)
-                )
+                table.insert().values(study_id=study_id, key=key, value_json=json.dumps(value))
             )
     except sqlalchemy.exc.IntegrityError:
-        pass  # another worker's (or an earlier run's) search is stored: judged against it
+        pass  # another worker's (or an earlier run's) is stored: the one every worker reads
 
 
 def _stored_search(user_attrs: dict):

@@ -53,11 +53,11 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     _check_largest(config, ds, backend)
     placed = _placed(ds, config, backend)
     with files.made_folder(config.out, "--out") as out:
-        report.claim_out(out, config, mark=False)  # another study's --out: refused before any storage
+        report.claim_out(out, config)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
         try:
             study, config = open_study(optuna, storage, config, len(ds.y_train))
-            report.claim_out(out, config)
+            report.claim_out(out, config, study)
             loaded = time.perf_counter()
             return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
         finally:
