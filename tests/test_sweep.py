@@ -182,6 +182,35 @@ def test_killed_worker_then_restart_completes_the_study(tmp_path):
     assert f"#{best_completed(results).number}" in stdout
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_worker_saves_its_best_and_releases_its_trials(tmp_path, signum):
+    """Ctrl-C or SIGTERM mid-round: trials told before it are in best/ (it was saved once per
+    round, after every shape and budget had trained), and the running ones are failed and queued
+    again on the way out (they stayed RUNNING, and a restart waited 3 heartbeats for them)."""
+    from twolayer_xp.app.sweep import SweepConfig
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    out, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["--storage", storage, "--trials", 6, "--population", 6, "--hidden-size", 1024, "--pruner", "none"]
+    config = SweepConfig(storage=storage, out=str(out), hidden_size=1024, num_iters="30,20000", pruner="none")
+    study, _ = open_study(optuna, open_storage(storage), config)
+    for k in range(6):  # three short trials, told at once; three long ones, interrupted
+        study.enqueue_trial({"learning_rate": 0.5 + k / 10, "reg": 1e-4, "num_iters": 30 if k < 3 else 20000})
+    victim = worker(out, *args, "--num-iters", "30,20000")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (out / "best" / "metrics.json").exists():
+        time.sleep(0.05)
+    victim.send_signal(signum)
+    _, stderr = victim.communicate(timeout=60)
+    assert victim.returncode == 128 + signum and "interrupted" in stderr, stderr
+    trials = study_trials(storage)
+    assert [outcome(t) for t in trials[:3]] == ["completed"] * 3, "the signal came too early"
+    assert json.loads((out / "best" / "metrics.json").read_text())["trial"] == best_completed(trials).number
+    assert [outcome(t) for t in trials[3:6]] == ["dead worker"] * 3  # released, not left running
+    retries = [t for t in trials[6:] if outcome(t) == "waiting"]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [3, 4, 5]
+
+
 def test_digits_sweep_finds_a_good_net(tmp_path):
     """The issue's bar: 32 trials in populations of 16 find test accuracy >= 0.975."""
     stdout = finish(worker(tmp_path, "--trials", 32, "--population", 16, "--num-iters", 1000))

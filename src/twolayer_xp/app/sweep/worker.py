@@ -5,6 +5,7 @@ How workers share one study is ``study``'s; what a sweep writes and prints, ``re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -72,7 +73,7 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
     """Claim, train and tell populations until the study holds ``config.trials`` results."""
     started, loaded = clock
     worker = Worker(optuna, study, storage, config, ds, placed, out)
-    with report.TrialsBar(config, enabled=progress) as bar, worker.heartbeat:
+    with report.TrialsBar(config, enabled=progress) as bar, worker.heartbeat, worker.releasing():
         while True:
             tick = time.perf_counter()
             worker.fail_stale()
@@ -89,6 +90,8 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
                 report.write_trials_csv(study, out / "trials.csv")
                 worker.study_seconds += time.perf_counter() - tick - worker.last_train_seconds
             else:  # the rest is running elsewhere: wait for it (or for it to go stale)
+                running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+                bar.waiting(running, STALE_HEARTBEATS * config.heartbeat)
                 time.sleep(min(config.heartbeat, 1.0))
     trials = study.get_trials(deepcopy=False)
     report.write_trials_csv(study, out / "trials.csv")
@@ -180,6 +183,27 @@ class Worker:
                 except self.optuna.exceptions.UpdateFinishedTrialError:
                     pass  # another worker got there first
 
+    @contextlib.contextmanager
+    def releasing(self):
+        """On the way out of an interrupted or failed worker (Ctrl-C, SIGTERM, an error), its
+        running trials are failed and queued again at once, as a dead worker's are three
+        heartbeats later: a restart runs them without waiting for them to go stale."""
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        fail, stale = self.optuna.trial.TrialState.FAIL, self.storage.get_heartbeat_stale_trial_callback()
+        for trial_id in list(self.heartbeat.trial_ids):
+            self.heartbeat.trial_ids.discard(trial_id)
+            try:
+                if self.storage.set_trial_state_values(trial_id, fail):
+                    stale(self.study, self.storage.get_trial(trial_id))
+            except Exception:  # noqa: BLE001 - the storage itself may be what failed: its
+                pass  # heartbeats have stopped, so the next worker re-runs it as a dead one's
+
     def claim(self, want: int) -> list:
         """Ask ``want`` trials; keep those holding a slot (retries keep their original's)."""
         asked = []
@@ -244,8 +268,6 @@ class Worker:
             self._train_group(members)
         self.train_seconds += self.last_train_seconds
         self.trials_run += len(claimed)
-        if self.best is not None:
-            report.save_best(self.out, *self.best, self.config, self.ds)
 
     def _train_group(self, members: list) -> None:
         """Train trials of one shape as one Population, in segments: up to each distinct
@@ -329,6 +351,9 @@ class Worker:
         self.last_train_seconds += time.perf_counter() - start
         ks = np.flatnonzero(finishing)
         self._tell(finished, [trials[k] for k in ks], [settings[k] for k in ks], acc, diverged[finishing])
+        if self.best is not None:  # saved as soon as told: an interrupted round loses no best
+            report.save_best(self.out, *self.best, self.config, self.ds)
+            self.best = None
 
     def _iterations(self, settings: dict) -> int:
         """A trial's budget of SGD iterations: its num_iters, or its epochs over the training set."""
