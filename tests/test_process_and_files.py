@@ -559,6 +559,38 @@ def test_an_out_is_not_taken_by_a_namesake_study_in_another_storage(
     assert sweep(one, "--storage", f"sqlite:///{two / 'study.db'}", "--trials", 4) == 2
 
 
+def test_a_sweep_removes_the_temp_files_a_killed_worker_left(tmp_path):
+    """A worker killed inside a write leaves its temp file (in --out: study.json's, trials.csv's;
+    in best/: the model's). The next worker removes those old enough to be nobody's live write;
+    workers sharing the folder write trials.csv outside its lock, so a fresh one stays."""
+    pytest.importorskip("optuna")
+    from twolayer_xp.app.sweep import report
+
+    assert sweep(tmp_path) == 0
+    old = [
+        tmp_path / f".trials.csv.x1{files.TEMP_SUFFIX}",
+        tmp_path / "best" / f".model.npz.x2{files.TEMP_SUFFIX}",
+    ]
+    fresh = tmp_path / f".trials.csv.x3{files.TEMP_SUFFIX}"
+    for path in (*old, fresh):
+        path.write_bytes(b"half")
+    past = time.time() - report.STALE_TEMP_S - 1
+    for path in old:
+        os.utime(path, (past, past))
+    assert sweep(tmp_path, "--trials", 3) == 0
+    assert not any(path.exists() for path in old) and fresh.exists()
+
+
+def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
+    """A study holding more results than --trials asks: the bar started at its count (8 of 2)
+    and was moved back to 2, showing a negative rate."""
+    from twolayer_xp.app.sweep import SweepConfig, report
+
+    with report.TrialsBar(SweepConfig(trials=2), enabled=True) as bar:
+        bar.show(8, None)
+        assert (bar.bar.initial, bar.bar.n, bar.bar.total) == (2, 2, 2)
+
+
 # -- carried over: a failed sweep leaves no debris ------------------------------------------------
 
 

@@ -132,12 +132,18 @@ def together():
             os.replace(tmp, path)
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Remove the temp files a killed ``atomic_write`` left in ``folder`` (call it holding the
-    folder's lock). Only regular files named by this package go; nothing else is touched."""
+def remove_stale_temps(folder: Path, older_than_s: float = 0.0) -> None:
+    """Remove the temp files a killed ``atomic_write`` left in ``folder``: call it holding the
+    lock every writer there holds, or give ``older_than_s``, the age (since the last write) past
+    which a temp file cannot be a live writer's. Only regular files named by this package go;
+    nothing else is touched."""
+    now = time.time()
     for stale in folder.glob(f".*{TEMP_SUFFIX}"):
-        if stale.is_file() and not stale.is_symlink():
-            stale.unlink(missing_ok=True)
+        try:
+            if stale.is_file() and not stale.is_symlink() and now - stale.stat().st_mtime >= older_than_s:
+                stale.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass  # its writer renamed it meanwhile
 
 
 def _mode_for(path: Path) -> int:

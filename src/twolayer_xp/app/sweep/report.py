@@ -120,6 +120,7 @@ def save_figure(trials, config, path: Path) -> list[str]:
 BEST_LOCK_WAIT_S = 300.0  # another worker holds best/ only while it saves one net
 MAX_METRICS_BYTES = 1 << 20
 STUDY_MARK = "study.json"  # which study an --out belongs to
+STALE_TEMP_S = 600.0  # a temp file this old is a killed write's: each write takes milliseconds
 
 
 def claim_out(out: Path, config, study=None) -> None:
@@ -145,6 +146,10 @@ def claim_out(out: Path, config, study=None) -> None:
             )
         if owner is None or "id" not in owner:
             files.write_json(path, mark)
+        # What a killed worker's writes left: the workers sharing this folder write trials.csv
+        # outside its lock, so only temp files no live write can still own go.
+        for folder in (out, out / "best"):
+            files.remove_stale_temps(folder, older_than_s=STALE_TEMP_S)
 
 
 def _same_study(owner: dict, mark: dict) -> bool:
@@ -232,7 +237,7 @@ class TrialsBar:
 
             self.bar = tqdm(
                 total=self.config.trials,
-                initial=done,
+                initial=min(done, self.config.trials),  # a study may hold more than --trials asks
                 desc=self.config.study,
                 unit="trial",
                 dynamic_ncols=True,
@@ -241,6 +246,15 @@ class TrialsBar:
         self.bar.update(min(done, self.config.trials) - self.bar.n)
         if best is not None:
             self.bar.set_postfix({"best_val": f"{best:.4f}"}, refresh=True)
+
+    def waiting(self, running: int, stale_s: float) -> None:
+        """Say why the bar stands still: ``running`` trials are another worker's, or a killed
+        one's (re-run once its last heartbeat is ``stale_s`` old)."""
+        if self.enabled and self.bar is not None and running:
+            self.bar.set_postfix_str(
+                f"waiting for {running} trial(s) running elsewhere "
+                f"(a killed worker's are re-run {stale_s:g} s after its last heartbeat)"
+            )
 
     def __enter__(self):
         return self
