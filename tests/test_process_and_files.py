@@ -581,6 +581,25 @@ def test_a_sweep_removes_the_temp_files_a_killed_worker_left(tmp_path):
     assert not any(path.exists() for path in old) and fresh.exists()
 
 
+def test_resuming_a_sweeps_best_model_says_how_to_train_its_settings(tmp_path, capsys, one_error_line):
+    """`train --resume best/model.npz` said the file "was not written by a twolayer-xp run" (a
+    sweep wrote it); it now names the trial and the train command of its settings, which runs."""
+    pytest.importorskip("optuna")
+    from twolayer_xp.app import cli, runs
+
+    assert sweep(tmp_path / "sw", "--lr-decay", "0.9,0.95", "--num-iters", "20,30") == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "sw" / "best" / "model.npz"), "--quiet"]) == 2
+    line = one_error_line(capsys)
+    assert "is a sweep's best model (trial #" in line and "of study 'A'" in line
+    command = line.split("train its settings afresh: twolayer-xp ")[1].split()
+    assert {"--hidden-size", "--learning-rate-decay", "--num-iters", "--dataset"} <= set(command)
+    assert cli.main([*command, "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    # a trial of a searched --epochs: its num_iters is the budget, and train takes one of the two
+    searched_epochs = {"sweep": {"trial": 3}, "hyperparameters": {"epochs": 3, "num_iters": 39}}
+    assert "--epochs" not in runs._not_a_run(searched_epochs)
+
+
 def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
     """A study holding more results than --trials asks: the bar started at its count (8 of 2)
     and was moved back to 2, showing a negative rate."""

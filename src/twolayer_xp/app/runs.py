@@ -26,6 +26,7 @@ from twolayer_xp import __version__
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import drawing, provenance
 from twolayer_xp.app.config import RunConfig
+from twolayer_xp.app.flags import flag
 from twolayer_xp.backend import CudaUnavailableError, resolve
 from twolayer_xp.core import model, resources
 from twolayer_xp.core.model import TwoLayerNet
@@ -225,9 +226,10 @@ def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig, dict]:
     """The checkpointed net, its saved config with the changes (the set fields of ``config``) a
     resume may make (it runs where it was saved unless told otherwise), and its extra arrays."""
     params, header, extras = checkpoint.load(resume, model.LAYOUT)
-    saved = (header.get("metadata") or {}).get("config")
+    metadata = header.get("metadata") or {}
+    saved = metadata.get("config")
     if not isinstance(saved, dict) or not saved:
-        raise CheckpointError(f"{resume} was not written by a twolayer-xp run (no run config inside)")
+        raise CheckpointError(f"{resume} {_not_a_run(metadata)}")
     facts = {"hidden_size": params["W1"].shape[1], "dtype": header["dtype"]}  # what the arrays say
     try:
         merged = configs.resumed(saved, config.given(), resume, facts)
@@ -235,6 +237,21 @@ def _resumed(config: RunConfig, resume) -> tuple[TwoLayerNet, RunConfig, dict]:
         raise CheckpointError(str(exc)) from None
     net, _ = model.load_net(resume, device=merged.device, backend=merged.backend)
     return net, merged, extras
+
+
+def _not_a_run(metadata: dict) -> str:
+    """Why a checkpoint without a run config cannot be resumed, and what to do instead: a
+    sweep's best model holds its trial's settings, which a new train run can take."""
+    sweep, settings = metadata.get("sweep"), metadata.get("hyperparameters")
+    if not isinstance(sweep, dict) or not isinstance(settings, dict):
+        return "was not written by a twolayer-xp run (no run config inside)"
+    search = sweep.get("search") if isinstance(sweep.get("search"), dict) else {}
+    given = {"dataset": search.get("dataset"), **settings, "epochs": None}  # num_iters is its budget
+    trained = " ".join(f"{flag(k)} {v}" for k, v in given.items() if isinstance(v, (int, float, str)))
+    return (
+        f"is a sweep's best model (trial #{sweep.get('trial')} of study {sweep.get('study')!r}), which "
+        f"--resume cannot continue; train its settings afresh: twolayer-xp train {trained}"
+    )
 
 
 @contextlib.contextmanager
