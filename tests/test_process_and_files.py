@@ -602,12 +602,15 @@ def test_resuming_a_sweeps_best_model_says_how_to_train_its_settings(tmp_path, c
 
 def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
     """A study holding more results than --trials asks: the bar started at its count (8 of 2)
-    and was moved back to 2, showing a negative rate."""
+    and was moved back to 2, showing a negative rate. A waiting bar says what it waits for."""
     from twolayer_xp.app.sweep import SweepConfig, report
 
     with report.TrialsBar(SweepConfig(trials=2), enabled=True) as bar:
         bar.show(8, None)
         assert (bar.bar.initial, bar.bar.n, bar.bar.total) == (2, 2, 2)
+        # a bar standing still says why (it said nothing for the 3 heartbeats of a killed worker)
+        bar.waiting(3, 30.0)
+        assert "waiting for 3 trial(s) running elsewhere" in bar.bar.postfix and "30 s" in bar.bar.postfix
 
 
 # -- carried over: a failed sweep leaves no debris ------------------------------------------------
