@@ -196,3 +196,22 @@ def test_dispatch_with_numpy_input_stays_numpy(blobs):
         clf = TwoLayerClassifier(**FAST).fit(X, y)
         proba = clf.predict_proba(X)
     assert isinstance(proba, np.ndarray) and list(clf.classes_) == ["ant", "bee", "cat"]
+
+
+def test_bool_features_are_taken_as_zeros_and_ones():
+    """pandas' get_dummies gives bool columns, which scikit-learn's estimators take."""
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 4)) > 0.5
+    y = (X[:, 0] ^ X[:, 1]).astype(np.int64)
+    as_numbers = TwoLayerClassifier(**FAST).fit(X.astype(np.float32), y)
+    clf = TwoLayerClassifier(**FAST).fit(X, y)
+    for method in ("predict", "predict_proba", "decision_function", "predict_log_proba"):
+        np.testing.assert_array_equal(getattr(clf, method)(X), getattr(as_numbers, method)(X), method)
+    assert clf.score(X, y) == as_numbers.score(X, y)
+    clf.partial_fit(X, y)
+    assert clf.n_iter_ == 101
+    Xs = xs.asarray(X, device=xs.Device("no_float64"))  # float32 only: the cast must not need float64
+    with sklearn.config_context(array_api_dispatch=True):
+        proba = TwoLayerClassifier(**FAST).fit(Xs, xs.asarray(y, device=Xs.device)).predict_proba(Xs)
+    assert device(proba) == Xs.device
+    np.testing.assert_allclose(to_numpy(proba), as_numbers.predict_proba(X), atol=1e-5)

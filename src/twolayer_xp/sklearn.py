@@ -105,7 +105,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
     def _check_data(self, X, y, reset):
         _check_label_values(y)
         X, y = validate_data(self, X, y, reset=reset)
-        xp, _, dev = get_namespace_and_device(X)
+        X, xp, dev = _features(X)
         if not _is_numpy_namespace(xp):  # array-API dispatch: labels follow the features
             y = move_to(y, xp=xp, device=dev)
         check_classification_targets(y)
@@ -157,7 +157,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
     def _scores(self, X, method):
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="classes_", method=method)
-        X = validate_data(self, X, reset=False)
+        X, _, _ = _features(validate_data(self, X, reset=False))
         scores = self.net_.loss(X)
         return scores, array_namespace(scores)
 
@@ -183,6 +183,16 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         scores, xp = self._scores(X, "predict_proba")
         e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
         return e / xp.sum(e, axis=1, keepdims=True)
+
+
+def _features(X):
+    """(X, its namespace, its device), bool X (N, D) cast to float32: scikit-learn's estimators
+    take bool features (pandas' get_dummies makes them), the net only real numbers; 0 and 1 are
+    exact in float32, which every device has."""
+    xp, _, dev = get_namespace_and_device(X)
+    if xp.isdtype(X.dtype, "bool"):
+        X = xp.astype(X, xp.float32)
+    return X, xp, dev
 
 
 def _check_label_values(y) -> None:
