@@ -215,3 +215,47 @@ def test_bool_features_are_taken_as_zeros_and_ones():
         proba = TwoLayerClassifier(**FAST).fit(Xs, xs.asarray(y, device=Xs.device)).predict_proba(Xs)
     assert device(proba) == Xs.device
     np.testing.assert_allclose(to_numpy(proba), as_numbers.predict_proba(X), atol=1e-5)
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(learning_rate=-1.0), "learning_rate must be > 0"),
+        (dict(dtype="float16"), "dtype must be"),  # found only when the new net is built
+        (dict(), None),  # Ctrl-C in training
+    ],
+)
+def test_a_failed_refit_leaves_the_fitted_estimator_as_it_was(blobs, monkeypatch, params, words):
+    X, y = blobs
+    clf = TwoLayerClassifier(**FAST).fit(X, y).set_params(**params)
+    before, proba = dict(vars(clf)), clf.predict_proba(X)
+    other = np.where(y == "cat", "dog", y)  # a refit would make classes_ ant, bee, dog
+    if words is None:
+        monkeypatch.setattr(TwoLayerNet, "train", _interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, other)
+    else:
+        with pytest.raises((ValueError, TypeError), match=words):
+            clf.fit(X, other)
+    assert vars(clf).keys() == before.keys()
+    assert all(vars(clf)[k] is v for k, v in before.items())
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_bad_hyperparameters_fail_before_the_random_state_is_drawn_from(blobs):
+    X, y = blobs
+    stream = np.random.RandomState(0)
+    state = stream.get_state()[1].copy()
+    with pytest.raises(ValueError, match="num_iters"):
+        TwoLayerClassifier(num_iters=0, random_state=stream).fit(X, y)
+    clf = TwoLayerClassifier(batch_size=0, random_state=stream)
+    with pytest.raises(ValueError, match="batch_size"):
+        clf.partial_fit(X, y, classes=["ant", "bee", "cat"])
+    np.testing.assert_array_equal(stream.get_state()[1], state)
+    with pytest.raises(NotFittedError):  # a failed first partial_fit leaves it unfitted
+        clf.predict(X)
