@@ -259,3 +259,20 @@ def test_bad_hyperparameters_fail_before_the_random_state_is_drawn_from(blobs):
     np.testing.assert_array_equal(stream.get_state()[1], state)
     with pytest.raises(NotFittedError):  # a failed first partial_fit leaves it unfitted
         clf.predict(X)
+
+
+@pytest.mark.parametrize("library, where", _dispatch_cases())
+def test_partial_fit_with_another_library_or_device_says_so(blobs, library, where):
+    X_np, y_names = blobs
+    y_np = np.searchsorted(["ant", "bee", "cat"], y_names)
+    lib = importlib.import_module(library)
+    X, y = lib.asarray(X_np, dtype=lib.float32, device=where), lib.asarray(y_np, device=where)
+    others = [(X_np, y_np), (xs.asarray(X_np, dtype=xs.float32), xs.asarray(y_np))]  # default device
+    with sklearn.config_context(array_api_dispatch=True):
+        clf = TwoLayerClassifier(batch_size=60, random_state=0).partial_fit(
+            X, y, classes=lib.asarray([0, 1, 2])
+        )
+        for X_other, y_other in others:
+            with pytest.raises(ValueError, match="must use the same namespace and the same device"):
+                clf.partial_fit(X_other, y_other)
+        assert clf.partial_fit(X, y).n_iter_ == 8
