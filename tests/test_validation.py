@@ -282,3 +282,19 @@ def test_a_torch_cpu_tensor_is_scanned_for_nan_like_numpy():
     X[1, 2] = float("nan")
     with pytest.raises(ValueError, match="X contains 1 non-finite"):
         net.predict(X)
+
+
+def test_accuracy_moves_labels_from_another_device_as_loss_does(blobs):
+    """y of the model's library on another device: moved (and checked where it is), as loss
+    and train move it, rather than array-api-strict's 'Arrays from two different devices'."""
+    import array_api_strict as xs
+
+    X, y = blobs(n=60, d=4, c=3)
+    here = xs.Device("device1")
+    net = TwoLayerNet(4, 5, 3, std=0.5, rng=0, backend="array_api_strict", device=here)
+    pop = Population(4, 5, 3, size=2, std=0.5, rng=0, backend="array_api_strict", device=here)
+    Xd, y_elsewhere = xs.asarray(X, device=here), xs.asarray(y)  # y on the default device
+    assert net.accuracy(Xd, y_elsewhere) == net.accuracy(X, y)
+    np.testing.assert_array_equal(pop.accuracy(Xd, y_elsewhere), pop.accuracy(X, y))
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\], found values in \[0, 3\]"):
+        net.accuracy(Xd, xs.asarray(np.where(y == 2, 3, y)))

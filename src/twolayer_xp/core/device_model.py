@@ -85,11 +85,12 @@ class DeviceModel:
 
     def accuracies(self, X: Any, y: Any, count) -> list[float]:
         """Fraction of rows of X predicted as y, per member (one entry for a net), in ONE host
-        sync: the range of a device y comes back in the same transfer (a host y is checked on
-        the host). count: the kernel of correct predictions, () for a net or (K,) for a population."""
+        sync: the range of a y on the model's device comes back in the same transfer (a y
+        elsewhere, the host or another device, is checked where it is and moved, as ``place``
+        does). count: the kernel of correct predictions, () for a net or (K,) for a population."""
         Xd, _ = self.eval_features(X)
         n = Xd.shape[0]
-        if not self.backend.owns(y):
+        if not self.backend.holds(y):
             yd = labels(self.backend, y, n, self.output_size)
             return [
                 c / n for c in self.backend.to_numpy(count(self.live_params(), Xd, yd)).reshape(-1).tolist()
