@@ -88,11 +88,13 @@ def test_reg_must_be_nonnegative(net):
         ({"batch_size": -5}, ValueError, "batch_size"),
         ({"on_divergence": "ignore"}, ValueError, "on_divergence"),
         ({"sync_every": 0}, ValueError, "sync_every"),
+        ({"progress": True}, TypeError, "progress must be a callable"),
     ],
 )
 def test_train_hyperparameters(net, kwargs, error, words):
     with pytest.raises(error, match=words):
         net.train(X4, Y, X4, Y, **kwargs)
+    assert net.state.iteration == 0  # refused before any step, not at the first sync
 
 
 def test_train_validation_set_is_checked(net):

@@ -121,6 +121,8 @@ def fit(
     )
     if on_divergence not in mode.on_divergence:
         raise ValueError(f"on_divergence must be {mode.on_divergence_text}, got {on_divergence!r}")
+    if progress is not None and not callable(progress):  # else it fails at the first sync, work lost
+        raise TypeError(f"progress must be a callable taking a dict, or None; got {progress!r}")
     # DeviceModel on the device once, for the whole run. A full NaN scan of a 600 MB training set
     # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._sync): a NaN row
     # that is sampled always shows up in the loss.
