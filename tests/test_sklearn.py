@@ -276,3 +276,11 @@ def test_partial_fit_with_another_library_or_device_says_so(blobs, library, wher
             with pytest.raises(ValueError, match="must use the same namespace and the same device"):
                 clf.partial_fit(X_other, y_other)
         assert clf.partial_fit(X, y).n_iter_ == 8
+
+
+def test_features_beyond_float32_are_named_not_made_inf(blobs):
+    X, y = blobs
+    clf = TwoLayerClassifier(**FAST).fit(X, y)
+    for call in (clf.predict_proba, lambda X: TwoLayerClassifier(**FAST).fit(X, y)):
+        with pytest.raises(ValueError, match="X holds a value of .*e\\+39 .*beyond float32's range"):
+            call(X * 1e39)

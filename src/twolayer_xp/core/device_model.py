@@ -9,7 +9,8 @@ from twolayer_xp.core import kernels, threads, validation
 
 
 def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str = "X", check_finite=True):
-    """(X on the device in ``dtype``, whether X came from the host), after the checks.
+    """(X on the device in ``dtype``, whether X came from the host), after the checks (a host
+    X's values must fit ``dtype``: placement happens once per call, never per step).
 
     X: (N, num_features), numpy, a nested sequence, or an array of ``backend``.
     """
@@ -17,6 +18,7 @@ def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str 
     if on_host and not is_array(X):
         X = validation.as_host_array(name, X)
     validation.features(name, X, num_features, check_finite)
+    validation.within_range(name, X, dtype_name(dtype))
     return backend.asarray(X, dtype=dtype), on_host
 
 
