@@ -284,3 +284,22 @@ def test_features_beyond_float32_are_named_not_made_inf(blobs):
     for call in (clf.predict_proba, lambda X: TwoLayerClassifier(**FAST).fit(X, y)):
         with pytest.raises(ValueError, match="X holds a value of .*e\\+39 .*beyond float32's range"):
             call(X * 1e39)
+
+
+@pytest.mark.parametrize("library, where", _dispatch_cases())
+def test_dispatch_takes_bool_labels_and_names_string_labels(blobs, library, where):
+    X_np, y_names = blobs
+    lib = importlib.import_module(library)
+    X = lib.asarray(X_np, dtype=lib.float32, device=where)
+    is_bee = lib.asarray(y_names == "bee", device=where)
+    with sklearn.config_context(array_api_dispatch=True):
+        clf = TwoLayerClassifier(**FAST).fit(X, is_bee)
+        assert clf.predict(X).dtype == lib.bool and clf.score(X, is_bee) > 0.95
+        clf.partial_fit(X, is_bee)
+        online = TwoLayerClassifier(batch_size=60, random_state=0)
+        online.partial_fit(X, is_bee, classes=lib.asarray([False, True], device=where))
+        assert online.n_iter_ == 4
+        with pytest.raises(TypeError, match=r"y holds <U3 labels, .*LabelEncoder"):
+            TwoLayerClassifier(**FAST).fit(X, y_names)
+        with pytest.raises(TypeError, match=r"classes holds <U3 labels, .*array_api_dispatch off"):
+            TwoLayerClassifier(**FAST).partial_fit(X, is_bee, classes=["ant", "bee", "cat"])

@@ -108,6 +108,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
             X, y, xp, dev = self._check_data(X, y, reset=first)
             if first:
                 if not isinstance(y, np.ndarray):
+                    _check_numeric_labels("classes", self.classes_)
                     self.classes_ = move_to(self.classes_, xp=xp, device=dev)
                 self._start(X, xp, dev)
             learning_rate = self.net_.state.learning_rate or self.learning_rate  # decayed by earlier calls
@@ -126,6 +127,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=reset)
         X, xp, dev = _features(X)
         if not _is_numpy_namespace(xp):  # array-API dispatch: labels follow the features
+            _check_numeric_labels("y", y)
             y = move_to(y, xp=xp, device=dev)
         check_classification_targets(y)
         return X, y, xp, dev
@@ -147,10 +149,13 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
 
     def _encode(self, y, xp):
         """y: (N,) labels -> (N,) integer indices into classes_; ValueError for unknown labels."""
+        classes = self.classes_
         if isinstance(y, np.ndarray):
-            xp = np
-        idx = xp.searchsorted(self.classes_, y)
-        found = xp.take(self.classes_, xp.clip(idx, 0, self.classes_.shape[0] - 1), axis=0) == y
+            xp = np  # numpy orders any labels (and numpy < 2 has no isdtype)
+        else:  # torch's and array-api-strict's searchsorted order numbers only: bools as 0 and 1
+            classes, y = (xp.astype(a, xp.int8) if xp.isdtype(a.dtype, "bool") else a for a in (classes, y))
+        idx = xp.searchsorted(classes, y)
+        found = xp.take(classes, xp.clip(idx, 0, classes.shape[0] - 1), axis=0) == y
         if not bool(xp.all(found)):
             raise ValueError(f"y contains labels not in classes_ {self.classes_!r}")
         return idx
@@ -226,6 +231,17 @@ def _features(X):
     if xp.isdtype(X.dtype, "bool"):
         X = xp.astype(X, xp.float32)
     return X, xp, dev
+
+
+def _check_numeric_labels(name: str, labels) -> None:
+    """Under array-API dispatch labels go to X's library and device, whose arrays hold numbers
+    only: a TypeError naming ``name`` and the fix, rather than that library's own failure."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} holds {labels.dtype} labels, but under array-API dispatch labels go to X's "
+            "library and device, which hold numbers only; encode them as integers first (e.g. "
+            "sklearn.preprocessing.LabelEncoder) or fit with array_api_dispatch off"
+        )
 
 
 def _check_label_values(y) -> None:
