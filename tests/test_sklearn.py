@@ -113,6 +113,8 @@ def test_partial_fit_continues_and_checks_classes(blobs):
         clf.partial_fit(X[:3], np.array(["ant", "dog", "cat"]))
     with pytest.raises(ValueError, match="is not the same as on last call"):
         clf.partial_fit(X, y, classes=["ant", "bee"])
+    with pytest.raises(ValueError, match=r"classes must hold at least one label, got \[\]"):
+        TwoLayerClassifier().partial_fit(X, y, classes=[])
 
 
 def test_pickle_round_trip_keeps_predictions_and_training(blobs):

@@ -103,6 +103,8 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         with _unchanged_on_error(self):
             self._check_params()
             first = _check_partial_fit_first_call(self, classes)
+            if first and self.classes_.shape[0] == 0:  # else the net's output_size, never passed, is blamed
+                raise ValueError(f"classes must hold at least one label, got {classes!r}")
             if not first:  # the net's library and device, not some later failure deep inside it
                 check_same_namespace(X, self, attribute="classes_", method="partial_fit")
             X, y, xp, dev = self._check_data(X, y, reset=first)
