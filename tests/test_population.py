@@ -274,7 +274,9 @@ def test_subset_checks_its_members(blobs):
     for members, words in (([], "at least one"), ([1, 1], "distinct"), ([3], r"\[0, 2\]"), ([True], "int")):
         with pytest.raises(ValueError, match=words):
             pop.subset(members)
-    sub = pop.subset([2])
+    with pytest.raises(TypeError, match="members must be a sequence of member indices, got 1"):
+        pop.subset(1)
+    sub = pop.subset(k for k in (2,))  # any iterable, read once
     assert sub.hyperparameters["std"].tolist() == [0.3] and sub.state.learning_rate is None
     with pytest.raises(ValueError, match="call train"):
         sub.best()

@@ -113,6 +113,8 @@ def test_partial_fit_continues_and_checks_classes(blobs):
         clf.partial_fit(X[:3], np.array(["ant", "dog", "cat"]))
     with pytest.raises(ValueError, match="is not the same as on last call"):
         clf.partial_fit(X, y, classes=["ant", "bee"])
+    with pytest.raises(ValueError, match=r"classes must hold at least one label, got \[\]"):
+        TwoLayerClassifier().partial_fit(X, y, classes=[])
 
 
 def test_pickle_round_trip_keeps_predictions_and_training(blobs):
@@ -196,3 +198,110 @@ def test_dispatch_with_numpy_input_stays_numpy(blobs):
         clf = TwoLayerClassifier(**FAST).fit(X, y)
         proba = clf.predict_proba(X)
     assert isinstance(proba, np.ndarray) and list(clf.classes_) == ["ant", "bee", "cat"]
+
+
+def test_bool_features_are_taken_as_zeros_and_ones():
+    """pandas' get_dummies gives bool columns, which scikit-learn's estimators take."""
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 4)) > 0.5
+    y = (X[:, 0] ^ X[:, 1]).astype(np.int64)
+    as_numbers = TwoLayerClassifier(**FAST).fit(X.astype(np.float32), y)
+    clf = TwoLayerClassifier(**FAST).fit(X, y)
+    for method in ("predict", "predict_proba", "decision_function", "predict_log_proba"):
+        np.testing.assert_array_equal(getattr(clf, method)(X), getattr(as_numbers, method)(X), method)
+    assert clf.score(X, y) == as_numbers.score(X, y)
+    clf.partial_fit(X, y)
+    assert clf.n_iter_ == 101
+    Xs = xs.asarray(X, device=xs.Device("no_float64"))  # float32 only: the cast must not need float64
+    with sklearn.config_context(array_api_dispatch=True):
+        proba = TwoLayerClassifier(**FAST).fit(Xs, xs.asarray(y, device=Xs.device)).predict_proba(Xs)
+    assert device(proba) == Xs.device
+    np.testing.assert_allclose(to_numpy(proba), as_numbers.predict_proba(X), atol=1e-5)
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(learning_rate=-1.0), "learning_rate must be > 0"),
+        (dict(dtype="float16"), "dtype must be"),  # found only when the new net is built
+        (dict(), None),  # Ctrl-C in training
+    ],
+)
+def test_a_failed_refit_leaves_the_fitted_estimator_as_it_was(blobs, monkeypatch, params, words):
+    X, y = blobs
+    clf = TwoLayerClassifier(**FAST).fit(X, y).set_params(**params)
+    before, proba = dict(vars(clf)), clf.predict_proba(X)
+    other = np.where(y == "cat", "dog", y)  # a refit would make classes_ ant, bee, dog
+    if words is None:
+        monkeypatch.setattr(TwoLayerNet, "train", _interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, other)
+    else:
+        with pytest.raises((ValueError, TypeError), match=words):
+            clf.fit(X, other)
+    assert vars(clf).keys() == before.keys()
+    assert all(vars(clf)[k] is v for k, v in before.items())
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_bad_hyperparameters_fail_before_the_random_state_is_drawn_from(blobs):
+    X, y = blobs
+    stream = np.random.RandomState(0)
+    state = stream.get_state()[1].copy()
+    with pytest.raises(ValueError, match="num_iters"):
+        TwoLayerClassifier(num_iters=0, random_state=stream).fit(X, y)
+    clf = TwoLayerClassifier(batch_size=0, random_state=stream)
+    with pytest.raises(ValueError, match="batch_size"):
+        clf.partial_fit(X, y, classes=["ant", "bee", "cat"])
+    np.testing.assert_array_equal(stream.get_state()[1], state)
+    with pytest.raises(NotFittedError):  # a failed first partial_fit leaves it unfitted
+        clf.predict(X)
+
+
+@pytest.mark.parametrize("library, where", _dispatch_cases())
+def test_partial_fit_with_another_library_or_device_says_so(blobs, library, where):
+    X_np, y_names = blobs
+    y_np = np.searchsorted(["ant", "bee", "cat"], y_names)
+    lib = importlib.import_module(library)
+    X, y = lib.asarray(X_np, dtype=lib.float32, device=where), lib.asarray(y_np, device=where)
+    others = [(X_np, y_np), (xs.asarray(X_np, dtype=xs.float32), xs.asarray(y_np))]  # default device
+    with sklearn.config_context(array_api_dispatch=True):
+        clf = TwoLayerClassifier(batch_size=60, random_state=0).partial_fit(
+            X, y, classes=lib.asarray([0, 1, 2])
+        )
+        for X_other, y_other in others:
+            with pytest.raises(ValueError, match="must use the same namespace and the same device"):
+                clf.partial_fit(X_other, y_other)
+        assert clf.partial_fit(X, y).n_iter_ == 8
+
+
+def test_features_beyond_float32_are_named_not_made_inf(blobs):
+    X, y = blobs
+    clf = TwoLayerClassifier(**FAST).fit(X, y)
+    for call in (clf.predict_proba, lambda X: TwoLayerClassifier(**FAST).fit(X, y)):
+        with pytest.raises(ValueError, match="X holds a value of .*e\\+39 .*beyond float32's range"):
+            call(X * 1e39)
+
+
+@pytest.mark.parametrize("library, where", _dispatch_cases())
+def test_dispatch_takes_bool_labels_and_names_string_labels(blobs, library, where):
+    X_np, y_names = blobs
+    lib = importlib.import_module(library)
+    X = lib.asarray(X_np, dtype=lib.float32, device=where)
+    is_bee = lib.asarray(y_names == "bee", device=where)
+    with sklearn.config_context(array_api_dispatch=True):
+        clf = TwoLayerClassifier(**FAST).fit(X, is_bee)
+        assert clf.predict(X).dtype == lib.bool and clf.score(X, is_bee) > 0.95
+        clf.partial_fit(X, is_bee)
+        online = TwoLayerClassifier(batch_size=60, random_state=0)
+        online.partial_fit(X, is_bee, classes=lib.asarray([False, True], device=where))
+        assert online.n_iter_ == 4
+        with pytest.raises(TypeError, match=r"y holds <U3 labels, .*LabelEncoder"):
+            TwoLayerClassifier(**FAST).fit(X, y_names)
+        with pytest.raises(TypeError, match=r"classes holds <U3 labels, .*array_api_dispatch off"):
+            TwoLayerClassifier(**FAST).partial_fit(X, is_bee, classes=["ant", "bee", "cat"])

@@ -88,11 +88,13 @@ def test_reg_must_be_nonnegative(net):
         ({"batch_size": -5}, ValueError, "batch_size"),
         ({"on_divergence": "ignore"}, ValueError, "on_divergence"),
         ({"sync_every": 0}, ValueError, "sync_every"),
+        ({"progress": True}, TypeError, "progress must be a callable"),
     ],
 )
 def test_train_hyperparameters(net, kwargs, error, words):
     with pytest.raises(error, match=words):
         net.train(X4, Y, X4, Y, **kwargs)
+    assert net.state.iteration == 0  # refused before any step, not at the first sync
 
 
 def test_train_validation_set_is_checked(net):
@@ -282,3 +284,40 @@ def test_a_torch_cpu_tensor_is_scanned_for_nan_like_numpy():
     X[1, 2] = float("nan")
     with pytest.raises(ValueError, match="X contains 1 non-finite"):
         net.predict(X)
+
+
+def test_accuracy_moves_labels_from_another_device_as_loss_does(blobs):
+    """y of the model's library on another device: moved (and checked where it is), as loss
+    and train move it, rather than array-api-strict's 'Arrays from two different devices'."""
+    import array_api_strict as xs
+
+    X, y = blobs(n=60, d=4, c=3)
+    here = xs.Device("device1")
+    net = TwoLayerNet(4, 5, 3, std=0.5, rng=0, backend="array_api_strict", device=here)
+    pop = Population(4, 5, 3, size=2, std=0.5, rng=0, backend="array_api_strict", device=here)
+    Xd, y_elsewhere = xs.asarray(X, device=here), xs.asarray(y)  # y on the default device
+    assert net.accuracy(Xd, y_elsewhere) == net.accuracy(X, y)
+    np.testing.assert_array_equal(pop.accuracy(Xd, y_elsewhere), pop.accuracy(X, y))
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\], found values in \[0, 3\]"):
+        net.accuracy(Xd, xs.asarray(np.where(y == 2, 3, y)))
+
+
+def test_host_values_beyond_a_float32_models_range_are_named_not_made_inf(case, make_net):
+    """1e39 is finite in float64 and inf in float32: predict gave class 0, train blamed 'NaN or
+    inf' in X. Refused at the cast, naming the argument and the value."""
+    net = make_net(case, 2, 4, 3, std=0.1, dtype="float32", rng=0)
+    big, ok, y = np.array([[0.0, 1.0], [1e39, 0.0]]), np.eye(2), np.array([0, 1])
+    words = r"X holds a value of 1e\+39 \(feature 0, 0-based\), beyond float32's range \(\+-3.4e\+38\)"
+    for call in (net.predict, net.loss, lambda X: net.accuracy(X, y), lambda X: net.train(X, y, ok, y)):
+        with pytest.raises(ValueError, match=words):
+            call(big)
+    with pytest.raises(ValueError, match="X_val holds a value of -1e"):
+        net.train(ok, y, -big, y)
+    pop = Population(
+        2, 4, 3, size=2, std=0.1, dtype="float32", rng=0, backend=net.backend.name, device=net.backend.device
+    )
+    with pytest.raises(ValueError, match=words):
+        pop.predict(big)
+    assert net.state.iteration == 0
+    # the largest float32 itself, and anything that rounds to it, is taken
+    assert net.predict(np.array([[float(np.finfo(np.float32).max), 0.0]])).shape == (1,)

@@ -9,6 +9,7 @@ prediction run there, and fitted ``classes_`` and every output are arrays of tha
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -23,7 +24,11 @@ from sklearn.utils._array_api import (
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from twolayer_xp.core import validation
 from twolayer_xp.core.model import TwoLayerNet
+
+# The hyperparameters the net's constraints cover (core.validation declares them).
+CHECKED = ("hidden_size", "learning_rate", "learning_rate_decay", "reg", "num_iters", "batch_size", "std")
 
 
 class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
@@ -80,33 +85,51 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
     # -- fitting -------------------------------------------------------------------------------
 
     def fit(self, X, y):
-        """Train a new net for ``num_iters`` SGD steps. X: (N, D); y: (N,) any labels. Returns self."""
-        X, y, xp, dev = self._check_data(X, y, reset=True)
-        self.classes_ = xp.unique_values(y) if not isinstance(y, np.ndarray) else np.unique(y)
-        self._start(X, xp, dev)
-        self._train(X, self._encode(y, xp), self.num_iters, self.learning_rate)
+        """Train a new net for ``num_iters`` SGD steps. X: (N, D); y: (N,) any labels. Returns
+        self; on any error the estimator is left as it was (a fitted one stays fitted)."""
+        with _unchanged_on_error(self):
+            self._check_params()
+            X, y, xp, dev = self._check_data(X, y, reset=True)
+            self.classes_ = xp.unique_values(y) if not isinstance(y, np.ndarray) else np.unique(y)
+            self._start(X, xp, dev)
+            self._train(X, self._encode(y, xp), self.num_iters, self.learning_rate)
         return self
 
     def partial_fit(self, X, y, classes=None):
         """One epoch (ceil(N / batch_size) SGD steps) on X: (N, D), y: (N,), continuing the
         learning rate's decay. ``classes`` (all labels y will ever hold) is required on the
-        first call. Returns self."""
-        first = _check_partial_fit_first_call(self, classes)
-        X, y, xp, dev = self._check_data(X, y, reset=first)
-        if first:
-            if not isinstance(y, np.ndarray):
-                self.classes_ = move_to(self.classes_, xp=xp, device=dev)
-            self._start(X, xp, dev)
-        learning_rate = self.net_.state.learning_rate or self.learning_rate  # decayed by earlier calls
-        steps = max(1, math.ceil(X.shape[0] / self.batch_size))
-        self._train(X, self._encode(y, xp), steps, learning_rate)
+        first call. Returns self; a failed call leaves the estimator's attributes as they were
+        (a later call's net, trained in place, keeps any steps it took before the error)."""
+        with _unchanged_on_error(self):
+            self._check_params()
+            first = _check_partial_fit_first_call(self, classes)
+            if first and self.classes_.shape[0] == 0:  # else the net's output_size, never passed, is blamed
+                raise ValueError(f"classes must hold at least one label, got {classes!r}")
+            if not first:  # the net's library and device, not some later failure deep inside it
+                check_same_namespace(X, self, attribute="classes_", method="partial_fit")
+            X, y, xp, dev = self._check_data(X, y, reset=first)
+            if first:
+                if not isinstance(y, np.ndarray):
+                    _check_numeric_labels("classes", self.classes_)
+                    self.classes_ = move_to(self.classes_, xp=xp, device=dev)
+                self._start(X, xp, dev)
+            learning_rate = self.net_.state.learning_rate or self.learning_rate  # decayed by earlier calls
+            steps = max(1, math.ceil(X.shape[0] / self.batch_size))
+            self._train(X, self._encode(y, xp), steps, learning_rate)
         return self
+
+    def _check_params(self):
+        """The hyperparameters against the net's constraints, before any data is looked at or
+        attribute set: a bad one must not cost a fitted estimator its model."""
+        for name in CHECKED:
+            validation.check(name, getattr(self, name))
 
     def _check_data(self, X, y, reset):
         _check_label_values(y)
         X, y = validate_data(self, X, y, reset=reset)
-        xp, _, dev = get_namespace_and_device(X)
+        X, xp, dev = _features(X)
         if not _is_numpy_namespace(xp):  # array-API dispatch: labels follow the features
+            _check_numeric_labels("y", y)
             y = move_to(y, xp=xp, device=dev)
         check_classification_targets(y)
         return X, y, xp, dev
@@ -128,10 +151,13 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
 
     def _encode(self, y, xp):
         """y: (N,) labels -> (N,) integer indices into classes_; ValueError for unknown labels."""
+        classes = self.classes_
         if isinstance(y, np.ndarray):
-            xp = np
-        idx = xp.searchsorted(self.classes_, y)
-        found = xp.take(self.classes_, xp.clip(idx, 0, self.classes_.shape[0] - 1), axis=0) == y
+            xp = np  # numpy orders any labels (and numpy < 2 has no isdtype)
+        else:  # torch's and array-api-strict's searchsorted order numbers only: bools as 0 and 1
+            classes, y = (xp.astype(a, xp.int8) if xp.isdtype(a.dtype, "bool") else a for a in (classes, y))
+        idx = xp.searchsorted(classes, y)
+        found = xp.take(classes, xp.clip(idx, 0, classes.shape[0] - 1), axis=0) == y
         if not bool(xp.all(found)):
             raise ValueError(f"y contains labels not in classes_ {self.classes_!r}")
         return idx
@@ -157,7 +183,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
     def _scores(self, X, method):
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="classes_", method=method)
-        X = validate_data(self, X, reset=False)
+        X, _, _ = _features(validate_data(self, X, reset=False))
         scores = self.net_.loss(X)
         return scores, array_namespace(scores)
 
@@ -183,6 +209,41 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         scores, xp = self._scores(X, "predict_proba")
         e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
         return e / xp.sum(e, axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def _unchanged_on_error(estimator):
+    """The estimator's attributes as they were if the block fails, however late (a device or
+    dtype error after the data is validated, Ctrl-C in training): a refit that fails must not
+    leave new ``classes_`` and ``n_features_in_`` beside a fresh, untrained ``net_``."""
+    before = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(before)
+        raise
+
+
+def _features(X):
+    """(X, its namespace, its device), bool X (N, D) cast to float32: scikit-learn's estimators
+    take bool features (pandas' get_dummies makes them), the net only real numbers; 0 and 1 are
+    exact in float32, which every device has."""
+    xp, _, dev = get_namespace_and_device(X)
+    if xp.isdtype(X.dtype, "bool"):
+        X = xp.astype(X, xp.float32)
+    return X, xp, dev
+
+
+def _check_numeric_labels(name: str, labels) -> None:
+    """Under array-API dispatch labels go to X's library and device, whose arrays hold numbers
+    only: a TypeError naming ``name`` and the fix, rather than that library's own failure."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} holds {labels.dtype} labels, but under array-API dispatch labels go to X's "
+            "library and device, which hold numbers only; encode them as integers first (e.g. "
+            "sklearn.preprocessing.LabelEncoder) or fit with array_api_dispatch off"
+        )
 
 
 def _check_label_values(y) -> None:

@@ -112,6 +112,11 @@ class Backend:
     def owns(self, x: Any) -> bool:
         return self.owns_type(x)
 
+    def holds(self, x: Any) -> bool:
+        """True when ``x`` is an array of this library on this backend's device (``owns`` asks
+        the library only: an array on another device must be moved before it meets this one's)."""
+        return self.owns_type(x) and aac.device(x) == self.device
+
     def dtype(self, dtype: Any) -> Any:
         """The namespace's float dtype for ``dtype`` ('float32', 'float64', or a dtype object)."""
         name = dtype_name(dtype)

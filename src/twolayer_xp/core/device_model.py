@@ -9,7 +9,8 @@ from twolayer_xp.core import kernels, threads, validation
 
 
 def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str = "X", check_finite=True):
-    """(X on the device in ``dtype``, whether X came from the host), after the checks.
+    """(X on the device in ``dtype``, whether X came from the host), after the checks (a host
+    X's values must fit ``dtype``: placement happens once per call, never per step).
 
     X: (N, num_features), numpy, a nested sequence, or an array of ``backend``.
     """
@@ -17,6 +18,7 @@ def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str 
     if on_host and not is_array(X):
         X = validation.as_host_array(name, X)
     validation.features(name, X, num_features, check_finite)
+    validation.within_range(name, X, dtype_name(dtype))
     return backend.asarray(X, dtype=dtype), on_host
 
 
@@ -85,11 +87,12 @@ class DeviceModel:
 
     def accuracies(self, X: Any, y: Any, count) -> list[float]:
         """Fraction of rows of X predicted as y, per member (one entry for a net), in ONE host
-        sync: the range of a device y comes back in the same transfer (a host y is checked on
-        the host). count: the kernel of correct predictions, () for a net or (K,) for a population."""
+        sync: the range of a y on the model's device comes back in the same transfer (a y
+        elsewhere, the host or another device, is checked where it is and moved, as ``place``
+        does). count: the kernel of correct predictions, () for a net or (K,) for a population."""
         Xd, _ = self.eval_features(X)
         n = Xd.shape[0]
-        if not self.backend.owns(y):
+        if not self.backend.holds(y):
             yd = labels(self.backend, y, n, self.output_size)
             return [
                 c / n for c in self.backend.to_numpy(count(self.live_params(), Xd, yd)).reshape(-1).tolist()

@@ -90,9 +90,13 @@ class Population(device_model.DeviceModel):
         this population on would be (every member sees the same minibatches), minus the others'
         arithmetic: how a sweep drops members that are done. (numpy's global stream, rng=None,
         stays global, as it does for TwoLayerNet.)"""
+        try:
+            members = list(members)
+        except TypeError:
+            raise TypeError(f"members must be a sequence of member indices, got {members!r}") from None
         ks = [self._member(k) for k in members]
         if not ks or len(set(ks)) != len(ks):
-            raise ValueError(f"members must be distinct member indices, at least one; got {list(members)!r}")
+            raise ValueError(f"members must be distinct member indices, at least one; got {members!r}")
         H, xp, p = self.hidden_size, self.backend.xp, self.live_params()
         picked = self.backend.asarray(np.asarray(ks, dtype=np.int64))
         columns = self.backend.asarray(

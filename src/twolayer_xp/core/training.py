@@ -119,8 +119,7 @@ def fit(
         if start_iteration is None
         else validation.check("start_iteration", start_iteration)
     )
-    if on_divergence not in mode.on_divergence:
-        raise ValueError(f"on_divergence must be {mode.on_divergence_text}, got {on_divergence!r}")
+    _check_options(mode, on_divergence, progress)
     # DeviceModel on the device once, for the whole run. A full NaN scan of a 600 MB training set
     # costs ~0.1 s, so it runs only if the loss turns non-finite (_Loop._sync): a NaN row
     # that is sampled always shows up in the loss.
@@ -130,6 +129,15 @@ def fit(
     plan = _Plan(*hyper, num_iters, batch_size, start, sync_every, verbose, progress, on_divergence)
     with trainee.backend.quiet_overflow():
         return _Loop(trainee, mode, X, y, X_val, y_val, plan).run()
+
+
+def _check_options(mode, on_divergence: str, progress) -> None:
+    """fit's options that are no numbers, checked before any step: a progress that is not
+    callable would fail only at the first sync, its work lost."""
+    if on_divergence not in mode.on_divergence:
+        raise ValueError(f"on_divergence must be {mode.on_divergence_text}, got {on_divergence!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable taking a dict, or None; got {progress!r}")
 
 
 class _OneNet:

@@ -19,6 +19,7 @@ import numpy as np  # host side: per-member hyperparameters are small host array
 from array_api_compat import array_namespace
 
 from twolayer_xp.backend import is_array
+from twolayer_xp.io import preprocessing
 
 
 class Constraint(NamedTuple):
@@ -148,6 +149,22 @@ def features(name: str, X: Any, num_features: int, check_finite: bool = True) ->
         raise ValueError(f"{name} has no rows")
     if check_finite:
         finite(name, X)
+
+
+def within_range(name: str, X: Any, dtype: str) -> None:
+    """A host X (N, D) about to be cast to a narrower float ``dtype`` must hold no finite value
+    that the cast would make inf (and the scores NaN, with only numpy's warnings): ValueError
+    naming ``name`` and the value. A device array's cast is left to its library, since looking
+    at its values would cost a sync."""
+    if not isinstance(X, np.ndarray):
+        return
+    beyond = preprocessing.beyond_range(X, dtype)
+    if beyond is not None:
+        feature, value = beyond
+        raise ValueError(
+            f"{name} holds a value of {value:.3g} (feature {feature}, 0-based), beyond {dtype}'s range "
+            f"(+-{float(np.finfo(dtype).max):.3g}); rescale it, or use dtype='float64'"
+        )
 
 
 def finite(name: str, X: Any) -> None:

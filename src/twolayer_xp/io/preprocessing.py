@@ -122,22 +122,33 @@ def _scaled(X_raw: np.ndarray, scale: float, dtype, copy: bool) -> np.ndarray:
     inf (and the net's scores NaN) with only numpy's warning."""
     dtype = np.dtype(dtype)
     X = X_raw / scale if scale != 1 else X_raw
-    # Only a wider float can hold what the dtype cannot (every int up to 64 bits fits float32).
-    if X.size and np.issubdtype(X.dtype, np.floating) and np.finfo(X.dtype).max > np.finfo(dtype).max:
-        with np.errstate(invalid="ignore"):  # NaN compares false here: the finite checks name it
-            high, low = np.max(X, axis=0), np.min(X, axis=0)  # no |X| temporary
-        extreme = np.where(high >= -low, high, low)
-        # A value within half a step above the largest float rounds down to it; inf and NaN
-        # are left to the finite checks, which say so in their own words.
-        largest = float(np.finfo(dtype).max)
-        beyond = np.flatnonzero(
-            np.isfinite(extreme) & (np.abs(extreme) > largest * (1 + float(np.finfo(dtype).eps) / 4))
+    beyond = beyond_range(X, dtype)
+    if beyond is not None:
+        # The user's value and range, not the scaled ones the cast sees (digits divides by 16).
+        feature, value = beyond
+        where = "" if scale == 1 else f" for inputs this model divides by {scale:g}"
+        raise ValueError(
+            f"feature {feature} (0-based) holds a value of {value * scale:.3g}, beyond "
+            f"{dtype.name}'s range (+-{float(np.finfo(dtype).max) * scale:.3g}{where}); rescale it"
         )
-        if beyond.size:
-            # The user's value and range, not the scaled ones the cast sees (digits divides by 16).
-            where = "" if scale == 1 else f" for inputs this model divides by {scale:g}"
-            raise ValueError(
-                f"feature {beyond[0]} (0-based) holds a value of {extreme[beyond[0]] * scale:.3g}, beyond "
-                f"{dtype.name}'s range (+-{largest * scale:.3g}{where}); rescale it"
-            )
     return X.astype(dtype, copy=copy and scale == 1)  # a scaled X is a new array already
+
+
+def beyond_range(X: np.ndarray, dtype) -> tuple[int, float] | None:
+    """(feature, value): a finite value of X (N, D) beyond the float ``dtype``'s range, which a
+    cast would make inf, in the first column that holds one; None if there is none. NaN and inf
+    are the finite checks' to name, in their own words. Two passes over X when it is a wider
+    float than ``dtype``, none otherwise."""
+    dtype = np.dtype(dtype)
+    # Only a wider float can hold what the dtype cannot (every int up to 64 bits fits float32).
+    if not (X.size and np.issubdtype(X.dtype, np.floating) and np.finfo(X.dtype).max > np.finfo(dtype).max):
+        return None
+    with np.errstate(invalid="ignore"):  # NaN compares false here
+        high, low = np.max(X, axis=0), np.min(X, axis=0)  # no |X| temporary
+    extreme = np.where(high >= -low, high, low)
+    # A value within half a step above the largest float rounds down to it.
+    largest = float(np.finfo(dtype).max)
+    beyond = np.flatnonzero(
+        np.isfinite(extreme) & (np.abs(extreme) > largest * (1 + float(np.finfo(dtype).eps) / 4))
+    )
+    return (int(beyond[0]), float(extreme[beyond[0]])) if beyond.size else None
