@@ -551,12 +551,26 @@ def test_an_out_is_not_taken_by_a_namesake_study_in_another_storage(
     # the advice works, and so does the folder's own study.db named from elsewhere
     monkeypatch.chdir(tmp_path)
     assert sweep(one, "--storage", "sqlite:///one/study.db", "--trials", 3) == 0
-    # a mark from before ids: its storage URL as written names its study
+    # a mark from before ids: its storage URL as written names its study, and so does the
+    # folder's own study.db however the --out is written (relative then, absolute now)
     mark = json.loads((two / "study.json").read_text())
     (two / "study.json").write_text(json.dumps({k: v for k, v in mark.items() if k != "id"}))
     assert sweep(two, "--trials", 3) == 0
     assert json.loads((two / "study.json").read_text()) == mark  # and it gets the id
+    old_mark = {"study": "A", "storage": "sqlite:///two/study.db"}
+    (two / "study.json").write_text(json.dumps(old_mark))
+    assert sweep(two, "--trials", 3) == 0  # (the default storage: sqlite:///<absolute two>/study.db)
+    assert json.loads((two / "study.json").read_text())["id"] == mark["id"]
+    capsys.readouterr()
     assert sweep(one, "--storage", f"sqlite:///{two / 'study.db'}", "--trials", 4) == 2
+    one_error_line(capsys)
+    # the study deleted and made anew in the same storage: said so, not "another storage"
+    (one / "study.db").unlink()
+    assert sweep(one) == 2
+    assert one_error_line(capsys).endswith(
+        f"holds the results of an earlier study 'A' in sqlite:///{one / 'study.db'}, since made anew "
+        "there (another id): choose another --out, or move those results away"
+    )
 
 
 def test_a_sweep_removes_the_temp_files_a_killed_worker_left(tmp_path):
@@ -598,6 +612,12 @@ def test_resuming_a_sweeps_best_model_says_how_to_train_its_settings(tmp_path, c
     # a trial of a searched --epochs: its num_iters is the budget, and train takes one of the two
     searched_epochs = {"sweep": {"trial": 3}, "hyperparameters": {"epochs": 3, "num_iters": 39}}
     assert "--epochs" not in runs._not_a_run(searched_epochs)
+    # a CSV's label column, the dtype, and a path with a space, as a shell reads them
+    own = {"search": {"dataset": "my data.csv", "label_column": "species"}, "dtype": "float64"}
+    said = runs._not_a_run({"sweep": own, "hyperparameters": {"hidden_size": 8}})
+    assert said.endswith(
+        "twolayer-xp train --dataset 'my data.csv' --label-column species --dtype float64 --hidden-size 8"
+    )
 
 
 def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
@@ -611,6 +631,8 @@ def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
         # a bar standing still says why (it said nothing for the 3 heartbeats of a killed worker)
         bar.waiting(3, 30.0)
         assert "waiting for 3 trial(s) running elsewhere" in bar.bar.postfix and "30 s" in bar.bar.postfix
+        bar.show(2, None)  # moving again: the note goes
+        assert not bar.bar.postfix
 
 
 # -- carried over: a failed sweep leaves no debris ------------------------------------------------

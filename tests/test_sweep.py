@@ -211,6 +211,27 @@ def test_an_interrupted_worker_saves_its_best_and_releases_its_trials(tmp_path, 
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == [3, 4, 5]
 
 
+def test_a_signal_between_two_tells_still_saves_the_told_best(tmp_path, monkeypatch):
+    """Ctrl-C lands right after a real tell (Optuna's, unchanged, then the interrupt a signal
+    would raise there): the told trial reaches best/ (the save waited for every tell of the
+    finishing members, and the interrupt skipped it), and the untold one is released."""
+    real_tell = optuna.study.Study.tell
+
+    def tell_then_interrupt(study, *args, **kwargs):
+        real_tell(study, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optuna.study.Study, "tell", tell_then_interrupt)
+    out, storage = tmp_path / "sw", f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(
+            storage=storage, out=str(out), trials=2, population=2, num_iters=20, hidden_size=8, pruner="none"
+        )
+    trials = study_trials(storage)
+    assert [outcome(t) for t in trials[:2]] == ["completed", "dead worker"]
+    assert json.loads((out / "best" / "metrics.json").read_text())["trial"] == 0
+
+
 def test_digits_sweep_finds_a_good_net(tmp_path):
     """The issue's bar: 32 trials in populations of 16 find test accuracy >= 0.975."""
     stdout = finish(worker(tmp_path, "--trials", 32, "--population", 16, "--num-iters", 1000))

@@ -319,5 +319,10 @@ def test_host_values_beyond_a_float32_models_range_are_named_not_made_inf(case, 
     with pytest.raises(ValueError, match=words):
         pop.predict(big)
     assert net.state.iteration == 0
+    if net.backend.name == "torch":  # a float64 CPU tensor is looked at too (no sync): it was cast
+        import torch  # to inf, and predict gave class 0
+
+        with pytest.raises(ValueError, match=words):
+            net.predict(torch.asarray(big, device=net.backend.device))
     # the largest float32 itself, and anything that rounds to it, is taken
     assert net.predict(np.array([[float(np.finfo(np.float32).max), 0.0]])).shape == (1,)

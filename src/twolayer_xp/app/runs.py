@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import shlex
 import time
 import warnings
 from collections.abc import Callable
@@ -246,8 +247,11 @@ def _not_a_run(metadata: dict) -> str:
     if not isinstance(sweep, dict) or not isinstance(settings, dict):
         return "was not written by a twolayer-xp run (no run config inside)"
     search = sweep.get("search") if isinstance(sweep.get("search"), dict) else {}
-    given = {"dataset": search.get("dataset"), **settings, "epochs": None}  # num_iters is its budget
-    trained = " ".join(f"{flag(k)} {v}" for k, v in given.items() if isinstance(v, (int, float, str)))
+    data = {k: search.get(k) for k in ("dataset", "label_column")}
+    given = {**data, "dtype": sweep.get("dtype"), **settings, "epochs": None}  # num_iters is its budget
+    trained = shlex.join(
+        part for k, v in given.items() if isinstance(v, (int, float, str)) for part in (flag(k), str(v))
+    )
     return (
         f"is a sweep's best model (trial #{sweep.get('trial')} of study {sweep.get('study')!r}), which "
         f"--resume cannot continue; train its settings afresh: twolayer-xp train {trained}"

@@ -30,8 +30,10 @@ class TorchBackend(Backend):
                     "CUDA requested but this torch build sees no GPU; run on a machine with an "
                     "NVIDIA GPU and a CUDA build of torch, or use --device cpu"
                 )
+            if device.index is None:  # "cuda" is torch's current GPU: named, so holds() compares alike
+                device = torch.device("cuda", torch.cuda.current_device())
             count = torch.cuda.device_count()
-            if (device.index or 0) >= count:
+            if device.index >= count:
                 raise CudaUnavailableError(
                     f"CUDA device {device} requested but only {count} GPU(s) are visible"
                 )

@@ -18,7 +18,9 @@ def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str 
     if on_host and not is_array(X):
         X = validation.as_host_array(name, X)
     validation.features(name, X, num_features, check_finite)
-    validation.within_range(name, X, dtype_name(dtype))
+    host = X if on_host else backend.host(X) if backend.host_arrays else None  # a view: no device sync
+    if host is not None:
+        validation.within_range(name, host, dtype_name(dtype))
     return backend.asarray(X, dtype=dtype), on_host
 
 

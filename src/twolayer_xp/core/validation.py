@@ -160,10 +160,8 @@ def within_range(name: str, X: Any, dtype: str) -> None:
         return
     beyond = preprocessing.beyond_range(X, dtype)
     if beyond is not None:
-        feature, value = beyond
         raise ValueError(
-            f"{name} holds a value of {value:.3g} (feature {feature}, 0-based), beyond {dtype}'s range "
-            f"(+-{float(np.finfo(dtype).max):.3g}); rescale it, or use dtype='float64'"
+            preprocessing.beyond_range_message(name, *beyond, dtype) + ", or use dtype='float64'"
         )
 
 

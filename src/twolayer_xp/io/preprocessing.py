@@ -124,14 +124,19 @@ def _scaled(X_raw: np.ndarray, scale: float, dtype, copy: bool) -> np.ndarray:
     X = X_raw / scale if scale != 1 else X_raw
     beyond = beyond_range(X, dtype)
     if beyond is not None:
-        # The user's value and range, not the scaled ones the cast sees (digits divides by 16).
-        feature, value = beyond
-        where = "" if scale == 1 else f" for inputs this model divides by {scale:g}"
-        raise ValueError(
-            f"feature {feature} (0-based) holds a value of {value * scale:.3g}, beyond "
-            f"{dtype.name}'s range (+-{float(np.finfo(dtype).max) * scale:.3g}{where}); rescale it"
-        )
+        raise ValueError(beyond_range_message("the input", *beyond, dtype, scale))
     return X.astype(dtype, copy=copy and scale == 1)  # a scaled X is a new array already
+
+
+def beyond_range_message(name: str, feature: int, value: float, dtype, scale: float = 1.0) -> str:
+    """What a refusal of ``beyond_range``'s (feature, value) of ``name`` says: the user's value
+    and range, not the scaled ones the cast sees (digits divides by 16)."""
+    dtype = np.dtype(dtype)
+    where = "" if scale == 1 else f" for inputs this model divides by {scale:g}"
+    return (
+        f"{name} holds a value of {value * scale:.3g} (feature {feature}, 0-based), beyond {dtype.name}'s "
+        f"range (+-{float(np.finfo(dtype).max) * scale:.3g}{where}); rescale it"
+    )
 
 
 def beyond_range(X: np.ndarray, dtype) -> tuple[int, float] | None:

@@ -138,12 +138,8 @@ def claim_out(out: Path, config, study=None) -> None:
         if study is None:
             return
         mark = {"study": config.study, "storage": _shown(config.storage), "id": study.user_attrs[ID_ATTR]}
-        if owner is not None and not _same_study(owner, mark):
-            raise ValueError(
-                f"--out {out} holds the results of study {config.study!r} in {owner.get('storage')}; "
-                f"the one in {mark['storage']} is another study of that name: choose another --out, "
-                f"or continue that one with --storage {owner.get('storage')}"
-            )
+        if owner is not None and not _same_study(owner, mark, _is_own_db(config.storage, out)):
+            raise ValueError(f"--out {out} holds the results of {_another_study(owner, mark)}")
         if owner is None or "id" not in owner:
             files.write_json(path, mark)
         # What a killed worker's writes left: the workers sharing this folder write trials.csv
@@ -152,10 +148,38 @@ def claim_out(out: Path, config, study=None) -> None:
             files.remove_stale_temps(folder, older_than_s=STALE_TEMP_S)
 
 
-def _same_study(owner: dict, mark: dict) -> bool:
-    """Whether an --out's study mark ``owner`` names the study of ``mark``: by id, or, for a mark
-    written before ids, by its storage URL as written."""
-    return owner["id"] == mark["id"] if "id" in owner else owner.get("storage") == mark["storage"]
+def _same_study(owner: dict, mark: dict, own_db: bool) -> bool:
+    """Whether an --out's study mark ``owner`` names the study of ``mark``: by id; a mark written
+    before ids, by its storage URL as written, or when this storage is the folder's own
+    study.db (``own_db``: another storage's namesake is never there)."""
+    if "id" in owner:
+        return owner["id"] == mark["id"]
+    return own_db or owner.get("storage") == mark["storage"]
+
+
+def _is_own_db(url: str, out: Path) -> bool:
+    """Whether ``url`` is the SQLite file study.db inside ``out``, however the path is written."""
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    own = (out / "study.db").resolve()
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(parsed.database)
+        and Path(parsed.database).resolve() == own
+    )
+
+
+def _another_study(owner: dict, mark: dict) -> str:
+    """What a refusal says of the study an --out holds (``owner``) and this run's (``mark``)."""
+    name, then, now = mark["study"], owner.get("storage"), mark["storage"]
+    if then == now:  # the same storage: its study of that name was deleted and made anew
+        return (
+            f"an earlier study {name!r} in {now}, since made anew there (another id): choose another "
+            "--out, or move those results away"
+        )
+    again = f"--storage {then}" if "***" not in str(then) else f"the --storage it was made with ({then})"
+    return f"study {name!r} in {then}; the one in {now} is another study of that name: choose another --out, or continue that one with {again}"
 
 
 def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
@@ -244,8 +268,8 @@ class TrialsBar:
                 file=process.Guarded(sys.stderr),  # a closed or full stderr never fails the sweep
             )
         self.bar.update(min(done, self.config.trials) - self.bar.n)
-        if best is not None:
-            self.bar.set_postfix({"best_val": f"{best:.4f}"}, refresh=True)
+        # (replaces a waiting note: the bar moves again)
+        self.bar.set_postfix({"best_val": f"{best:.4f}"} if best is not None else {}, refresh=True)
 
     def waiting(self, running: int, stale_s: float) -> None:
         """Say why the bar stands still: ``running`` trials are another worker's, or a killed

@@ -21,6 +21,7 @@ from twolayer_xp.app.sweep.config import STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.app.sweep.study import (
     Heartbeat,
     import_optuna,
+    is_storage_error,
     open_storage,
     open_study,
     slot_holders,
@@ -158,7 +159,8 @@ class Worker:
         self.optuna, self.study, self.storage, self.config = optuna, study, storage, config
         self.ds, self.placed, self.out = ds, placed, out
         self.heartbeat = Heartbeat(storage, config.heartbeat)
-        self.best = None  # (net, trial, accuracy) of the best trial told in this round
+        self.best = None  # (net, trial, accuracy): the best trial told since best/ was last saved
+        self.saved = None  # _score of the best/ this worker saved last (or found better there)
         self.threads, self.workers = threads.Threads(1, "automatic"), 1  # the current population's
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
         self.samples = 0
@@ -190,8 +192,9 @@ class Worker:
         heartbeats later: a restart runs them without waiting for them to go stale."""
         try:
             yield
-        except BaseException:
-            self.release()
+        except BaseException as exc:
+            if not is_storage_error(exc):  # else each release would wait out the same failure
+                self.release()
             raise
 
     def release(self) -> None:
@@ -201,8 +204,10 @@ class Worker:
             try:
                 if self.storage.set_trial_state_values(trial_id, fail):
                     stale(self.study, self.storage.get_trial(trial_id))
-            except Exception:  # noqa: BLE001 - the storage itself may be what failed: its
-                pass  # heartbeats have stopped, so the next worker re-runs it as a dead one's
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                continue  # failed as stale by another worker meanwhile: queued again there
+            except Exception:  # noqa: BLE001 - the storage failed meanwhile: this trial and the
+                return  # rest go stale, their heartbeats stopped, and are re-run as a dead worker's
 
     def claim(self, want: int) -> list:
         """Ask ``want`` trials; keep those holding a slot (retries keep their original's)."""
@@ -350,10 +355,35 @@ class Worker:
         acc = {split: finished.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
         self.last_train_seconds += time.perf_counter() - start
         ks = np.flatnonzero(finishing)
-        self._tell(finished, [trials[k] for k in ks], [settings[k] for k in ks], acc, diverged[finishing])
-        if self.best is not None:  # saved as soon as told: an interrupted round loses no best
+        told = [trials[k] for k in ks], [settings[k] for k in ks]
+        try:
+            self._tell(finished, *told, acc, diverged[finishing])
+        except BaseException:  # a signal (or error) among the tells, maybe inside Optuna's tell
+            self._keep_told(finished, *told, acc)  # after its commit: the storage says which
+            raise
+        finally:  # saved as soon as told, even if the tells stop: no told best is lost
+            self._save_best()
+
+    def _keep_told(self, pop, trials: list, settings: list, acc: dict) -> None:
+        """``_keep_if_best`` for the trials of members of ``pop`` that the storage holds as
+        completed, when the tells stopped early."""
+        for k, trial in enumerate(trials):
+            try:
+                completed = (
+                    self.storage.get_trial(trial._trial_id).state == self.optuna.trial.TrialState.COMPLETE
+                )
+            except Exception:  # noqa: BLE001 - the storage is what failed: nothing more to learn
+                return
+            if completed:
+                self._keep_if_best(
+                    pop, k, trial, settings[k], {split: float(a[k]) for split, a in acc.items()}
+                )
+
+    def _save_best(self) -> None:
+        """best/ gets the best trial told since the last save, if it beats the one there."""
+        if self.best is not None:
             report.save_best(self.out, *self.best, self.config, self.ds)
-            self.best = None
+            self.saved, self.best = _score(*self.best[1:]), None
 
     def _iterations(self, settings: dict) -> int:
         """A trial's budget of SGD iterations: its num_iters, or its epochs over the training set."""
@@ -409,16 +439,21 @@ class Worker:
             self.heartbeat.trial_ids.discard(trial._trial_id)
 
     def _keep_if_best(self, pop, k: int, trial, settings: dict, accuracy: dict) -> None:
-        """Member k of ``pop`` (a told trial) becomes this round's best/ candidate if it beats it."""
-
-        def score(trial, accuracy):  # higher validation accuracy, then the earlier trial
-            return accuracy["val"], -trial.number
-
-        if self.best is not None and score(trial, accuracy) <= score(*self.best[1:]):
+        """Member k of ``pop`` (a told trial) becomes the best/ candidate if it beats the one
+        waiting and the one saved (only then is its net copied out of the population)."""
+        bars = [_score(*self.best[1:])] if self.best is not None else []
+        if self.saved is not None:
+            bars.append(self.saved)
+        if any(_score(trial, accuracy) <= bar for bar in bars):
             return
         net = pop.net(k)
         net.metadata["hyperparameters"] = {**settings, "num_iters": self._iterations(settings)}
         self.best = (net, trial, accuracy)  # save_best's (net, trial, accuracy)
+
+
+def _score(trial, accuracy: dict) -> tuple:
+    """How best/ ranks told trials: the higher validation accuracy, then the earlier trial."""
+    return accuracy["val"], -trial.number
 
 
 def by_shape(claimed: list) -> list[list]:
