@@ -375,9 +375,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - the storage is what failed: nothing more to learn
                 return
             if completed:
-                self._keep_if_best(
-                    pop, k, trial, settings[k], {split: float(a[k]) for split, a in acc.items()}
-                )
+                self._keep_if_best(pop, k, trial, settings[k], acc)
 
     def _save_best(self) -> None:
         """best/ gets the best trial told since the last save, if it beats the one there."""
@@ -431,16 +429,16 @@ class Worker:
                     self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
                 else:
                     self.study.tell(trial, float(acc["val"][k]))
-                    self._keep_if_best(
-                        pop, k, trial, settings[k], {split: float(a[k]) for split, a in acc.items()}
-                    )
+                    self._keep_if_best(pop, k, trial, settings[k], acc)
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 pass  # declared stale by another worker meanwhile: its retry runs it again
             self.heartbeat.trial_ids.discard(trial._trial_id)
 
-    def _keep_if_best(self, pop, k: int, trial, settings: dict, accuracy: dict) -> None:
-        """Member k of ``pop`` (a told trial) becomes the best/ candidate if it beats the one
-        waiting and the one saved (only then is its net copied out of the population)."""
+    def _keep_if_best(self, pop, k: int, trial, settings: dict, acc: dict) -> None:
+        """Member k of ``pop`` (a told trial; ``acc``: split -> the members' accuracies) becomes
+        the best/ candidate if it beats the one waiting and the one saved (only then is its net
+        copied out of the population)."""
+        accuracy = {split: float(a[k]) for split, a in acc.items()}
         bars = [_score(*self.best[1:])] if self.best is not None else []
         if self.saved is not None:
             bars.append(self.saved)
