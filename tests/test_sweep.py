@@ -77,8 +77,15 @@ def two_workers(tmp_path, storage, *args):
     for w in workers:
         finish(w)
     trials = study_trials(storage)
-    for out in (out_a, out_b):  # each worker's trials.csv lists the whole study
-        check_csv(out, trials)
+    # Each worker's trials.csv lists the whole study as it was at the worker's end: the last one
+    # written, the final study; the other, every result (a trial the other worker asked after
+    # the study was full may show there as running, or be missing, before it was turned away).
+    first, last = sorted((out_a, out_b), key=lambda out: (out / "trials.csv").stat().st_mtime_ns)
+    check_csv(last, trials)
+    rows = {int(r["number"]): r["outcome"] for r in csv.DictReader((first / "trials.csv").open())}
+    assert {n: o for n, o in rows.items() if o in RESULTS} == {
+        t.number: outcome(t) for t in trials if outcome(t) in RESULTS
+    }
     return trials
 
 
