@@ -210,41 +210,6 @@ def test_workers_with_different_flags_starting_at_once_are_not_both_let_in(tmp_p
     assert f"was created with hidden_size={winner}, this run has hidden_size={loser}" in outcomes[loser]
 
 
-def test_a_release_stops_at_the_first_storage_failure(tmp_path):
-    """An interrupted worker releases its running trials, one storage call each; with the
-    storage locked by someone else, every call would wait out the lock timeout in turn (16 x 60
-    s for a population of 16 on SQLite's default): it stops at the first failure, and the rest
-    go stale as a dead worker's do."""
-    from types import SimpleNamespace
-
-    import numpy as np
-
-    from twolayer_xp.app.sweep import SweepConfig, worker
-
-    db = tmp_path / "study.db"
-    url = f"sqlite:///{db}?timeout=0.2"
-    config = SweepConfig(storage=url, out=str(tmp_path / "out"), pruner="none")
-    storage = study.open_storage(url, config.heartbeat)
-    opened, config = study.open_study(optuna, storage, config, 100)
-    w = worker.Worker(optuna, opened, storage, config, SimpleNamespace(y_train=np.zeros(100)), {}, tmp_path)
-    ids = [opened.ask()._trial_id for _ in range(3)]
-    w.heartbeat.trial_ids.update(ids)
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    try:
-        w.release()
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-    assert len(w.heartbeat.trial_ids) == 2  # one tried, the others left to go stale
-    states = [storage.get_trial(i).state.name for i in ids]
-    assert states == ["RUNNING"] * 3
-    w.release()  # the lock gone: the two left are released, and queued again
-    assert sorted(storage.get_trial(i).state.name for i in ids) == ["FAIL", "FAIL", "RUNNING"]
-    assert sum(t.state.name == "WAITING" for t in opened.get_trials(deepcopy=False)) == 2
-    storage.engine.dispose()
-
-
 def test_an_offered_search_never_replaces_a_stored_one(tmp_path):
     """The store itself is insert-only: a second offer, whoever makes it and whenever, leaves
     the first search (set_study_user_attr would overwrite it, and the first worker, judged

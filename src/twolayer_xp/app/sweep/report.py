@@ -189,7 +189,9 @@ def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:
     apart; the model's metadata repeats its metrics, so a reader can check the pair). An unreadable previous best counts as absent (a warning)."""
     best = out / "best"
     best.mkdir(parents=True, exist_ok=True)
-    with files.locked(best, wait_s=BEST_LOCK_WAIT_S):
+    # Once the lock is held, a signal waits for the pair to be written (~30 ms, git included):
+    # the trial is told already, and no later run would save it.
+    with files.locked(best, wait_s=BEST_LOCK_WAIT_S), files.uninterrupted():
         previous = _read_json(best / "metrics.json", "val_accuracy", "trial")
         if previous is not None and (previous["val_accuracy"], -previous["trial"]) >= (
             accuracy["val"],

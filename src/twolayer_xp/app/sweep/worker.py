@@ -5,7 +5,6 @@ How workers share one study is ``study``'s; what a sweep writes and prints, ``re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -21,7 +20,6 @@ from twolayer_xp.app.sweep.config import STALE_HEARTBEATS, SweepConfig
 from twolayer_xp.app.sweep.study import (
     Heartbeat,
     import_optuna,
-    is_storage_error,
     open_storage,
     open_study,
     slot_holders,
@@ -74,7 +72,7 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
     """Claim, train and tell populations until the study holds ``config.trials`` results."""
     started, loaded = clock
     worker = Worker(optuna, study, storage, config, ds, placed, out)
-    with report.TrialsBar(config, enabled=progress) as bar, worker.heartbeat, worker.releasing():
+    with report.TrialsBar(config, enabled=progress) as bar, worker.heartbeat:
         while True:
             tick = time.perf_counter()
             worker.fail_stale()
@@ -184,30 +182,6 @@ class Worker:
                         )
                 except self.optuna.exceptions.UpdateFinishedTrialError:
                     pass  # another worker got there first
-
-    @contextlib.contextmanager
-    def releasing(self):
-        """On the way out of an interrupted or failed worker (Ctrl-C, SIGTERM, an error), its
-        running trials are failed and queued again at once, as a dead worker's are three
-        heartbeats later: a restart runs them without waiting for them to go stale."""
-        try:
-            yield
-        except BaseException as exc:
-            if not is_storage_error(exc):  # else each release would wait out the same failure
-                self.release()
-            raise
-
-    def release(self) -> None:
-        fail, stale = self.optuna.trial.TrialState.FAIL, self.storage.get_heartbeat_stale_trial_callback()
-        for trial_id in list(self.heartbeat.trial_ids):
-            self.heartbeat.trial_ids.discard(trial_id)
-            try:
-                if self.storage.set_trial_state_values(trial_id, fail):
-                    stale(self.study, self.storage.get_trial(trial_id))
-            except self.optuna.exceptions.UpdateFinishedTrialError:
-                continue  # failed as stale by another worker meanwhile: queued again there
-            except Exception:  # noqa: BLE001 - the storage failed meanwhile: this trial and the
-                return  # rest go stale, their heartbeats stopped, and are re-run as a dead worker's
 
     def claim(self, want: int) -> list:
         """Ask ``want`` trials; keep those holding a slot (retries keep their original's)."""
