@@ -620,6 +620,24 @@ def test_resuming_a_sweeps_best_model_says_how_to_train_its_settings(tmp_path, c
     )
 
 
+def test_provenance_masks_a_storage_password():
+    """A sweep's best/ records its command line: `--storage postgresql://user:pw@host/db` wrote
+    the password into metrics.json and the model's header (the storage field beside it masked)."""
+    from twolayer_xp.app import provenance
+
+    argv = [
+        "twolayer-xp",
+        "sweep",
+        "--storage",
+        "postgresql+psycopg://me:p%40ss@db:5432/s",
+        "--storage=mysql://u:pw@h/d",
+    ]
+    command = provenance.collect(argv=argv)["command"]
+    assert "p%40ss" not in command and ":pw@" not in command
+    assert "postgresql+psycopg://me:***@db:5432/s" in command and "mysql://u:***@h/d" in command
+    assert provenance.collect(argv=["twolayer-xp", "--out", "a:b@c"])["command"].endswith("a:b@c")
+
+
 def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
     """A study holding more results than --trials asks: the bar started at its count (8 of 2)
     and was moved back to 2, showing a negative rate. A waiting bar says what it waits for."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -31,12 +32,20 @@ def _program(argv0: str) -> str:
     return "twolayer-xp" if "twolayer" in path.name else shlex.quote(argv0)
 
 
+def _hidden(arg: str) -> str:
+    """A command-line word with a URL's password masked (--storage postgresql://user:pw@host/db):
+    provenance is written into files a user shares."""
+    return re.sub(r"(://[^/:@\s]*:)[^/@\s]*@", r"\1***@", arg)
+
+
 def collect(backend=None, argv: list | None = None) -> dict:
     """The provenance of a run or a sweep's best: its command line, package version and git
     commit (from a clone), library versions, CPU, BLAS threads, and the device it ran on."""
     argv = sys.argv if argv is None else argv
     record = {
-        "command": " ".join([_program(argv[0]), shlex.join(argv[1:])]).strip() if argv else None,
+        "command": " ".join([_program(argv[0]), shlex.join(map(_hidden, argv[1:]))]).strip()
+        if argv
+        else None,
         "twolayer_xp": __version__,
         "git": git_commit(),
         "python": platform.python_version(),
