@@ -638,6 +638,26 @@ def test_provenance_masks_a_storage_password():
     assert provenance.collect(argv=["twolayer-xp", "--out", "a:b@c"])["command"].endswith("a:b@c")
 
 
+def test_provenance_reads_the_libraries_and_the_clone_once_per_process(monkeypatch):
+    """A sweep records provenance with every best it saves; the library versions (~20 ms) and
+    git's commit (~5 ms, two subprocesses) were read afresh each time, though they are those of
+    the code this process loaded."""
+    from importlib import metadata
+
+    from twolayer_xp.app import provenance
+
+    reads = []
+    real_version, real_git = metadata.version, provenance._git
+    monkeypatch.setattr(metadata, "version", lambda name: reads.append(name) or real_version(name))
+    monkeypatch.setattr(provenance, "_git", lambda *args: reads.append(args) or real_git(*args))
+    provenance.libraries.cache_clear()
+    provenance.git_commit.cache_clear()
+    first = provenance.collect(argv=["twolayer-xp"])
+    assert len(reads) >= len(provenance.LIBRARIES)  # read once: the first time
+    reads.clear()
+    assert provenance.collect(argv=["twolayer-xp"]) == first and reads == []
+
+
 def test_the_progress_bar_of_a_study_past_its_trials_starts_full():
     """A study holding more results than --trials asks: the bar started at its count (8 of 2)
     and was moved back to 2, showing a negative rate. A waiting bar says what it waits for."""

@@ -3,6 +3,7 @@ and the machine (CPU, BLAS and its threads, device, GPU). Recorded in every metr
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -60,6 +61,10 @@ def collect(backend=None, argv: list | None = None) -> dict:
     return record
 
 
+# The libraries and the clone's commit are read once per process: they are those of the code
+# this process loaded (a pip install or a commit made meanwhile would not be what ran), and a
+# sweep records them with every best it saves (~25 ms a time, read afresh).
+@functools.cache
 def libraries() -> dict:
     versions = {}
     for name in LIBRARIES:
@@ -70,6 +75,7 @@ def libraries() -> dict:
     return versions
 
 
+@functools.cache
 def git_commit() -> dict | None:
     """{'commit', 'dirty'} of the clone this package runs from, None when not run from one."""
     root = Path(__file__).resolve().parents[3]  # src/twolayer_xp/app/provenance.py -> the clone
