@@ -545,7 +545,7 @@ def test_an_out_is_not_taken_by_a_namesake_study_in_another_storage(
     capsys.readouterr()
     assert sweep(one, "--storage", f"sqlite:///{two / 'study.db'}", "--trials", 4) == 2
     line = one_error_line(capsys)
-    assert f"the one in sqlite:///{two / 'study.db'} is another study of that name" in line
+    assert f"sqlite:///{two / 'study.db'} holds another study of that name" in line
     assert line.endswith(f"or continue that one with --storage sqlite:///{one / 'study.db'}")
     assert {p: p.read_bytes() for p in one.rglob("*") if p.is_file()} == before
     # the advice works, and so does the folder's own study.db named from elsewhere
@@ -564,12 +564,26 @@ def test_an_out_is_not_taken_by_a_namesake_study_in_another_storage(
     capsys.readouterr()
     assert sweep(one, "--storage", f"sqlite:///{two / 'study.db'}", "--trials", 4) == 2
     one_error_line(capsys)
-    # the study deleted and made anew in the same storage: said so, not "another storage"
+    # a storage without the study: refused before one is made there (a refused run made it, with
+    # this run's search, so a later sweep there with other flags was refused for a study never run)
+    three = f"sqlite:///{tmp_path / 'three.db'}"
+    assert sweep(one, "--storage", three) == 2
+    assert f"{three} holds no study of that name: choose another --out" in one_error_line(capsys)
+    import optuna
+
+    assert optuna.get_all_study_names(three) == []
+    # the study deleted (and made anew) in the same storage: said so, not "another storage"
     (one / "study.db").unlink()
     assert sweep(one) == 2
+    since = f"holds the results of an earlier study 'A' in sqlite:///{one / 'study.db'}, since "
     assert one_error_line(capsys).endswith(
-        f"holds the results of an earlier study 'A' in sqlite:///{one / 'study.db'}, since made anew "
-        "there (another id): choose another --out, or move those results away"
+        since + "deleted there: choose another --out, or move those results away"
+    )
+    assert optuna.get_all_study_names(f"sqlite:///{one / 'study.db'}") == []
+    assert sweep(tmp_path / "four", "--storage", f"sqlite:///{one / 'study.db'}") == 0
+    assert sweep(one) == 2
+    assert one_error_line(capsys).endswith(
+        since + "made anew there (another id): choose another --out, or move those results away"
     )
 
 

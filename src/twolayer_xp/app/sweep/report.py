@@ -27,6 +27,7 @@ SEARCH_ATTR = "twolayer_xp_sweep"  # the study's user attr holding what its tria
 # The study's user attr holding a random id: a study's name is unique only within its storage,
 # and an --out must not take another storage's study of the same name for its own (claim_out).
 ID_ATTR = "twolayer_xp_id"
+NO_STUDY = ""  # claim_out's study id when the storage holds no study of that name
 SETTINGS_COLUMNS = ("learning_rate", "reg", *space.SCALES)  # a trial's settings: searched or fixed
 CSV_COLUMNS = (
     "number", "outcome", *SETTINGS_COLUMNS, "val_accuracy", "pruned_at_epoch", "train_accuracy", "test_accuracy",
@@ -123,10 +124,12 @@ STUDY_MARK = "study.json"  # which study an --out belongs to
 STALE_TEMP_S = 600.0  # a temp file this old is a killed write's: each write takes milliseconds
 
 
-def claim_out(out: Path, config, study=None) -> None:
-    """Refuse an ``--out`` that holds another study's results. Before the storage is opened
-    (``study`` None) by name; after, by the study's id too (the same name in another storage is
-    another study), and a new ``--out`` is marked as this study's."""
+def claim_out(out: Path, config, study_id: str | None = None, *, mark: bool = False) -> None:
+    """Refuse an ``--out`` that holds another study's results: by name, and by the study's id
+    (``study_id``: the storage's ID_ATTR of the study, NO_STUDY when it holds none of that name,
+    None while unknown) since the same name in another storage is another study. Checked before
+    the study is opened too, so that a refused run makes no study there. ``mark``: the study is
+    open; a new ``--out`` is marked as its."""
     path = out / STUDY_MARK
     with files.locked(out, wait_s=BEST_LOCK_WAIT_S):
         owner = _read_json(path, "study")
@@ -135,13 +138,15 @@ def claim_out(out: Path, config, study=None) -> None:
                 f"--out {out} holds the results of study {owner['study']!r} ({owner.get('storage')}); "
                 f"study {config.study!r} needs another --out"
             )
-        if study is None:
+        if study_id is None:
             return
-        mark = {"study": config.study, "storage": _shown(config.storage), "id": study.user_attrs[ID_ATTR]}
-        if owner is not None and not _same_study(owner, mark, _is_own_db(config.storage, out)):
-            raise ValueError(f"--out {out} holds the results of {_another_study(owner, mark)}")
+        this = {"study": config.study, "storage": _shown(config.storage), "id": study_id}
+        if owner is not None and not _same_study(owner, this, _is_own_db(config.storage, out)):
+            raise ValueError(f"--out {out} holds the results of {_another_study(owner, this)}")
+        if not mark:
+            return
         if owner is None or "id" not in owner:
-            files.write_json(path, mark)
+            files.write_json(path, this)
         # What a killed worker's writes left: the workers sharing this folder write trials.csv
         # outside its lock, so only temp files no live write can still own go.
         for folder in (out, out / "best"):
@@ -173,13 +178,12 @@ def _is_own_db(url: str, out: Path) -> bool:
 def _another_study(owner: dict, mark: dict) -> str:
     """What a refusal says of the study an --out holds (``owner``) and this run's (``mark``)."""
     name, then, now = mark["study"], owner.get("storage"), mark["storage"]
-    if then == now:  # the same storage: its study of that name was deleted and made anew
-        return (
-            f"an earlier study {name!r} in {now}, since made anew there (another id): choose another "
-            "--out, or move those results away"
-        )
+    if then == now:  # the same storage: its study of that name was deleted (and made anew)
+        since = "deleted there" if mark["id"] == NO_STUDY else "made anew there (another id)"
+        return f"an earlier study {name!r} in {now}, since {since}: choose another --out, or move those results away"
     again = f"--storage {then}" if "***" not in str(then) else f"the --storage it was made with ({then})"
-    return f"study {name!r} in {then}; the one in {now} is another study of that name: choose another --out, or continue that one with {again}"
+    there = "holds no study of that name" if mark["id"] == NO_STUDY else "holds another study of that name"
+    return f"study {name!r} in {then}; {now} {there}: choose another --out, or continue that one with {again}"
 
 
 def save_best(out: Path, net, trial, accuracy: dict, config, dataset) -> None:

@@ -292,6 +292,16 @@ def open_study(optuna, storage, config: SweepConfig, num_train: int | None = Non
     return study, config
 
 
+def stored_id(storage, name: str) -> str | None:
+    """Study ``name``'s id (``report.ID_ATTR``) as ``storage`` holds it, read without creating
+    the study: ``report.NO_STUDY`` when there is none, None when it has no id (made before ids,
+    or its creator has not stored one yet: ``open_study`` settles it)."""
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(report.ID_ATTR)
+    except KeyError:
+        return report.NO_STUDY
+
+
 def _created(optuna, storage, name: str) -> int:
     """The id of study ``name``, created if there is none. Looked up first: a create that
     fails on the unique name is logged by a PostgreSQL server as an ERROR, which every joining
