@@ -587,6 +587,41 @@ def test_an_out_is_not_taken_by_a_namesake_study_in_another_storage(
     )
 
 
+def test_workers_sharing_a_new_out_both_join_when_one_marks_it_meanwhile(tmp_path, monkeypatch):
+    """Two workers start a new study with one --out and storage. The second reads that the
+    storage holds no such study; the first then creates it and marks the folder, before the
+    second looks at the folder's mark. Read in that order, the second would be refused for a
+    mark "newer" than its read; the read is made under the folder's lock, after the mark, so
+    it never is (and not at all while the folder has no mark)."""
+    pytest.importorskip("optuna")
+    import threading
+
+    from twolayer_xp.app.sweep import run_sweep, worker
+
+    options = dict(
+        out=str(tmp_path / "out"), storage=f"sqlite:///{tmp_path / 'study.db'}", study="A", trials=2,
+        population=2, num_iters=30, hidden_size=8,
+    )  # fmt: skip
+    first = {}
+    read = worker.stored_id
+
+    def read_then_let_the_first_worker_run(*args):
+        found = read(*args)
+        if not first:  # the first worker, started now, gets as far as it can in 3 s
+            runner = threading.Thread(target=lambda: first.update(result=run_sweep(**options)), daemon=True)
+            first["thread"] = runner
+            runner.start()
+            runner.join(3)
+        return found
+
+    monkeypatch.setattr(worker, "stored_id", read_then_let_the_first_worker_run)
+    assert run_sweep(**options)["study"].study_name == "A"
+    if first:  # read in the check before the study is opened (only when the folder has a mark)
+        first["thread"].join(60)
+        assert first["result"]["study"].study_name == "A"
+    assert json.loads((tmp_path / "out" / "study.json").read_text())["study"] == "A"
+
+
 def test_a_sweep_removes_the_temp_files_a_killed_worker_left(tmp_path):
     """A worker killed inside a write leaves its temp file (in --out: study.json's, trials.csv's;
     in best/: the model's). The next worker removes those old enough to be nobody's live write;

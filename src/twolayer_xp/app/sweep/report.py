@@ -124,12 +124,14 @@ STUDY_MARK = "study.json"  # which study an --out belongs to
 STALE_TEMP_S = 600.0  # a temp file this old is a killed write's: each write takes milliseconds
 
 
-def claim_out(out: Path, config, study_id: str | None = None, *, mark: bool = False) -> None:
-    """Refuse an ``--out`` that holds another study's results: by name, and by the study's id
-    (``study_id``: the storage's ID_ATTR of the study, NO_STUDY when it holds none of that name,
-    None while unknown) since the same name in another storage is another study. Checked before
-    the study is opened too, so that a refused run makes no study there. ``mark``: the study is
-    open; a new ``--out`` is marked as its."""
+def claim_out(out: Path, config, read_id=None, *, mark: bool = False) -> None:
+    """Refuse an ``--out`` that holds another study's results: by name, and by the study's id,
+    since the same name in another storage is another study. ``read_id()``: the id its storage
+    holds (ID_ATTR; NO_STUDY when there is no study of that name; None when unknown yet), read
+    under the folder's lock: a worker marks the folder only once its study and id are stored, so
+    no mark seen is newer than the id read. Checked before the study is opened too, so that a
+    refused run makes no study there. ``mark``: the study is open; a new ``--out`` is marked as
+    its."""
     path = out / STUDY_MARK
     with files.locked(out, wait_s=BEST_LOCK_WAIT_S):
         owner = _read_json(path, "study")
@@ -138,6 +140,9 @@ def claim_out(out: Path, config, study_id: str | None = None, *, mark: bool = Fa
                 f"--out {out} holds the results of study {owner['study']!r} ({owner.get('storage')}); "
                 f"study {config.study!r} needs another --out"
             )
+        if read_id is None or (owner is None and not mark):
+            return
+        study_id = read_id()
         if study_id is None:
             return
         this = {"study": config.study, "storage": _shown(config.storage), "id": study_id}

@@ -57,9 +57,9 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
         report.claim_out(out, config)  # another study's --out: refused before any storage
         storage = open_storage(config.storage, config.heartbeat)
         try:
-            report.claim_out(out, config, stored_id(storage, config.study))  # before it is made
+            report.claim_out(out, config, lambda: stored_id(storage, config.study))  # before it is made
             study, config = open_study(optuna, storage, config, len(ds.y_train))
-            report.claim_out(out, config, study.user_attrs[report.ID_ATTR], mark=True)
+            report.claim_out(out, config, lambda: study.user_attrs[report.ID_ATTR], mark=True)
             loaded = time.perf_counter()
             return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
         finally:
