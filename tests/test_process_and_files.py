@@ -622,6 +622,43 @@ def test_workers_sharing_a_new_out_both_join_when_one_marks_it_meanwhile(tmp_pat
     assert json.loads((tmp_path / "out" / "study.json").read_text())["study"] == "A"
 
 
+@pytest.mark.parametrize(
+    "where, said",
+    [
+        ("app.runs:load_data", " before this worker joined study A: run the same command to start it again"),
+        (
+            "app.sweep.study:_created",
+            " before this worker joined study A: run the same command to start it again",
+        ),
+        (
+            "app.sweep.worker:Worker.claim",
+            "; study A keeps every told trial (running ones are re-run after a",
+        ),
+    ],
+    ids=["loading", "opening", "working"],
+)
+def test_an_interrupted_sweep_says_what_the_study_keeps_only_once_there_is_one(
+    tmp_path, capsys, monkeypatch, where, said
+):
+    """Ctrl-C while the data loaded said "study A keeps every told trial" of a study that did
+    not exist yet."""
+    pytest.importorskip("optuna")
+    import importlib
+
+    module, name = where.split(":")
+    owner = importlib.import_module(f"twolayer_xp.{module}")
+    *path, attr = name.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(owner, attr, interrupt)
+    assert sweep(tmp_path / "out") == 130
+    assert capsys.readouterr().err.startswith(f"twolayer-xp: interrupted{said}")
+
+
 def test_a_sweep_removes_the_temp_files_a_killed_worker_left(tmp_path):
     """A worker killed inside a write leaves its temp file (in --out: study.json's, trials.csv's;
     in best/: the model's). The next worker removes those old enough to be nobody's live write;

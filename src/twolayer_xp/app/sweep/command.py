@@ -7,6 +7,7 @@ import argparse
 from twolayer_xp.app import config as configs
 from twolayer_xp.app import process
 from twolayer_xp.app.flags import add_settings, checked
+from twolayer_xp.app.runs import RunInterrupted
 from twolayer_xp.app.sweep import pruning, space
 from twolayer_xp.app.sweep.config import (
     CONSTRAINTS,
@@ -138,10 +139,13 @@ def command(args: argparse.Namespace) -> int:
             f"{config.study} keeps every trial told before (trials.csv and best/ in {config.out} are as "
             "of the last one): run the same command to continue"
         ) from None
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP
+        said = str(exc) if isinstance(exc, RunInterrupted) else None  # before the study was opened
         process.say(
-            f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are re-run "
-            "after a restart): run the same command to continue",
+            f"twolayer-xp: {said}"
+            if said
+            else f"twolayer-xp: interrupted; study {config.study} keeps every told trial (running ones are "
+            "re-run after a restart): run the same command to continue",
             err=True,
         )
         return process.exit_code()

@@ -41,8 +41,22 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
     'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'samples' (training rows x nets
     its SGD steps processed), 'warnings' (figures not drawn)} for this worker. ``options``: SweepConfig fields.
     """
-    started = time.perf_counter()
     config = config or SweepConfig(**options)
+    opened = SimpleNamespace(study=False)
+    try:
+        return _run(config, progress, opened)
+    except KeyboardInterrupt:
+        if opened.study:
+            raise
+        # Not "the study keeps every told trial": it may not exist yet.
+        raise runs.RunInterrupted(
+            f"interrupted before this worker joined study {config.study}: run the same command to start it again"
+        ) from None
+
+
+def _run(config: SweepConfig, progress: bool, opened: SimpleNamespace) -> dict:
+    """run_sweep's work; ``opened.study`` is set once the study is opened."""
+    started = time.perf_counter()
     optuna = import_optuna()
     # Everything that can fail without touching --out or the storage comes first (a missing
     # device, missing data); a failure after it removes the folders this worker created empty.
@@ -60,6 +74,7 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
             report.claim_out(out, config, lambda: stored_id(storage, config.study))  # before it is made
             study, config = open_study(optuna, storage, config, len(ds.y_train))
             report.claim_out(out, config, lambda: study.user_attrs[report.ID_ATTR], mark=True)
+            opened.study = True
             loaded = time.perf_counter()
             return _work(optuna, study, storage, config, ds, placed, out, progress, (started, loaded))
         finally:
