@@ -39,3 +39,23 @@ def test_stacked_kernels_on_device1(api_version):
     loss = kernels.sgd_step(params, X, y, arr(np.array([0.1, 0.2])), arr(np.array([0.0, 0.5])))
     assert tuple(loss.shape) == (2,)
     assert tuple(kernels.count_correct(params, X, y).shape) == (2,)
+
+
+def test_nothing_needs_the_mT_attribute(monkeypatch, toy_data, make_net):
+    """CuPy before 14 (what Colab ships) and numpy before 2 have no ``.mT``: the kernels used it,
+    so the first step on Colab's GPU raised AttributeError, which strict, numpy 2 and torch (the
+    libraries tested here) could not show. Strict arrays without it stand in for such a library."""
+    from twolayer_xp import Population
+
+    def missing(self):
+        raise AttributeError("'ndarray' object has no attribute 'mT'")
+
+    monkeypatch.setattr(type(xs.asarray(1.0)), "mT", property(missing))
+    X, y = toy_data
+    net = make_net("strict-device1", 4, 10, 3, std=1e-1)
+    net.loss(X, y, reg=0.05)
+    net.train(X, y, X, y, learning_rate=1e-1, num_iters=20, batch_size=5)
+    assert net.predict(X).shape == (X.shape[0],)
+    pop = Population(4, 10, 3, size=3, device=xs.Device("device1"), backend="array_api_strict", rng=0)
+    pop.train(X, y, X, y, learning_rate=[0.1, 0.2, 0.3], num_iters=20, batch_size=5)
+    assert pop.accuracy(X, y).shape == (3,)

@@ -46,6 +46,8 @@ def _lean_namespace():
     lean.max = _reduction(np.maximum.reduce, np.max)
     lean.take = lambda x, indices, /, *, axis=None: x.take(indices, axis=axis)
     lean.astype = _astype(compat.astype)
+    if hasattr(np.ndarray, "mT"):  # numpy >= 2: the same view, without compat's swapaxes (~1.5 us)
+        lean.matrix_transpose = lambda x, /: x.mT
     return lean
 
 

@@ -2,8 +2,9 @@
 
 Pure functions of arrays: the namespace comes from the inputs (``array_namespace``), or from a
 ``Context`` a training loop resolves once; every new array is made on the inputs' device, and
-only standard functions, attributes (``.mT``) and indexing (``[..., None]``) are used, so the
-same lines run on numpy, CuPy, torch and array-api-strict.
+only standard functions and indexing (``[..., None]``) are used, so the same lines run on
+numpy, CuPy, torch and array-api-strict. (Transposes are ``xp.matrix_transpose``, not the
+``.mT`` attribute: CuPy before 14, which Colab ships, and numpy before 2 have no ``.mT``.)
 
 Shapes. One net: X (N, D), y (N,) integer labels, W1 (D, H), b1 (H,), W2 (H, C), b2 (C,).
 A stack of K nets adds a leading axis to every parameter (W1 (K, D, H), b1 (K, H), ...) and
@@ -68,9 +69,9 @@ def _hidden(xp, params, X):
     return h, relu_mask
 
 
-def _class_major_scores(params, h):
+def _class_major_scores(xp, params, h):
     """scores transposed, (..., C, N) = W2^T h^T + b2."""
-    scores_t = params["W2"].mT @ h.mT
+    scores_t = xp.matrix_transpose(params["W2"]) @ xp.matrix_transpose(h)
     scores_t += params["b2"][..., None]
     return scores_t
 
@@ -113,15 +114,15 @@ def _l2_penalty(xp, params, reg):
 
 def _backward_head(xp, params, h, dscores_t):
     """Gradients of W2 and b2, and d loss / d h (..., N, H), from class-major d scores."""
-    dscores = dscores_t.mT  # (..., N, C) view
-    grads = {"W2": h.mT @ dscores, "b2": xp.sum(dscores_t, axis=-1)}
-    return grads, dscores @ params["W2"].mT
+    dscores = xp.matrix_transpose(dscores_t)  # (..., N, C) view
+    grads = {"W2": xp.matrix_transpose(h) @ dscores, "b2": xp.sum(dscores_t, axis=-1)}
+    return grads, dscores @ xp.matrix_transpose(params["W2"])
 
 
 def _backward_hidden(xp, X, relu_mask, dh, grads):
     """Adds the gradients of W1 and b1 to ``grads``, given d loss / d h."""
     dh *= relu_mask
-    grads["W1"] = X.mT @ dh
+    grads["W1"] = xp.matrix_transpose(X) @ dh
     grads["b1"] = xp.sum(dh, axis=-2)
     return grads
 
@@ -140,13 +141,13 @@ def _ctx(ctx, X, y, params, num_classes):
 def scores(params, X, ctx: Context | None = None):
     """Class scores (..., N, C) for X (N, D)."""
     ctx = _ctx(ctx, X, None, params, 0)
-    return _class_major_scores(params, _hidden(ctx.xp, params, X)[0]).mT
+    return ctx.xp.matrix_transpose(_class_major_scores(ctx.xp, params, _hidden(ctx.xp, params, X)[0]))
 
 
 def predict(params, X, ctx: Context | None = None):
     """Predicted labels (..., N): argmax of the scores."""
     ctx = _ctx(ctx, X, None, params, 0)
-    return ctx.xp.argmax(_class_major_scores(params, _hidden(ctx.xp, params, X)[0]), axis=-2)
+    return ctx.xp.argmax(_class_major_scores(ctx.xp, params, _hidden(ctx.xp, params, X)[0]), axis=-2)
 
 
 def count_correct(params, X, y, ctx: Context | None = None):
@@ -161,7 +162,7 @@ def loss_and_grads(params, X, y, reg=0.0, ctx: Context | None = None):
     ctx = _ctx(ctx, X, y, params, params["b2"].shape[-1])
     xp = ctx.xp
     h, relu_mask = _hidden(xp, params, X)
-    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(params, h), y)
+    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(ctx.xp, params, h), y)
     grads, dh = _backward_head(xp, params, h, dscores_t)
     grads = _backward_hidden(xp, X, relu_mask, dh, grads)
     reg2 = 2 * _per_net(xp, reg, 2)
@@ -187,7 +188,7 @@ def sgd_step(params, X, y, learning_rate, reg=0.0, ctx: Context | None = None):
     l2 = _l2_penalty(xp, params, reg)
     if not _is_one(decay):
         params["W1"] *= decay
-    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(params, h), y, scale=lr)
+    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(ctx.xp, params, h), y, scale=lr)
     steps, dh = _backward_head(xp, params, h, dscores_t)  # dh needs W2 before its update
     if not _is_one(decay):
         params["W2"] *= decay
@@ -230,7 +231,7 @@ def population_scores_t(params, X, ctx: Context | None = None):
     """Class-major scores (K, C, N) of every member for X (N, D)."""
     ctx = _ctx(ctx, X, None, params, 0)
     h, _ = _hidden(ctx.xp, params, X)
-    return _class_major_scores(params, _stacked(ctx.xp, h, params["W2"].shape[0]))
+    return _class_major_scores(ctx.xp, params, _stacked(ctx.xp, h, params["W2"].shape[0]))
 
 
 def population_predict(params, X, ctx: Context | None = None):
@@ -263,7 +264,7 @@ def population_sgd_step(params, X, y, learning_rate, reg, ctx: Context | None = 
     l2 = reg[:, 0, 0] * (l2_W1 + _sum_squares(xp, params["W2"]))  # (K,)
     W1 *= _per_column(xp, decay[:, 0, 0], H)
     h_k = _stacked(xp, h, K)
-    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(params, h_k), y, scale=lr)
+    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(ctx.xp, params, h_k), y, scale=lr)
     steps, dh_k = _backward_head(xp, params, h_k, dscores_t)  # dh needs W2 before its update
     params["W2"] *= decay
     steps = _backward_hidden(xp, X, relu_mask, _widened(xp, dh_k), steps)
