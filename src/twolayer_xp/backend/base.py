@@ -50,6 +50,19 @@ class Backend:
         """``x`` (an array of this library) as a numpy array on the host."""
         return np.asarray(x)
 
+    @classmethod
+    def in_host_memory(cls, x: Any) -> bool:
+        """True when ``x`` (an array of this library) lives in the host's memory, so that
+        looking at its values is no device sync: numpy's, torch's on the CPU, strict's on its
+        CPU_DEVICE."""
+        return False
+
+    @classmethod
+    def host_view(cls, x: Any) -> np.ndarray | None:
+        """``x`` (an array of this library) as numpy when it is in host memory (a view, no
+        device sync), else None."""
+        return cls.host(x) if cls.in_host_memory(x) else None
+
     @property
     def device_label(self) -> str:
         """Short, user-facing device name: 'cpu', 'cuda:0', 'device1', ..."""

@@ -15,6 +15,10 @@ class NumpyBackend(Backend):
     host_arrays = True  # numpy's arrays are the host's own
 
     @classmethod
+    def in_host_memory(cls, x) -> bool:
+        return True
+
+    @classmethod
     def owns_type(cls, x) -> bool:
         return isinstance(x, (np.ndarray, np.generic))
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from twolayer_xp.backend import Backend, dtype_name, is_array, to_numpy
+from twolayer_xp.backend import Backend, dtype_name, host_view, is_array, to_numpy
 from twolayer_xp.core import kernels, threads, validation
 
 
 def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str = "X", check_finite=True):
-    """(X on the device in ``dtype``, whether X came from the host), after the checks (a host
-    X's values must fit ``dtype``: placement happens once per call, never per step).
+    """(X on the device in ``dtype``, whether X came from the host), after the checks (an X in
+    host memory, whatever its library, must hold values that fit ``dtype``: placement happens
+    once per call, never per step).
 
-    X: (N, num_features), numpy, a nested sequence, or an array of ``backend``.
+    X: (N, num_features), numpy, a nested sequence, or an array of any supported library.
     """
     on_host = not backend.owns(X)
     if on_host and not is_array(X):
         X = validation.as_host_array(name, X)
     validation.features(name, X, num_features, check_finite)
-    host = X if on_host else backend.host(X) if backend.host_arrays else None  # a view: no device sync
+    host = host_view(X)  # None on a device: looking there would cost a sync
     if host is not None:
         validation.within_range(name, host, dtype_name(dtype))
     return backend.asarray(X, dtype=dtype), on_host
