@@ -352,3 +352,33 @@ def test_another_librarys_host_arrays_are_checked_against_the_models_range(case,
         with pytest.raises(ValueError, match=words):
             call(big)
     assert net.state.iteration == 0
+
+
+def test_a_numpy_model_names_an_array_left_on_a_device_and_the_fix(make_net, has_torch):
+    """numpy reads host memory only: an array-api-strict array on "device1" (standing in for a
+    GPU's) raised strict's own RuntimeError, naming no argument. A torch model takes it (torch
+    moves it by DLPack), as a strict model on device1 takes a numpy array: same predictions."""
+    import array_api_strict as xs
+
+    here = xs.Device("device1")
+    X, y = np.eye(2), np.array([0, 1])
+    Xd, yd = xs.asarray(X, device=here), xs.asarray(y, device=here)
+    net = make_net("numpy", 2, 4, 3, std=0.1, rng=0)
+    calls = {
+        "X": lambda: net.predict(Xd),
+        "y": lambda: net.accuracy(X, yd),
+        "X_val": lambda: net.train(X, y, Xd, y),
+        "y_val": lambda: net.train(X, y, X, yd),
+    }
+    for name, call in calls.items():
+        with pytest.raises(
+            TypeError,
+            match=rf"^{name} is an array of array_api_strict on device .*device1.*, but a numpy model reads "
+            rf"host memory only; move {name} to the CPU \(its library's CPU device\) or pass a numpy array$",
+        ):
+            call()
+    assert net.state.iteration == 0
+    expected = net.predict(X)
+    np.testing.assert_array_equal(make_net("strict-device1", 2, 4, 3, std=0.1, rng=0).predict(X), expected)
+    if has_torch:
+        np.testing.assert_array_equal(make_net("torch", 2, 4, 3, std=0.1, rng=0).predict(Xd), expected)

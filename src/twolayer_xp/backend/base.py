@@ -29,6 +29,9 @@ class Backend:
 
     name: ClassVar[str]  # the user-facing backend name, e.g. "numpy"
     module: ClassVar[str]  # the library's import name, for version reports
+    # True when ``asarray`` builds from host memory only (numpy, array-api-strict): another
+    # library's array on a device must be moved to the CPU first (torch and CuPy take a GPU's).
+    host_inputs_only: ClassVar[bool] = False
 
     def __init__(self, xp: Any, device: Any):
         self.xp, self.device = xp, device

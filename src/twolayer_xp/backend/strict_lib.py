@@ -10,6 +10,7 @@ from .base import Backend, blas_threads, import_or_explain
 class StrictBackend(Backend):
     name = "array_api_strict"
     module = "array_api_strict"
+    host_inputs_only = True  # it builds on numpy, which refuses another library's device arrays
 
     @classmethod
     def owns_type(cls, x) -> bool:
