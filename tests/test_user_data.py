@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import os
+import re
 import stat
 import struct
 
@@ -331,3 +332,37 @@ def test_values_beyond_the_dtypes_range_are_refused_not_made_inf(tmp_path):
             preprocessing.fitted(np.array([[1e300], [1.0]]), 1.0, False, [], None, np.float64)[1].dtype
             == np.float64
         )
+
+
+def test_values_beyond_the_range_after_standardization_are_named_not_blamed_as_nan(tmp_path):
+    """A column of std 1e-6 is multiplied by 1e6: 1e35 fits float32 but its standardized value
+    does not. The validation split (training) and a saved model's raw rows (predict) became inf
+    after a numpy warning, and the net blamed 'NaN or inf' in an input that was finite; now the
+    user's own value is named, with the range this model's scaling leaves."""
+    import warnings
+
+    from twolayer_xp.io import preprocessing
+
+    rng = np.random.default_rng(0)
+    X = np.c_[1e-6 * rng.standard_normal(40), rng.standard_normal(40)]
+    y = np.arange(40) % 2
+    X_val = X[:10].copy()
+    X_val[3, 0] = 1e35
+    splits = {"X_train": X, "y_train": y, "X_val": X_val, "y_val": y[:10], "X_test": X[:4], "y_test": y[:4]}
+    np.savez(tmp_path / "tiny.npz", **splits)
+    prep = preprocessing.fitted(X, 1.0, True, ["a", "b"], None, np.float32)[0]
+    std = float(prep.std[0])  # as data.load fits it: the same training rows
+    assert 5e-7 < std < 2e-6
+    scaled = f"+-{float(np.finfo(np.float32).max) * std:.3g} for inputs this model divides by {std:g}"
+    words = r"the input holds a value of {} \(feature 0, 0-based\), beyond float32's range \(" + re.escape(
+        scaled
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=words.format(r"1e\+35")):
+            data.load(str(tmp_path / "tiny.npz"))
+        with pytest.raises(ValueError, match=words.format(r"-1e\+35")):
+            prep.apply(np.array([[0.0, 1.0], [-1e35, 0.0]]))
+        with pytest.raises(ValueError, match=r"X contains 1 non-finite"):  # inf: the finite checks' words
+            TwoLayerNet(2, 3, 2).predict(prep.apply(np.array([[np.inf, 0.0]])))
+        assert np.isfinite(prep.apply(np.array([[1e31, 1e38]]))).all()  # 1e31 / 1e-6 fits

@@ -286,6 +286,15 @@ def test_a_torch_cpu_tensor_is_scanned_for_nan_like_numpy():
         net.predict(X)
 
 
+def test_a_torch_model_takes_bfloat16_cpu_tensors():
+    """numpy has no bfloat16, so the range check's look at such a CPU tensor raised torch's 'Got
+    unsupported ScalarType BFloat16'; float32 holds its range, so there is nothing to look for."""
+    torch = pytest.importorskip("torch")
+    net = TwoLayerNet(4, 5, 3, backend="torch", dtype="float32", rng=0)
+    X = torch.ones((3, 4), dtype=torch.float32)
+    assert torch.equal(net.predict(X.to(torch.bfloat16)), net.predict(X))
+
+
 def test_accuracy_moves_labels_from_another_device_as_loss_does(blobs):
     """y of the model's library on another device: moved (and checked where it is), as loss
     and train move it, rather than array-api-strict's 'Arrays from two different devices'."""
@@ -326,3 +335,50 @@ def test_host_values_beyond_a_float32_models_range_are_named_not_made_inf(case, 
             net.predict(torch.asarray(big, device=net.backend.device))
     # the largest float32 itself, and anything that rounds to it, is taken
     assert net.predict(np.array([[float(np.finfo(np.float32).max), 0.0]])).shape == (1,)
+
+
+@pytest.mark.parametrize("library", ["array_api_strict", "torch"])
+def test_another_librarys_host_arrays_are_checked_against_the_models_range(case, make_net, library):
+    """A float64 torch CPU tensor, or an array-api-strict array on its CPU device, lives in host
+    memory whatever the model's library, so it is looked at as a numpy X is (no device sync):
+    a numpy net cast it to inf and predicted class 0, loss gave NaN scores, train blamed 'NaN or
+    inf' in X."""
+    lib = pytest.importorskip(library)
+    net = make_net(case, 2, 4, 3, std=0.1, dtype="float32", rng=0)
+    ok, y = np.eye(2), np.array([0, 1])
+    big = lib.asarray(np.array([[0.0, 1.0], [1e39, 0.0]]))  # on the library's default device: its CPU
+    words = r"X holds a value of 1e\+39 \(feature 0, 0-based\), beyond float32's range \(\+-3.4e\+38\)"
+    for call in (net.predict, net.loss, lambda X: net.accuracy(X, y), lambda X: net.train(X, y, ok, y)):
+        with pytest.raises(ValueError, match=words):
+            call(big)
+    assert net.state.iteration == 0
+
+
+def test_a_numpy_model_names_an_array_left_on_a_device_and_the_fix(make_net, has_torch):
+    """numpy reads host memory only: an array-api-strict array on "device1" (standing in for a
+    GPU's) raised strict's own RuntimeError, naming no argument. A torch model takes it (torch
+    moves it by DLPack), as a strict model on device1 takes a numpy array: same predictions."""
+    import array_api_strict as xs
+
+    here = xs.Device("device1")
+    X, y = np.eye(2), np.array([0, 1])
+    Xd, yd = xs.asarray(X, device=here), xs.asarray(y, device=here)
+    net = make_net("numpy", 2, 4, 3, std=0.1, rng=0)
+    calls = {
+        "X": lambda: net.predict(Xd),
+        "y": lambda: net.accuracy(X, yd),
+        "X_val": lambda: net.train(X, y, Xd, y),
+        "y_val": lambda: net.train(X, y, X, yd),
+    }
+    for name, call in calls.items():
+        with pytest.raises(
+            TypeError,
+            match=rf"^{name} is an array of array_api_strict on device .*device1.*, but a numpy model reads "
+            rf"host memory only; move {name} to the CPU \(its library's CPU device\) or pass a numpy array$",
+        ):
+            call()
+    assert net.state.iteration == 0
+    expected = net.predict(X)
+    np.testing.assert_array_equal(make_net("strict-device1", 2, 4, 3, std=0.1, rng=0).predict(X), expected)
+    if has_torch:
+        np.testing.assert_array_equal(make_net("torch", 2, 4, 3, std=0.1, rng=0).predict(Xd), expected)

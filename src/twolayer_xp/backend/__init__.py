@@ -28,6 +28,7 @@ __all__ = [
     "CudaUnavailableError",
     "cuda_available",
     "dtype_name",
+    "host_view",
     "is_array",
     "library_of",
     "resolve",
@@ -62,6 +63,14 @@ def library_of(x: Any) -> type[Backend] | None:
 def is_array(x: Any) -> bool:
     """True for an array of any library this package supports."""
     return library_of(x) is not None
+
+
+def host_view(x: Any):
+    """``x`` as a numpy array when its values are in host memory already (numpy's, torch's on
+    the CPU, array-api-strict's on its CPU_DEVICE): looking at them costs no device sync. None
+    for an array on a device (a GPU's, or strict's stand-ins for one)."""
+    cls = library_of(x)
+    return cls.host_view(x) if cls is not None else None
 
 
 def to_numpy(x: Any):

@@ -29,6 +29,9 @@ class Backend:
 
     name: ClassVar[str]  # the user-facing backend name, e.g. "numpy"
     module: ClassVar[str]  # the library's import name, for version reports
+    # True when ``asarray`` builds from host memory only (numpy, array-api-strict): another
+    # library's array on a device must be moved to the CPU first (torch and CuPy take a GPU's).
+    host_inputs_only: ClassVar[bool] = False
 
     def __init__(self, xp: Any, device: Any):
         self.xp, self.device = xp, device
@@ -49,6 +52,19 @@ class Backend:
     def host(cls, x: Any) -> np.ndarray:
         """``x`` (an array of this library) as a numpy array on the host."""
         return np.asarray(x)
+
+    @classmethod
+    def in_host_memory(cls, x: Any) -> bool:
+        """True when ``x`` (an array of this library) lives in the host's memory, so that
+        looking at its values is no device sync: numpy's, torch's on the CPU, strict's on its
+        CPU_DEVICE."""
+        return False
+
+    @classmethod
+    def host_view(cls, x: Any) -> np.ndarray | None:
+        """``x`` (an array of this library) as numpy when it is in host memory (a view, no
+        device sync), else None."""
+        return cls.host(x) if cls.in_host_memory(x) else None
 
     @property
     def device_label(self) -> str:

@@ -13,6 +13,11 @@ class NumpyBackend(Backend):
     name = "numpy"
     module = "numpy"
     host_arrays = True  # numpy's arrays are the host's own
+    host_inputs_only = True
+
+    @classmethod
+    def in_host_memory(cls, x) -> bool:
+        return True
 
     @classmethod
     def owns_type(cls, x) -> bool:

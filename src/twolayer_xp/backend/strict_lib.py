@@ -10,6 +10,7 @@ from .base import Backend, blas_threads, import_or_explain
 class StrictBackend(Backend):
     name = "array_api_strict"
     module = "array_api_strict"
+    host_inputs_only = True  # it builds on numpy, which refuses another library's device arrays
 
     @classmethod
     def owns_type(cls, x) -> bool:
@@ -20,13 +21,15 @@ class StrictBackend(Backend):
         if kind == "cuda":
             raise ValueError("backend 'array_api_strict' has no CUDA device; use one of its Device objects")
         xs = import_or_explain("array_api_strict", "pip install array-api-strict")
-        return cls(xs, device if device is not None else xs.Device("CPU_DEVICE"))
+        return cls(xs, device if device is not None else _cpu())
 
     @classmethod
     def host(cls, x) -> np.ndarray:
-        import array_api_strict as xs
+        return np.asarray(x.to_device(_cpu()))  # numpy refuses other devices
 
-        return np.asarray(x.to_device(xs.Device("CPU_DEVICE")))  # numpy refuses other devices
+    @classmethod
+    def in_host_memory(cls, x) -> bool:
+        return x.device == _cpu()  # its other devices stand in for GPUs
 
     @property
     def device_label(self) -> str:
@@ -37,3 +40,10 @@ class StrictBackend(Backend):
 
     def limit_threads(self, count):
         return blas_threads(count)
+
+
+def _cpu():
+    """array-api-strict's CPU device, whose arrays numpy reads (it refuses the others')."""
+    import array_api_strict as xs
+
+    return xs.Device("CPU_DEVICE")

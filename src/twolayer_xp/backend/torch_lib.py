@@ -45,6 +45,17 @@ class TorchBackend(Backend):
     def host(cls, x):
         return x.detach().cpu().numpy()
 
+    @classmethod
+    def in_host_memory(cls, x) -> bool:
+        return x.device.type == "cpu"
+
+    @classmethod
+    def host_view(cls, x):
+        try:
+            return super().host_view(x)
+        except TypeError:  # a dtype numpy lacks (bfloat16), whose range float32 holds anyway
+            return None
+
     @property
     def device_label(self) -> str:
         return str(self.device)

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from twolayer_xp.backend import Backend, dtype_name, is_array, to_numpy
+from twolayer_xp.backend import Backend, dtype_name, host_view, library_of, to_numpy
 from twolayer_xp.core import kernels, threads, validation
 
 
 def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str = "X", check_finite=True):
-    """(X on the device in ``dtype``, whether X came from the host), after the checks (a host
-    X's values must fit ``dtype``: placement happens once per call, never per step).
+    """(X on the device in ``dtype``, whether X came from the host), after the checks (an X in
+    host memory, whatever its library, must hold values that fit ``dtype``: placement happens
+    once per call, never per step).
 
-    X: (N, num_features), numpy, a nested sequence, or an array of ``backend``.
+    X: (N, num_features), numpy, a nested sequence, or an array of any supported library.
     """
     on_host = not backend.owns(X)
-    if on_host and not is_array(X):
-        X = validation.as_host_array(name, X)
+    X = _readable(backend, X, name) if on_host else X
     validation.features(name, X, num_features, check_finite)
-    host = X if on_host else backend.host(X) if backend.host_arrays else None  # a view: no device sync
+    host = host_view(X)  # None on a device: looking there would cost a sync
     if host is not None:
         validation.within_range(name, host, dtype_name(dtype))
     return backend.asarray(X, dtype=dtype), on_host
@@ -26,10 +26,21 @@ def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str 
 
 def labels(backend: Backend, y: Any, num_rows: int, num_classes: int, name: str = "y"):
     """y (num_rows,) on the device, integer dtype kept, after the checks."""
-    if not backend.owns(y) and not is_array(y):
-        y = validation.as_host_array(name, y)
+    y = y if backend.owns(y) else _readable(backend, y, name)
     validation.labels(name, y, num_rows, num_classes)
     return backend.asarray(y)
+
+
+def _readable(backend: Backend, x: Any, name: str):
+    """An input from outside ``backend``'s library as something it reads: a sequence as numpy;
+    another library's array as it is, unless it lives on a device and ``backend`` reads host
+    memory only (numpy would raise that library's own error, naming no argument)."""
+    library = library_of(x)
+    if library is None:
+        return validation.as_host_array(name, x)
+    if backend.host_inputs_only and not library.in_host_memory(x):
+        validation.not_on_host(name, x, library.name, backend.name)
+    return x
 
 
 def output(x: Any, on_host: bool):

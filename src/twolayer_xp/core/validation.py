@@ -15,6 +15,7 @@ import numbers
 import warnings
 from typing import Any, NamedTuple
 
+import array_api_compat as aac
 import numpy as np  # host side: per-member hyperparameters are small host arrays
 from array_api_compat import array_namespace
 
@@ -136,6 +137,15 @@ def as_host_array(name: str, x: Any) -> np.ndarray:
         return np.asarray(x)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an array, got {type(x).__name__}") from None
+
+
+def not_on_host(name: str, x: Any, library: str, model: str) -> None:
+    """Refuse an array of ``library`` that lives on a device, given to a ``model`` (a backend
+    name) that reads host memory only: TypeError naming ``name``, its device and the fix."""
+    raise TypeError(
+        f"{name} is an array of {library} on device {aac.device(x)}, but a {model} model reads "
+        f"host memory only; move {name} to the CPU (its library's CPU device) or pass a numpy array"
+    )
 
 
 def features(name: str, X: Any, num_features: int, check_finite: bool = True) -> None:

@@ -41,10 +41,28 @@ class Preprocessing:
         if X.ndim != 2 or X.shape[1] != self.num_features:
             raise ValueError(f"inputs must be rows of {self.num_features} features, got shape {X.shape}")
         X = _scaled(X, self.scale, dtype, copy)
+        self._check_centred(X)
         X -= self.mean
         if self.std is not None:
             X /= self.std
         return X
+
+    def _check_centred(self, X: np.ndarray) -> None:
+        """Refuse a value of X (the scaled rows (N, D), in the dtype) that the dtype holds but
+        ``(X - mean) / std`` does not (a column of std 1e-6 multiplies by 1e6): a ValueError
+        naming the user's own value, where numpy would make it inf and the net blame 'NaN or
+        inf' in an input that was finite. Judged in float64 on each column's extremes."""
+        if not X.size:
+            return
+        std = np.ones(X.shape[1]) if self.std is None else self.std.astype(np.float64)
+        high, low = _column_ends(X)
+        z_high, z_low = ((end - self.mean.astype(np.float64)) / std for end in (high, low))
+        take_high = z_high >= -z_low
+        feature = _first_beyond(np.where(take_high, z_high, z_low), X.dtype)
+        if feature is not None:  # worded as _scaled's refusal, the model dividing by scale * std
+            value = float(np.where(take_high, high, low)[feature]) * self.scale  # the user's own
+            divisor = self.scale * float(std[feature])
+            raise ValueError(beyond_range_message("the input", feature, value / divisor, X.dtype, divisor))
 
     def arrays(self) -> dict:
         """The extra arrays a checkpoint stores."""
@@ -148,12 +166,24 @@ def beyond_range(X: np.ndarray, dtype) -> tuple[int, float] | None:
     # Only a wider float can hold what the dtype cannot (every int up to 64 bits fits float32).
     if not (X.size and np.issubdtype(X.dtype, np.floating) and np.finfo(X.dtype).max > np.finfo(dtype).max):
         return None
-    with np.errstate(invalid="ignore"):  # NaN compares false here
-        high, low = np.max(X, axis=0), np.min(X, axis=0)  # no |X| temporary
+    high, low = _column_ends(X)
     extreme = np.where(high >= -low, high, low)
+    feature = _first_beyond(extreme, dtype)
+    return None if feature is None else (feature, float(extreme[feature]))
+
+
+def _column_ends(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's (max, min) of X (N, D): two passes, no |X| temporary; NaN where one is."""
+    with np.errstate(invalid="ignore"):  # NaN compares false here
+        return np.max(X, axis=0), np.min(X, axis=0)
+
+
+def _first_beyond(extreme: np.ndarray, dtype) -> int | None:
+    """The first feature whose ``extreme`` (D,) value is finite and beyond the float ``dtype``'s
+    range, or None."""
     # A value within half a step above the largest float rounds down to it.
     largest = float(np.finfo(dtype).max)
     beyond = np.flatnonzero(
         np.isfinite(extreme) & (np.abs(extreme) > largest * (1 + float(np.finfo(dtype).eps) / 4))
     )
-    return (int(beyond[0]), float(extreme[beyond[0]])) if beyond.size else None
+    return int(beyond[0]) if beyond.size else None
