@@ -85,6 +85,13 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer measures the work and not its launch."""
 
+    def activate(self):
+        """A context in which this backend's device is the library's current one. CuPy computes
+        on the current GPU and array-api-compat's CuPy creation functions ignore ``device=``,
+        so a model on cuda:1 computed (and made new arrays) on GPU 0 outside it. Elsewhere
+        ``device=`` and the arrays' own devices decide: a no-op."""
+        return contextlib.nullcontext()
+
     def quiet_overflow(self):
         """A context that silences the library's own overflow warnings: training detects
         non-finite losses itself and says so in one message."""

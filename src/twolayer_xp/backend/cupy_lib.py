@@ -47,6 +47,9 @@ class CupyBackend(Backend):
     def supported_dtypes(self) -> tuple[str, ...]:
         return DTYPES  # the namespace info needs a live GPU; CUDA has both
 
+    def activate(self):
+        return self.device  # cupy.cuda.Device: current inside the with, the previous one after
+
     def synchronize(self) -> None:
         self.device.synchronize()
 

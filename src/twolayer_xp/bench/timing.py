@@ -72,8 +72,9 @@ def step_fn(problem: Problem) -> Callable[[], None]:
     ctx = kernels.context(p.y, p.shape[3], p.backend.xp)  # as the training loop resolves it
 
     def step():
-        kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg, ctx)
-        sync()
+        with p.backend.activate():
+            kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg, ctx)
+            sync()
 
     return step
 

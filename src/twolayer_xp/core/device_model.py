@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from twolayer_xp.backend import Backend, dtype_name, host_view, library_of, to_numpy
@@ -41,6 +42,18 @@ def _readable(backend: Backend, x: Any, name: str):
     if backend.host_inputs_only and not library.in_host_memory(x):
         validation.not_on_host(name, x, library.name, backend.name)
     return x
+
+
+def on_device(method):
+    """``method`` of a model, run with the model's device current (``Backend.activate``): every
+    public method that computes or makes arrays is one."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.backend.activate():
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 def output(x: Any, on_host: bool):

@@ -61,12 +61,13 @@ class TwoLayerNet(device_model.DeviceModel):
         # CS231n order: randn(D, H) for W1, then randn(H, C) for W2, drawn in float64 on the host.
         weights = {name: self.state.rng.scaled_normal(self.shapes[name], std) for name in kernels.WEIGHTS}
         validation.initial_weights(weights, self.dtype_name, D)
-        self.params = {
-            name: self.backend.asarray(weights[name], dtype=self.dtype)
-            if name in weights
-            else xp.zeros(shape, dtype=self.dtype, device=dev)
-            for name, shape in self.shapes.items()
-        }
+        with self.backend.activate():
+            self.params = {
+                name: self.backend.asarray(weights[name], dtype=self.dtype)
+                if name in weights
+                else xp.zeros(shape, dtype=self.dtype, device=dev)
+                for name, shape in self.shapes.items()
+            }
 
     @property
     def iteration(self) -> int:
@@ -81,6 +82,7 @@ class TwoLayerNet(device_model.DeviceModel):
 
     # -- CS231n API ---------------------------------------------------------------------------
 
+    @device_model.on_device
     def loss(self, X: Any, y: Any = None, reg: float = 0.0):
         """Scores (N, C) when y is None; else (loss: float, grads: dict W1, b1, W2, b2).
 
@@ -95,16 +97,19 @@ class TwoLayerNet(device_model.DeviceModel):
         loss, grads = kernels.loss_and_grads(self.live_params(), Xd, yd, reg)
         return float(loss), {name: device_model.output(grads[name], on_host) for name in kernels.PARAMS}
 
+    @device_model.on_device
     def predict(self, X: Any):
         """Predicted labels (N,): argmax of the scores. No host sync for a device X."""
         Xd, on_host = self.eval_features(X)
         return device_model.output(kernels.predict(self.live_params(), Xd), on_host)
 
+    @device_model.on_device
     def accuracy(self, X: Any, y: Any) -> float:
         """Fraction of rows of X whose predicted label equals y; one host sync (see
         ``DeviceModel.accuracies``)."""
         return self.accuracies(X, y, kernels.count_correct)[0]
 
+    @device_model.on_device
     def train(
         self,
         X: Any,
@@ -249,7 +254,8 @@ def load_net(path: str | os.PathLike, *, device: Any = "cpu", backend: Any = Non
         dtype=header["dtype"] if dtype is None else dtype,
         rng=0,
     )
-    net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
+    with net.backend.activate():
+        net.params = {name: net.backend.asarray(p, dtype=net.dtype, copy=True) for name, p in params.items()}
     net.state.rng = HostRNG.from_state(header["rng_state"])  # valid: LAYOUT checked it
     net.state.iteration = int(header.get("iteration", 0))
     net.state.learning_rate = header.get("learning_rate")

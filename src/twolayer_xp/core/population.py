@@ -56,7 +56,8 @@ class Population(device_model.DeviceModel):
             W1s.append(self.state.rng.scaled_normal(shapes["W1"], stds[k]))
             W2s.append(self.state.rng.scaled_normal(shapes["W2"], stds[k]))
             validation.initial_weights({"W1": W1s[-1], "W2": W2s[-1]}, self.dtype_name, D)
-        self._adopt(np.concatenate(W1s, axis=1), np.zeros(K * H), np.stack(W2s), np.zeros((K, C)), K)
+        with self.backend.activate():
+            self._adopt(np.concatenate(W1s, axis=1), np.zeros(K * H), np.stack(W2s), np.zeros((K, C)), K)
 
     @classmethod
     def from_nets(cls, nets: list, rng: Any = None) -> Population:
@@ -73,16 +74,18 @@ class Population(device_model.DeviceModel):
         pop.state = training.TrainingState(HostRNG(rng))
         pop.hyperparameters = {}
         xp = pop.backend.xp
-        live = [n.live_params() for n in nets]
-        pop._adopt(
-            xp.concat([p["W1"] for p in live], axis=1),
-            xp.concat([p["b1"] for p in live], axis=0),
-            xp.stack([p["W2"] for p in live]),
-            xp.stack([p["b2"] for p in live]),
-            len(nets),
-        )
+        with pop.backend.activate():
+            live = [n.live_params() for n in nets]
+            pop._adopt(
+                xp.concat([p["W1"] for p in live], axis=1),
+                xp.concat([p["b1"] for p in live], axis=0),
+                xp.stack([p["W2"] for p in live]),
+                xp.stack([p["b2"] for p in live]),
+                len(nets),
+            )
         return pop
 
+    @device_model.on_device
     def subset(self, members) -> Population:
         """A smaller population of ``members`` (distinct indices, in that order): their params,
         iterations, decayed learning rates, hyperparameters and results, and a copy of this
@@ -152,6 +155,7 @@ class Population(device_model.DeviceModel):
 
     # -- training and evaluation ----------------------------------------------------------------
 
+    @device_model.on_device
     def train(
         self,
         X: Any,
@@ -190,15 +194,18 @@ class Population(device_model.DeviceModel):
         self.diverged = result.diverged
         return {**result.history, "diverged": result.diverged}
 
+    @device_model.on_device
     def predict(self, X: Any):
         """Predicted labels (K, N); numpy in -> numpy out, device in -> device out (no sync)."""
         Xd, on_host = self.eval_features(X)
         return device_model.output(kernels.population_predict(self.live_params(), Xd), on_host)
 
+    @device_model.on_device
     def accuracy(self, X: Any, y: Any) -> np.ndarray:
         """Fraction of rows each member classifies correctly: numpy (K,), one host sync."""
         return np.asarray(self.accuracies(X, y, kernels.population_count_correct))
 
+    @device_model.on_device
     def net(self, k: int) -> TwoLayerNet:
         """A standalone TwoLayerNet copy of member k, on the same device; its hyperparameters
         are in ``metadata["hyperparameters"]``."""
