@@ -60,7 +60,7 @@ def test_report_table_and_chart(quick_results, capsys):
     assert bench_report.main([str(quick_results / "bench.json")]) == 0
     table = (quick_results / "bench.md").read_text()
     assert "| numpy | 64, 64, 100, 10 | float32 |" in table and "x floor" in table
-    assert "| float32 | 100, 64, 128, 10 | 4 |" in table  # the population rows
+    assert "| float32, cpu | 100, 64, 128, 10 | 4 |" in table  # the population rows
     assert "TwoLayerClassifier vs MLPClassifier" in table and "Sweep of 4 configurations" in table
     assert "beside two busy processes: automatic threads (1, automatic)" in table
     assert "three workers on one host" in table

@@ -132,7 +132,7 @@ def _infos(data: dict, implementation: str) -> list[dict]:
 
 def _population_lines(data: dict) -> list[str]:
     """K nets as one Population vs the same K nets one after another (float32)."""
-    rows = sorted(_infos(data, "population"), key=lambda r: (r["shape"][1], r["K"]))
+    rows = sorted(_infos(data, "population"), key=lambda r: (r.get("device", "cpu"), r["shape"][1], r["K"]))
     if not rows:
         return []
     lines = [
@@ -143,7 +143,7 @@ def _population_lines(data: dict) -> list[str]:
     for r in rows:
         target = f">= {r['target']:g}x" if r.get("target") else ""
         lines.append(
-            f"| float32 | {', '.join(map(str, r['shape']))} | {r['K']} | {r['sample_nets_per_second']:,.0f} | "
+            f"| float32, {r.get('device', 'cpu')} | {', '.join(map(str, r['shape']))} | {r['K']} | {r['sample_nets_per_second']:,.0f} | "
             f"{r['sequential_sample_nets_per_second']:,.0f} | {r['speedup']:.2f}x | {target} | "
             f"{r['page_faults_per_step']:.1f} |"
         )
