@@ -74,3 +74,21 @@ def test_report_rejects_other_json(tmp_path, capsys):
     (tmp_path / "x.json").write_text('{"not": "a benchmark file"}')
     assert bench_report.main([str(tmp_path / "x.json")]) == 2
     assert "no 'benchmarks' list" in capsys.readouterr().err
+
+
+def test_devices_are_compared_on_steps_queued_as_training_queues_them(monkeypatch):
+    """The notebook's CPU-vs-GPU figure synchronized the device after every step, adding the
+    GPU's launch and sync latency to each one, which the training loop (a sync every 100 steps)
+    hides. Steps now run STEPS_PER_SYNC in a row, then one sync, and the time is per step."""
+    from twolayer_xp.backend.numpy_lib import NumpyBackend
+    from twolayer_xp.bench import timing
+
+    calls = []
+    monkeypatch.setattr(timing.kernels, "sgd_step", lambda *args: calls.append("step"))
+    monkeypatch.setattr(NumpyBackend, "synchronize", lambda self: calls.append("sync"))
+    monkeypatch.setattr(
+        timing, "time_interleaved", lambda fns, **_: {n: (fn(), 0.5)[1] for n, fn in fns.items()}
+    )
+    (row,) = timing.compare_devices(["cpu"], shape=timing.SHAPES["small"])
+    assert calls == ["step"] * timing.STEPS_PER_SYNC + ["sync"] and timing.STEPS_PER_SYNC > 1
+    assert row["ms_per_step"] == 500 / timing.STEPS_PER_SYNC

@@ -27,6 +27,7 @@ SHAPES = {
     "cifar-n1000": (1000, 3072, 500, 10),
     "small": (64, 64, 100, 10),
 }
+STEPS_PER_SYNC = 10  # compare_devices' steps between syncs
 
 
 def flops_per_step(shape: tuple) -> int:
@@ -66,14 +67,16 @@ def make_problem(backend: Backend | str, shape: tuple, dtype: str = "float32", s
     return Problem(backend, shape, backend.dtype(dtype), params, X, y)
 
 
-def step_fn(problem: Problem) -> Callable[[], None]:
-    """One synchronized SGD step of our kernels, in place on the problem's params."""
+def step_fn(problem: Problem, steps: int = 1) -> Callable[[], None]:
+    """``steps`` SGD steps of our kernels in a row, in place on the problem's params, then one
+    device sync: the clock never stops on work still queued."""
     p, sync = problem, problem.backend.synchronize
     ctx = kernels.context(p.y, p.shape[3], p.backend.xp)  # as the training loop resolves it
 
     def step():
         with p.backend.activate():
-            kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg, ctx)
+            for _ in range(steps):
+                kernels.sgd_step(p.params, p.X, p.y, p.learning_rate, p.reg, ctx)
             sync()
 
     return step
@@ -118,12 +121,16 @@ def time_interleaved(
 def compare_devices(
     devices: list, shape: tuple = SHAPES["cifar-h100"], dtype: str = "float32", **timing
 ) -> list[dict]:
-    """Our step on each device ("cpu", "cuda", ...): ms/step, samples/s, GFLOP/s per device."""
+    """Our step on each device ("cpu", "cuda", ...): ms/step, samples/s, GFLOP/s per device.
+
+    Steps are timed STEPS_PER_SYNC in a row, then one sync, as the training loop queues them: a
+    sync after every step would add the GPU's launch and sync latency to each step, which the
+    loop (it syncs every 100) hides behind the next steps' work."""
     rows = []
     for device in devices:
         problem = make_problem(resolve(device), shape, dtype)
-        seconds = time_interleaved({"step": step_fn(problem)}, **timing)["step"]
-        rows.append(summarize(str(device), shape, seconds))
+        seconds = time_interleaved({"step": step_fn(problem, STEPS_PER_SYNC)}, **timing)["step"]
+        rows.append(summarize(str(device), shape, seconds / STEPS_PER_SYNC))
     return rows
 
 
