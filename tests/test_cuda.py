@@ -21,11 +21,23 @@ def fresh_check():
     check_cuda.cache_clear()
 
 
-def fake_cupy(monkeypatch, device_count=None, count_error=None, kernel_error=None):
-    """A stand-in CuPy module whose runtime fails the way a GPU-less machine makes it fail."""
+class CUDARuntimeError(RuntimeError):
+    """CuPy's: its text is the CUDA error's name, a colon, and CUDA's description."""
 
-    class CUDARuntimeError(RuntimeError):
-        pass
+
+def fake_cupy(
+    monkeypatch,
+    device_count=None,
+    count_error=None,
+    kernel_error=None,
+    driver=0,
+    runtime=12080,
+    capability=None,
+):
+    """A stand-in CuPy module whose runtime fails the way a GPU-less machine makes it fail.
+
+    driver, runtime: what cudaDriverGetVersion (0: no driver) and cudaRuntimeGetVersion answer;
+    capability: the GPU's compute capability as CuPy writes it ("86"), None: the query fails."""
 
     def get_device_count():
         if count_error:
@@ -33,7 +45,7 @@ def fake_cupy(monkeypatch, device_count=None, count_error=None, kernel_error=Non
         return device_count
 
     def ones(*args, **kwargs):
-        raise RuntimeError(kernel_error)
+        raise kernel_error if isinstance(kernel_error, BaseException) else RuntimeError(kernel_error)
 
     class Device:
         def __init__(self, index=0):
@@ -45,13 +57,57 @@ def fake_cupy(monkeypatch, device_count=None, count_error=None, kernel_error=Non
         def __exit__(self, *exc):
             return False
 
+        @property
+        def compute_capability(self):
+            if capability is None:
+                raise CUDARuntimeError("cudaErrorDevicesUnavailable: busy")
+            return capability
+
     cupy = types.ModuleType("cupy")
     cupy.cuda = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(getDeviceCount=get_device_count), Device=Device
+        runtime=types.SimpleNamespace(
+            getDeviceCount=get_device_count,
+            driverGetVersion=lambda: driver,
+            runtimeGetVersion=lambda: runtime,
+        ),
+        Device=Device,
     )
     cupy.ones = ones
     cupy.float32 = np.float32
     monkeypatch.setitem(sys.modules, "cupy", cupy)
+
+
+def cupy_failing_to_import(monkeypatch, original, chained=True):
+    """`import cupy` raises what CuPy 13 and 14 raise when ``from cupy import _core`` fails
+    (cupy/__init__.py): a framed multi-line ImportError, chained ``from`` the original error."""
+    framed = ImportError(f"""
+================================================================
+Failed to import CuPy.
+
+If you installed CuPy via wheels (cupy-cudaXXX or cupy-rocm-X-X), make sure that the package matches with the version of CUDA or ROCm installed.
+
+On Linux, you may need to set LD_LIBRARY_PATH environment variable depending on how you installed CUDA/ROCm.
+On Windows, try setting CUDA_PATH environment variable.
+
+Check the Installation Guide for details:
+  https://docs.cupy.dev/en/latest/install.html
+
+Original error:
+  {type(original).__name__}: {original}
+================================================================
+""")
+
+    class Finder:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name != "cupy":
+                return None
+            if chained:
+                raise framed from original
+            raise framed
+
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Finder, *sys.meta_path])
 
 
 def assert_one_clear_line(excinfo, *phrases):
@@ -66,6 +122,42 @@ def test_cupy_missing(monkeypatch):
     with pytest.raises(CudaUnavailableError) as excinfo:
         TwoLayerNet(4, 5, 3, device="cuda")
     assert_one_clear_line(excinfo, "CuPy is not installed", "pip install cupy-cuda12x", "cupy-cuda13x")
+
+
+@pytest.mark.parametrize("chained", [True, False])
+def test_cupy_installed_without_its_cuda_libraries(monkeypatch, chained):
+    """CuPy 13 on a machine without the CUDA Toolkit: installing it again would change nothing."""
+    missing = ImportError("libcublas.so.12: cannot open shared object file: No such file or directory")
+    cupy_failing_to_import(monkeypatch, missing, chained=chained)
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        TwoLayerNet(4, 5, 3, device="cuda")
+    assert_one_clear_line(
+        excinfo,
+        "CuPy is installed",
+        "ImportError: libcublas.so.12: cannot open",
+        'pip install -U "cupy-cuda12x[ctk]>=14"',
+    )
+    message = str(excinfo.value)
+    assert "not installed" not in message and "Failed to import" not in message and "====" not in message
+    assert len(message) < 300, message
+
+
+def test_cupy_installed_without_a_driver(monkeypatch):
+    cupy_failing_to_import(monkeypatch, ImportError("libcuda.so.1: cannot open shared object file"))
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda")
+    assert_one_clear_line(excinfo, "no NVIDIA driver", "libcuda.so.1", "--device cpu")
+    assert "pip install" not in str(excinfo.value)
+
+
+def test_cupy_installed_without_a_dependency(monkeypatch):
+    cupy_failing_to_import(monkeypatch, ModuleNotFoundError("No module named 'fastrlock'", name="fastrlock"))
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda")
+    assert_one_clear_line(
+        excinfo, "CuPy is installed but fails to import", "fastrlock", "pip install cupy-cuda12x"
+    )
+    assert "not installed" not in str(excinfo.value)
 
 
 def test_no_driver_or_gpu(monkeypatch):
@@ -121,9 +213,6 @@ def test_torch_cuda_without_gpu():
 def test_numpy_cannot_be_asked_for_cuda():
     with pytest.raises(ValueError, match="CPU only"):
         backend.resolve("cuda", "numpy")
-
-
-# -- on a real GPU ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import array_api_compat as aac
 
@@ -11,8 +12,42 @@ from twolayer_xp.errors import one_line
 
 from .base import DTYPES, Backend, CudaUnavailableError
 
-# CuPy's wheels are named for the CUDA major version of the driver (nvidia-smi's "CUDA Version").
-CUPY_FIX = "pip install cupy-cuda12x (CUDA 12 drivers) or pip install cupy-cuda13x (CUDA 13)"
+CUDA_MAJORS = (12, 13)  # the CUDA majors of CuPy's wheels this package installs (pyproject's extras)
+CAUSE_LIMIT = 160  # characters of a library's error quoted inside a one-line message
+
+
+def _wheel(major: int) -> str:
+    """CuPy's wheel for CUDA ``major``: named for the driver's CUDA major (nvidia-smi's "CUDA Version")."""
+    return f"cupy-cuda{major}x"
+
+
+def _for_wheel(command: str, major: int | None = None) -> str:
+    """``command`` (holding ``{wheel}``) for the wheel of CUDA ``major``; unknown: one per CUDA_MAJORS."""
+    if major in CUDA_MAJORS:
+        return command.format(wheel=_wheel(major))
+    return " or ".join(f"{command.format(wheel=_wheel(m))} (CUDA {m} drivers)" for m in CUDA_MAJORS)
+
+
+CUPY_FIX = _for_wheel("pip install {wheel}")
+# The [ctk] extra (NVIDIA's CUDA libraries as wheels: NVRTC, cuBLAS, ...) exists from CuPy 14 on.
+CTK_INSTALL = 'pip install -U "{wheel}[ctk]>=14"'
+NO_DRIVER_FIX = (
+    "run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), or use --device cpu"
+)
+# A CUDA library that did not load: CuPy 13's ImportError or NVRTC SoftLink, CuPy 14's cuda-pathfinder.
+_LIBRARY_LOAD = re.compile(
+    r"nvrtc|cublas|cudart|lib\w+\.so|\.dll|Failure finding|cannot open shared object", re.I
+)
+_NO_DRIVER_LIBRARY = re.compile(r"libcuda\.so|nvcuda\.dll")
+
+
+def quoted(error: BaseException | str) -> str:
+    """A library's error for quoting inside a one-line message: named, its first line, bounded."""
+    text = str(error)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if isinstance(error, BaseException):
+        first = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return one_line(first, limit=CAUSE_LIMIT)
 
 
 class CupyBackend(Backend):
@@ -58,14 +93,45 @@ class CupyBackend(Backend):
 
 
 def import_cupy():
-    """Import CuPy, or raise CudaUnavailableError saying how to install it."""
+    """Import CuPy, or raise CudaUnavailableError saying what is wrong and the command that fixes it."""
     try:
         import cupy
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name != "cupy":  # a dependency of CuPy's (fastrlock, cuda-pathfinder) is missing
+            raise CudaUnavailableError(_import_failure(exc)) from None
         raise CudaUnavailableError(
             f"CUDA requested but CuPy is not installed ({one_line(exc, named=True)}); fix: {CUPY_FIX}"
         ) from None
+    except ImportError as exc:
+        raise CudaUnavailableError(_import_failure(exc)) from None
     return cupy
+
+
+def _import_failure(exc: ImportError) -> str:
+    """Why an installed CuPy failed to import, and the fix. CuPy 13 and 14 (cupy/__init__.py) wrap
+    the failure in a framed, multi-line "Failed to import CuPy ... Original error: <type>: <text>"
+    raised ``from`` the original: that original, usually a CUDA library that did not load, is quoted."""
+    cause = _original_error(exc)
+    if _NO_DRIVER_LIBRARY.search(cause):
+        return _no_driver(cause)
+    if _LIBRARY_LOAD.search(cause):
+        version = re.search(r"\.so\.(\d+)", cause)  # libcublas.so.12: the wheel's CUDA major
+        fix = _for_wheel(CTK_INSTALL, int(version.group(1)) if version else None)
+        return f"CuPy is installed but cannot load the CUDA libraries it needs ({cause}); fix: {fix}"
+    return (
+        f"CuPy is installed but fails to import ({cause}); fix: uninstall every CuPy wheel "
+        f"(pip freeze | grep -i cupy), then {CUPY_FIX}"
+    )
+
+
+def _original_error(exc: ImportError) -> str:
+    """The error under CuPy's frame, quoted: its ``__cause__``, else the frame's "Original error"."""
+    if exc.__cause__ is not None:
+        return quoted(exc.__cause__)
+    text = str(exc)
+    if "Original error:" in text:
+        return quoted(text.split("Original error:", 1)[1].split("=====", 1)[0])
+    return quoted(exc)
 
 
 @functools.cache
@@ -102,3 +168,7 @@ def check_cuda(index: int):
     if not math.isclose(value, 4 * 2 * math.e, rel_tol=1e-5):
         raise CudaUnavailableError(f"GPU {index} computed a wrong result in a smoke test ({value})")
     return cupy
+
+
+def _no_driver(cause: str) -> str:
+    return f"CUDA requested but there is no NVIDIA driver here ({cause}); fix: {NO_DRIVER_FIX}"
