@@ -36,13 +36,19 @@ def fake_cupy(
 ):
     """A stand-in CuPy module whose runtime fails the way a GPU-less machine makes it fail.
 
-    driver, runtime: what cudaDriverGetVersion (0: no driver) and cudaRuntimeGetVersion answer;
+    driver, runtime: what cudaDriverGetVersion (0: no driver; None: it fails) and
+    cudaRuntimeGetVersion answer;
     capability: the GPU's compute capability as CuPy writes it ("86"), None: the query fails."""
 
     def get_device_count():
         if count_error:
             raise CUDARuntimeError(count_error)
         return device_count
+
+    def driver_version():
+        if driver is None:
+            raise CUDARuntimeError("cudaErrorUnknown: unknown error")
+        return driver
 
     def ones(*args, **kwargs):
         raise kernel_error if isinstance(kernel_error, BaseException) else RuntimeError(kernel_error)
@@ -67,7 +73,7 @@ def fake_cupy(
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(
             getDeviceCount=get_device_count,
-            driverGetVersion=lambda: driver,
+            driverGetVersion=driver_version,
             runtimeGetVersion=lambda: runtime,
         ),
         Device=Device,
@@ -160,14 +166,50 @@ def test_cupy_installed_without_a_dependency(monkeypatch):
     assert "not installed" not in str(excinfo.value)
 
 
-def test_no_driver_or_gpu(monkeypatch):
-    fake_cupy(
-        monkeypatch,
-        count_error="cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version\nmore detail",
-    )
+INSUFFICIENT_DRIVER = (
+    "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version\nmore detail"
+)
+
+
+def test_no_driver(monkeypatch):
+    """CuPy links the CUDA runtime, which says 'insufficient driver' when there is no driver at all."""
+    fake_cupy(monkeypatch, count_error=INSUFFICIENT_DRIVER, driver=0)
     with pytest.raises(CudaUnavailableError) as excinfo:
         TwoLayerNet(4, 5, 3, device="cuda")
-    assert_one_clear_line(excinfo, "no usable NVIDIA GPU", "cudaErrorInsufficientDriver", "--device cpu")
+    assert_one_clear_line(excinfo, "no NVIDIA driver", "cudaErrorInsufficientDriver", "--device cpu")
+    assert "more detail" not in str(excinfo.value)
+
+
+def test_wheel_for_a_newer_cuda_than_the_driver(monkeypatch):
+    """cupy-cuda13x on a CUDA 12.8 driver: the fix is the wheel for the driver, not another machine."""
+    fake_cupy(monkeypatch, count_error=INSUFFICIENT_DRIVER, driver=12080, runtime=13000)
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda")
+    assert_one_clear_line(
+        excinfo,
+        "supports CUDA 12.8",
+        "needs CUDA 13.0",
+        "pip uninstall -y cupy-cuda13x && pip install cupy-cuda12x",
+        "update the NVIDIA driver",
+    )
+    assert "run on a machine" not in str(excinfo.value)
+
+
+def test_a_driver_older_than_any_wheel(monkeypatch):
+    fake_cupy(monkeypatch, count_error=INSUFFICIENT_DRIVER, driver=11040, runtime=12080)
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda")
+    assert_one_clear_line(excinfo, "supports CUDA 11.4", "update the NVIDIA driver to one for CUDA 12")
+    assert "cupy-cuda11x" not in str(excinfo.value)
+
+
+def test_insufficient_driver_of_unknown_version(monkeypatch):
+    fake_cupy(monkeypatch, count_error=INSUFFICIENT_DRIVER, driver=None)
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda")
+    assert_one_clear_line(
+        excinfo, "missing or older", "CUDA Version", "pip install cupy-cuda12x", "--device cpu"
+    )
 
 
 def test_zero_gpus_visible(monkeypatch):

@@ -141,11 +141,7 @@ def check_cuda(index: int):
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, driver too old, no device node
-        raise CudaUnavailableError(
-            f"CUDA requested but CuPy finds no usable NVIDIA GPU or driver ({one_line(exc, named=True)}); "
-            "fix: run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), "
-            "or use --device cpu"
-        ) from None
+        raise CudaUnavailableError(_driver_failure(cupy, exc)) from None
     if count == 0:
         raise CudaUnavailableError(
             "CUDA requested but no NVIDIA GPU is visible (CUDA_VISIBLE_DEVICES?); "
@@ -170,5 +166,45 @@ def check_cuda(index: int):
     return cupy
 
 
+def _driver_failure(cupy, exc: Exception) -> str:
+    """Why CuPy cannot count GPUs, and the fix. The CUDA runtime (linked into CuPy) says
+    cudaErrorInsufficientDriver both with no driver at all and with a driver for an older CUDA
+    major than the wheel's (cupy-cuda13x on a CUDA 12 driver); the driver's version tells which."""
+    if "InsufficientDriver" not in str(exc):  # e.g. cudaErrorNoDevice: a driver but no GPU
+        return f"CUDA requested but CuPy finds no usable NVIDIA GPU ({quoted(exc)}); fix: {NO_DRIVER_FIX}"
+    driver = _version(cupy.cuda.runtime.driverGetVersion)  # 0: no driver installed (CUDA's docs)
+    built = _version(cupy.cuda.runtime.runtimeGetVersion)
+    if driver == 0:
+        return _no_driver(quoted(exc))
+    if driver is None or built is None:
+        return (
+            f"CUDA requested but the NVIDIA driver is missing or older than CuPy's CUDA ({quoted(exc)}); "
+            f'fix: install the wheel for nvidia-smi\'s "CUDA Version" ({CUPY_FIX}) or update the driver; '
+            "without a GPU, use --device cpu"
+        )
+    major, needed = driver // 1000, built // 1000
+    if major in CUDA_MAJORS and major < needed:
+        fix = f"pip uninstall -y {_wheel(needed)} && pip install {_wheel(major)}, or update the NVIDIA driver"
+    else:
+        fix = f"update the NVIDIA driver to one for CUDA {needed}, or use --device cpu"
+    return (
+        f'CUDA requested but the NVIDIA driver supports CUDA {_dotted(driver)} (nvidia-smi\'s "CUDA Version") '
+        f"and this CuPy needs CUDA {_dotted(built)} ({quoted(exc)}); fix: {fix}"
+    )
+
+
 def _no_driver(cause: str) -> str:
     return f"CUDA requested but there is no NVIDIA driver here ({cause}); fix: {NO_DRIVER_FIX}"
+
+
+def _version(query) -> int | None:
+    """A CUDA version query's answer (1000 * major + 10 * minor), or None when it fails too."""
+    try:
+        return int(query())
+    except Exception:
+        return None
+
+
+def _dotted(version: int) -> str:
+    """12.6 for CUDA's 12060."""
+    return f"{version // 1000}.{version % 1000 // 10}"
