@@ -226,11 +226,108 @@ def test_index_out_of_range(monkeypatch):
     assert_one_clear_line(excinfo, "cuda:3", "only 1 GPU")
 
 
-def test_gpu_cannot_run_kernels(monkeypatch):
-    fake_cupy(monkeypatch, device_count=1, kernel_error="CompileException: nvrtc: libnvrtc.so.12 not found")
+class OutOfMemoryError(MemoryError):
+    """CuPy's (cupy.cuda.memory): a MemoryError."""
+
+
+class DynamicLibNotFoundError(RuntimeError):
+    """cuda-pathfinder's, which CuPy 14 uses to load NVRTC: the cause, then the folders searched."""
+
+
+@pytest.mark.parametrize(
+    "error,runtime,capability,said,unsaid",
+    [
+        (  # CuPy 13: NVRTC is loaded when the first kernel compiles
+            "CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: cannot open shared object file",
+            12080,
+            "86",
+            ["libnvrtc.so.12", 'pip install -U "cupy-cuda12x[ctk]>=14"'],
+            [],
+        ),
+        (  # CuPy 14
+            DynamicLibNotFoundError(
+                'Failure finding "libnvrtc.so": No such file: libnvrtc.so*\n  listdir("/x")'
+            ),
+            13000,
+            "86",
+            ['Failure finding "libnvrtc.so"', 'pip install -U "cupy-cuda13x[ctk]>=14"'],
+            ["listdir"],
+        ),
+        (
+            OutOfMemoryError("Out of memory allocating 512 bytes (allocated so far: 0 bytes)."),
+            12080,
+            "86",
+            ["Out of memory allocating 512 bytes", "memory is full", "nvidia-smi"],
+            ["[ctk]"],
+        ),
+        (
+            "cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable",
+            12080,
+            "86",
+            ["exclusive compute mode", "nvidia-smi -i 0 -c DEFAULT"],
+            ["[ctk]"],
+        ),
+        (  # a Pascal GPU under cupy-cuda13x
+            "CUDA_ERROR_NO_BINARY_FOR_GPU: no kernel image is available for execution on the device",
+            13000,
+            "61",
+            [
+                "CUDA 13 dropped compute capability 6.1",
+                "pip uninstall -y cupy-cuda13x && pip install cupy-cuda12x",
+            ],
+            ["[ctk]"],
+        ),
+        (
+            "cudaErrorNoKernelImageForDevice: no kernel image is available for execution on the device",
+            12020,
+            "120",
+            ["compute capability 12.0 is newer", 'pip install -U "cupy-cuda12x[ctk]>=14"'],
+            [],
+        ),
+        (  # a Kepler GPU: no CUDA CuPy supports has code for it
+            "CUDA_ERROR_NO_BINARY_FOR_GPU: no kernel image is available for execution on the device",
+            12080,
+            "35",
+            ["compute capability 3.5 is older than CUDA 12 and 13 support", "--device cpu"],
+            ["[ctk]"],
+        ),
+        (  # the GPU's compute capability unknown: both ways out
+            "CUDA_ERROR_NO_BINARY_FOR_GPU: no kernel image is available for execution on the device",
+            13000,
+            None,
+            [
+                'pip install -U "cupy-cuda13x[ctk]>=14"',
+                "older than compute capability 7.5 needs cupy-cuda12x",
+            ],
+            [],
+        ),
+        (
+            "cudaErrorLaunchFailure: unspecified launch failure",
+            12080,
+            "86",
+            ["cudaErrorLaunchFailure", "cupy.show_config()", "--device cpu"],
+            ["[ctk]"],
+        ),
+    ],
+    ids=[
+        "nvrtc-cupy13",
+        "nvrtc-cupy14",
+        "out-of-memory",
+        "busy",
+        "pascal-on-cuda13",
+        "blackwell-on-cuda12.2",
+        "kepler",
+        "unknown-gpu",
+        "other",
+    ],
+)
+def test_gpu_cannot_run_kernels(monkeypatch, error, runtime, capability, said, unsaid):
+    """The [ctk] extra (CuPy 14+) is the fix only when a CUDA library did not load."""
+    fake_cupy(monkeypatch, device_count=1, kernel_error=error, runtime=runtime, capability=capability)
     with pytest.raises(CudaUnavailableError) as excinfo:
         backend.resolve("cuda")
-    assert_one_clear_line(excinfo, "cannot run kernels", "[ctk]", "libnvrtc")
+    assert_one_clear_line(excinfo, "cannot run kernels", *said)
+    assert not [words for words in unsaid if words in str(excinfo.value)], str(excinfo.value)
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="this machine has a usable GPU")

@@ -13,6 +13,7 @@ from twolayer_xp.errors import one_line
 from .base import DTYPES, Backend, CudaUnavailableError
 
 CUDA_MAJORS = (12, 13)  # the CUDA majors of CuPy's wheels this package installs (pyproject's extras)
+SMOKE_VALUE = 4 * 2 * math.e  # sum(exp(A) @ A) for A = ones((2, 2)): a GPU's start-up test
 CAUSE_LIMIT = 160  # characters of a library's error quoted inside a one-line message
 
 
@@ -34,6 +35,8 @@ CTK_INSTALL = 'pip install -U "{wheel}[ctk]>=14"'
 NO_DRIVER_FIX = (
     "run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), or use --device cpu"
 )
+# CUDA's words (runtime, driver, NVRTC) for "this build has no code for this GPU's architecture".
+NO_KERNEL_FOR_ARCH = re.compile(r"no kernel image|NO_BINARY_FOR_GPU|NoKernelImage|gpu-architecture")
 # A CUDA library that did not load: CuPy 13's ImportError or NVRTC SoftLink, CuPy 14's cuda-pathfinder.
 _LIBRARY_LOAD = re.compile(
     r"nvrtc|cublas|cudart|lib\w+\.so|\.dll|Failure finding|cannot open shared object", re.I
@@ -157,11 +160,8 @@ def check_cuda(index: int):
             a = cupy.ones((2, 2), dtype=cupy.float32)
             value = float(cupy.sum(cupy.exp(a) @ a))
     except Exception as exc:
-        raise CudaUnavailableError(
-            f"CuPy sees GPU {index} but cannot run kernels on it ({one_line(exc, named=True)}); "
-            'fix: pip install "cupy-cuda12x[ctk]" (or cupy-cuda13x[ctk]) to get the CUDA libraries'
-        ) from None
-    if not math.isclose(value, 4 * 2 * math.e, rel_tol=1e-5):
+        raise CudaUnavailableError(_kernel_failure(cupy, index, exc)) from None
+    if not math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
         raise CudaUnavailableError(f"GPU {index} computed a wrong result in a smoke test ({value})")
     return cupy
 
@@ -195,6 +195,63 @@ def _driver_failure(cupy, exc: Exception) -> str:
 
 def _no_driver(cause: str) -> str:
     return f"CUDA requested but there is no NVIDIA driver here ({cause}); fix: {NO_DRIVER_FIX}"
+
+
+def _kernel_failure(cupy, index: int, exc: Exception) -> str:
+    """Why GPU ``index`` (counted, so the driver works) cannot run the smoke test, and the fix."""
+    said = f"CuPy sees GPU {index} but cannot run kernels on it ({quoted(exc)})"
+    state = gpu_state(exc, index)
+    if state:
+        return f"{said}: {state}"
+    if NO_KERNEL_FOR_ARCH.search(str(exc)):
+        return f"{said}: {_arch_fix(cupy, index)}"
+    if _LIBRARY_LOAD.search(str(exc)):
+        built = _version(cupy.cuda.runtime.runtimeGetVersion)
+        return f"{said}; fix: {_for_wheel(CTK_INSTALL, built and built // 1000)} to get the CUDA libraries"
+    return f'{said}; fix: see what CuPy finds with python -c "import cupy; cupy.show_config()", or use --device cpu'
+
+
+def gpu_state(exc: BaseException, index: int) -> str | None:
+    """What any CUDA library's error ``exc`` says about GPU ``index`` itself (its memory is full, or
+    another process holds it), with the fix; None when it says nothing of the kind."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CuPy's, torch's
+        return (
+            f"its memory is full; fix: free it (nvidia-smi lists the processes using GPU {index}), "
+            "or pick another GPU with --device cuda:N"
+        )
+    if re.search(r"busy or unavailable|DevicesUnavailable|DEVICE_UNAVAILABLE", str(exc)):
+        return (
+            "it is in exclusive compute mode and another process holds it; fix: wait for that process "
+            f"(nvidia-smi lists it), pick another GPU with --device cuda:N, or as root: nvidia-smi -i {index} -c DEFAULT"
+        )
+    return None
+
+
+def _arch_fix(cupy, index: int) -> str:
+    """The fix for a GPU whose architecture CuPy's CUDA has no code for: too old, or too new."""
+    try:
+        capability = int(cupy.cuda.Device(index).compute_capability)  # "86" for 8.6
+    except Exception:
+        capability = None
+    built = _version(cupy.cuda.runtime.runtimeGetVersion)
+    upgrade = f"{_for_wheel(CTK_INSTALL, built and built // 1000)} (a CuPy and CUDA that know newer GPUs)"
+    if capability is None:
+        older = (
+            f"; a GPU older than compute capability 7.5 needs {_wheel(12)}"
+            if built and built >= 13000
+            else ""
+        )
+        return (
+            f"this CuPy's CUDA has no code for its architecture; fix: {upgrade}{older}, or use --device cpu"
+        )
+    if capability < 50:
+        return f"compute capability {capability / 10:.1f} is older than CUDA 12 and 13 support; fix: use --device cpu"
+    if capability < 75 and built and built >= 13000:
+        return (
+            f"CUDA 13 dropped compute capability {capability / 10:.1f} (it needs 7.5+); "
+            f"fix: pip uninstall -y {_wheel(13)} && pip install {_wheel(12)}"
+        )
+    return f"compute capability {capability / 10:.1f} is newer than this CuPy's CUDA knows; fix: {upgrade}"
 
 
 def _version(query) -> int | None:
