@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from twolayer_xp import CudaUnavailableError, TwoLayerNet, backend, cuda_available, to_numpy
+from twolayer_xp.backend import torch_lib
 from twolayer_xp.backend.cupy_lib import check_cuda
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -16,9 +17,11 @@ HAVE_GPU = cuda_available()
 
 @pytest.fixture(autouse=True)
 def fresh_check():
-    check_cuda.cache_clear()
+    for proven in (check_cuda, torch_lib._prove):
+        proven.cache_clear()
     yield
-    check_cuda.cache_clear()
+    for proven in (check_cuda, torch_lib._prove):
+        proven.cache_clear()
 
 
 class CUDARuntimeError(RuntimeError):
@@ -338,20 +341,103 @@ def test_this_machine_says_why_cuda_is_unavailable():
     assert_one_clear_line(excinfo, "fix:")
 
 
+@pytest.fixture
+def cuda_torch(monkeypatch):
+    """The installed torch, made to look like a CUDA 12.6 build on a machine with one GPU, up to
+    the point where the test makes it fail."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    for name, answer in [("init", None), ("current_device", 0), ("device_count", 1)]:
+        monkeypatch.setattr(torch.cuda, name, lambda answer=answer: answer)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (12, 0))
+    return torch
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
-def test_torch_cuda_without_gpu():
+def test_torch_cpu_only_build(monkeypatch):
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("torch sees a GPU here")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
     with pytest.raises(CudaUnavailableError) as excinfo:
         TwoLayerNet(4, 5, 3, device="cuda", backend="torch")
-    assert_one_clear_line(excinfo, "no GPU")
+    assert_one_clear_line(
+        excinfo,
+        "CPU-only build",
+        "pip install torch --index-url https://download.pytorch.org/whl/cu126",
+        "--device cpu",
+    )
+
+
+@pytest.mark.parametrize(
+    "build,reason,said",
+    [
+        (
+            "12.6",
+            "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU",
+            ["run on a machine", "--device cpu"],
+        ),
+        (  # a cu130 torch on a CUDA 12.8 driver: torch's build for CUDA 12 runs there
+            "13.0",
+            "The NVIDIA driver on your system is too old (found version 12080). Please update your GPU driver",
+            ["whl/cu126", "update the NVIDIA driver"],
+        ),
+        (
+            "12.6",
+            "The NVIDIA driver on your system is too old (found version 11040). Please update your GPU driver",
+            ["update the NVIDIA driver to one for CUDA 12.6"],
+        ),
+    ],
+    ids=["no-driver", "cu130-on-a-cuda12-driver", "cuda11-driver"],
+)
+def test_torch_cuda_build_without_a_usable_driver(cuda_torch, monkeypatch, build, reason, said):
+    monkeypatch.setattr(cuda_torch.version, "cuda", build)
+
+    def fail():
+        raise RuntimeError(reason)
+
+    monkeypatch.setattr(cuda_torch.cuda, "init", fail)
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda", "torch")
+    assert_one_clear_line(excinfo, "cannot use a GPU", reason[:40], *said)
+
+
+@pytest.mark.parametrize(
+    "error,said",
+    [
+        (
+            RuntimeError(
+                "CUDA error: no kernel image is available for execution on the device\n"
+                "CUDA kernel errors might be asynchronously reported at some other API call"
+            ),
+            ["no kernel image", "compute capability 12.0", "whl/cu130"],
+        ),
+        ("OutOfMemoryError", ["CUDA out of memory", "memory is full", "nvidia-smi"]),
+    ],
+    ids=["no-kernel-image", "out-of-memory"],
+)
+def test_torch_gpu_that_cannot_compute_fails_at_start(cuda_torch, monkeypatch, error, said):
+    """A GPU this torch has no kernels for fails when the backend is made, in one line, not at the
+    first training step in a traceback."""
+    if error == "OutOfMemoryError":
+        error = cuda_torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def ones(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cuda_torch, "ones", ones)
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda:0", "torch")
+    assert_one_clear_line(excinfo, "torch sees GPU 0 but cannot compute on it", *said)
+    assert "asynchronously" not in str(excinfo.value)
 
 
 def test_numpy_cannot_be_asked_for_cuda():
     with pytest.raises(ValueError, match="CPU only"):
         backend.resolve("cuda", "numpy")
+
+
+# -- on a real GPU ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
