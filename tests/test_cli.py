@@ -206,6 +206,20 @@ def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch, train
     assert not (tmp_path / "run").exists()
 
 
+def test_torch_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch, train, one_error_line):
+    """torch's out-of-memory error is a RuntimeError, not a MemoryError (CuPy's is)."""
+    torch = pytest.importorskip("torch")
+    from twolayer_xp.app import runs
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runs, "load_data", exhausted)
+    assert train("--out", tmp_path / "run", "--quiet") == 2
+    assert "out of memory" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_num_train_past_the_data(tmp_path, capsys, cifar, train, one_error_line):
     cifar.write_cifar(tmp_path / "data", rows_per_batch=60, test_rows=40)  # 300 training rows
     args = ["--dataset", "cifar10", "--data-dir", tmp_path / "data", "--num-train", 1000, "--num-val", 10]

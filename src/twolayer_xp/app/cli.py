@@ -147,7 +147,9 @@ def _main(argv) -> int:
         except (ValueError, TypeError, ImportError, OSError, CudaUnavailableError) as exc:
             _fail(str(exc))
             return 2
-        except MemoryError:
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError) and not _torch_out_of_memory(exc):
+                raise
             _fail(
                 "out of memory: the sizes asked for do not fit; use a smaller --hidden-size or --batch-size"
             )
@@ -228,6 +230,13 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _torch_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's out-of-memory error: a RuntimeError (CuPy's is a MemoryError). Only a
+    loaded torch can have raised one, so torch is never imported for the question."""
+    out_of_memory = getattr(getattr(sys.modules.get("torch"), "cuda", None), "OutOfMemoryError", None)
+    return out_of_memory is not None and isinstance(exc, out_of_memory)
 
 
 def _fail(what: BaseException | str) -> None:

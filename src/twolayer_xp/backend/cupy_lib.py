@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import array_api_compat as aac
 
@@ -11,8 +12,45 @@ from twolayer_xp.errors import one_line
 
 from .base import DTYPES, Backend, CudaUnavailableError
 
-# CuPy's wheels are named for the CUDA major version of the driver (nvidia-smi's "CUDA Version").
-CUPY_FIX = "pip install cupy-cuda12x (CUDA 12 drivers) or pip install cupy-cuda13x (CUDA 13)"
+CUDA_MAJORS = (12, 13)  # the CUDA majors of CuPy's wheels this package installs (pyproject's extras)
+SMOKE_VALUE = 4 * 2 * math.e  # sum(exp(A) @ A) for A = ones((2, 2)): a GPU's start-up test
+CAUSE_LIMIT = 160  # characters of a library's error quoted inside a one-line message
+
+
+def _wheel(major: int) -> str:
+    """CuPy's wheel for CUDA ``major``: named for the driver's CUDA major (nvidia-smi's "CUDA Version")."""
+    return f"cupy-cuda{major}x"
+
+
+def _for_wheel(command: str, major: int | None = None) -> str:
+    """``command`` (holding ``{wheel}``) for the wheel of CUDA ``major``; unknown: one per CUDA_MAJORS."""
+    if major in CUDA_MAJORS:
+        return command.format(wheel=_wheel(major))
+    return " or ".join(f"{command.format(wheel=_wheel(m))} (CUDA {m} drivers)" for m in CUDA_MAJORS)
+
+
+CUPY_FIX = _for_wheel("pip install {wheel}")
+# The [ctk] extra (NVIDIA's CUDA libraries as wheels: NVRTC, cuBLAS, ...) exists from CuPy 14 on.
+CTK_INSTALL = 'pip install -U "{wheel}[ctk]>=14"'
+NO_DRIVER_FIX = (
+    "run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), or use --device cpu"
+)
+# CUDA's words (runtime, driver, NVRTC) for "this build has no code for this GPU's architecture".
+NO_KERNEL_FOR_ARCH = re.compile(r"no kernel image|NO_BINARY_FOR_GPU|NoKernelImage|gpu-architecture")
+# A CUDA library that did not load: CuPy 13's ImportError or NVRTC SoftLink, CuPy 14's cuda-pathfinder.
+_LIBRARY_LOAD = re.compile(
+    r"nvrtc|cublas|cudart|lib\w+\.so|\.dll|Failure finding|cannot open shared object", re.I
+)
+_NO_DRIVER_LIBRARY = re.compile(r"libcuda\.so|nvcuda\.dll")
+
+
+def quoted(error: BaseException | str) -> str:
+    """A library's error for quoting inside a one-line message: named, its first line, bounded."""
+    text = str(error)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if isinstance(error, BaseException):
+        first = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return one_line(first, limit=CAUSE_LIMIT)
 
 
 class CupyBackend(Backend):
@@ -61,14 +99,45 @@ class CupyBackend(Backend):
 
 
 def import_cupy():
-    """Import CuPy, or raise CudaUnavailableError saying how to install it."""
+    """Import CuPy, or raise CudaUnavailableError saying what is wrong and the command that fixes it."""
     try:
         import cupy
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name != "cupy":  # a dependency of CuPy's (fastrlock, cuda-pathfinder) is missing
+            raise CudaUnavailableError(_import_failure(exc)) from None
         raise CudaUnavailableError(
             f"CUDA requested but CuPy is not installed ({one_line(exc, named=True)}); fix: {CUPY_FIX}"
         ) from None
+    except ImportError as exc:
+        raise CudaUnavailableError(_import_failure(exc)) from None
     return cupy
+
+
+def _import_failure(exc: ImportError) -> str:
+    """Why an installed CuPy failed to import, and the fix. CuPy 13 and 14 (cupy/__init__.py) wrap
+    the failure in a framed, multi-line "Failed to import CuPy ... Original error: <type>: <text>"
+    raised ``from`` the original: that original, usually a CUDA library that did not load, is quoted."""
+    cause = _original_error(exc)
+    if _NO_DRIVER_LIBRARY.search(cause):
+        return _no_driver(cause)
+    if _LIBRARY_LOAD.search(cause):
+        version = re.search(r"\.so\.(\d+)", cause)  # libcublas.so.12: the wheel's CUDA major
+        fix = _for_wheel(CTK_INSTALL, int(version.group(1)) if version else None)
+        return f"CuPy is installed but cannot load the CUDA libraries it needs ({cause}); fix: {fix}"
+    return (
+        f"CuPy is installed but fails to import ({cause}); fix: uninstall every CuPy wheel "
+        f"(pip freeze | grep -i cupy), then {CUPY_FIX}"
+    )
+
+
+def _original_error(exc: ImportError) -> str:
+    """The error under CuPy's frame, quoted: its ``__cause__``, else the frame's "Original error"."""
+    if exc.__cause__ is not None:
+        return quoted(exc.__cause__)
+    text = str(exc)
+    if "Original error:" in text:
+        return quoted(text.split("Original error:", 1)[1].split("=====", 1)[0])
+    return quoted(exc)
 
 
 @functools.cache
@@ -78,11 +147,7 @@ def check_cuda(index: int):
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, driver too old, no device node
-        raise CudaUnavailableError(
-            f"CUDA requested but CuPy finds no usable NVIDIA GPU or driver ({one_line(exc, named=True)}); "
-            "fix: run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), "
-            "or use --device cpu"
-        ) from None
+        raise CudaUnavailableError(_driver_failure(cupy, exc)) from None
     if count == 0:
         raise CudaUnavailableError(
             "CUDA requested but no NVIDIA GPU is visible (CUDA_VISIBLE_DEVICES?); "
@@ -98,10 +163,108 @@ def check_cuda(index: int):
             a = cupy.ones((2, 2), dtype=cupy.float32)
             value = float(cupy.sum(cupy.exp(a) @ a))
     except Exception as exc:
-        raise CudaUnavailableError(
-            f"CuPy sees GPU {index} but cannot run kernels on it ({one_line(exc, named=True)}); "
-            'fix: pip install "cupy-cuda12x[ctk]" (or cupy-cuda13x[ctk]) to get the CUDA libraries'
-        ) from None
-    if not math.isclose(value, 4 * 2 * math.e, rel_tol=1e-5):
+        raise CudaUnavailableError(_kernel_failure(cupy, index, exc)) from None
+    if not math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
         raise CudaUnavailableError(f"GPU {index} computed a wrong result in a smoke test ({value})")
     return cupy
+
+
+def _driver_failure(cupy, exc: Exception) -> str:
+    """Why CuPy cannot count GPUs, and the fix. The CUDA runtime (linked into CuPy) says
+    cudaErrorInsufficientDriver both with no driver at all and with a driver for an older CUDA
+    major than the wheel's (cupy-cuda13x on a CUDA 12 driver); the driver's version tells which."""
+    if "InsufficientDriver" not in str(exc):  # e.g. cudaErrorNoDevice: a driver but no GPU
+        return f"CUDA requested but CuPy finds no usable NVIDIA GPU ({quoted(exc)}); fix: {NO_DRIVER_FIX}"
+    driver = _version(cupy.cuda.runtime.driverGetVersion)  # 0: no driver installed (CUDA's docs)
+    built = _version(cupy.cuda.runtime.runtimeGetVersion)
+    if driver == 0:
+        return _no_driver(quoted(exc))
+    if driver is None or built is None:
+        return (
+            f"CUDA requested but the NVIDIA driver is missing or older than CuPy's CUDA ({quoted(exc)}); "
+            f'fix: install the wheel for nvidia-smi\'s "CUDA Version" ({CUPY_FIX}) or update the driver; '
+            "without a GPU, use --device cpu"
+        )
+    major, needed = driver // 1000, built // 1000
+    if major in CUDA_MAJORS and major < needed:
+        fix = f"pip uninstall -y {_wheel(needed)} && pip install {_wheel(major)}, or update the NVIDIA driver"
+    else:
+        fix = f"update the NVIDIA driver to one for CUDA {needed}, or use --device cpu"
+    return (
+        f'CUDA requested but the NVIDIA driver supports CUDA {_dotted(driver)} (nvidia-smi\'s "CUDA Version") '
+        f"and this CuPy needs CUDA {_dotted(built)} ({quoted(exc)}); fix: {fix}"
+    )
+
+
+def _no_driver(cause: str) -> str:
+    return f"CUDA requested but there is no NVIDIA driver here ({cause}); fix: {NO_DRIVER_FIX}"
+
+
+def _kernel_failure(cupy, index: int, exc: Exception) -> str:
+    """Why GPU ``index`` (counted, so the driver works) cannot run the smoke test, and the fix."""
+    said = f"CuPy sees GPU {index} but cannot run kernels on it ({quoted(exc)})"
+    state = gpu_state(exc, index)
+    if state:
+        return f"{said}: {state}"
+    if NO_KERNEL_FOR_ARCH.search(str(exc)):
+        return f"{said}: {_arch_fix(cupy, index)}"
+    if _LIBRARY_LOAD.search(str(exc)):
+        built = _version(cupy.cuda.runtime.runtimeGetVersion)
+        return f"{said}; fix: {_for_wheel(CTK_INSTALL, built and built // 1000)} to get the CUDA libraries"
+    return f'{said}; fix: see what CuPy finds with python -c "import cupy; cupy.show_config()", or use --device cpu'
+
+
+def gpu_state(exc: BaseException, index: int) -> str | None:
+    """What any CUDA library's error ``exc`` says about GPU ``index`` itself (its memory is full, or
+    another process holds it), with the fix; None when it says nothing of the kind."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CuPy's, torch's
+        return (
+            f"its memory is full; fix: free it (nvidia-smi lists the processes using GPU {index}), "
+            "or pick another GPU with --device cuda:N"
+        )
+    if re.search(r"busy or unavailable|DevicesUnavailable|DEVICE_UNAVAILABLE", str(exc)):
+        return (
+            "it is in exclusive compute mode and another process holds it; fix: wait for that process "
+            f"(nvidia-smi lists it), pick another GPU with --device cuda:N, or as root: nvidia-smi -i {index} -c DEFAULT"
+        )
+    return None
+
+
+def _arch_fix(cupy, index: int) -> str:
+    """The fix for a GPU whose architecture CuPy's CUDA has no code for: too old, or too new."""
+    try:
+        capability = int(cupy.cuda.Device(index).compute_capability)  # "86" for 8.6
+    except Exception:
+        capability = None
+    built = _version(cupy.cuda.runtime.runtimeGetVersion)
+    upgrade = f"{_for_wheel(CTK_INSTALL, built and built // 1000)} (a CuPy and CUDA that know newer GPUs)"
+    if capability is None:
+        older = (
+            f"; a GPU older than compute capability 7.5 needs {_wheel(12)}"
+            if built and built >= 13000
+            else ""
+        )
+        return (
+            f"this CuPy's CUDA has no code for its architecture; fix: {upgrade}{older}, or use --device cpu"
+        )
+    if capability < 50:
+        return f"compute capability {capability / 10:.1f} is older than CUDA 12 and 13 support; fix: use --device cpu"
+    if capability < 75 and built and built >= 13000:
+        return (
+            f"CUDA 13 dropped compute capability {capability / 10:.1f} (it needs 7.5+); "
+            f"fix: pip uninstall -y {_wheel(13)} && pip install {_wheel(12)}"
+        )
+    return f"compute capability {capability / 10:.1f} is newer than this CuPy's CUDA knows; fix: {upgrade}"
+
+
+def _version(query) -> int | None:
+    """A CUDA version query's answer (1000 * major + 10 * minor), or None when it fails too."""
+    try:
+        return int(query())
+    except Exception:
+        return None
+
+
+def _dotted(version: int) -> str:
+    """12.6 for CUDA's 12060."""
+    return f"{version // 1000}.{version % 1000 // 10}"

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
+import re
 
 import array_api_compat as aac
 
 from .base import Backend, CudaUnavailableError, import_or_explain, keep_freed_host_memory
+from .cupy_lib import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
+
+
+def _torch_install(build: str) -> str:
+    """The command installing torch's ``build`` ("cu126": CUDA 12.6) from torch's own index."""
+    return f"pip install torch --index-url https://download.pytorch.org/whl/{build}"
+
+
+TORCH_CUDA_FIX = f"{_torch_install('cu126')} (CUDA 12 drivers; cu130 for CUDA 13 drivers)"
 
 
 class TorchBackend(Backend):
@@ -25,18 +37,7 @@ class TorchBackend(Backend):
         if device is None:
             device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
         if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise CudaUnavailableError(
-                    "CUDA requested but this torch build sees no GPU; run on a machine with an "
-                    "NVIDIA GPU and a CUDA build of torch, or use --device cpu"
-                )
-            if device.index is None:  # "cuda" is torch's current GPU: named, so holds() compares alike
-                device = torch.device("cuda", torch.cuda.current_device())
-            count = torch.cuda.device_count()
-            if device.index >= count:
-                raise CudaUnavailableError(
-                    f"CUDA device {device} requested but only {count} GPU(s) are visible"
-                )
+            device = check_torch_cuda(torch, device)
         if device.type == "cpu":
             keep_freed_host_memory()
         return cls(xp, device)
@@ -103,3 +104,66 @@ def _torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def check_torch_cuda(torch, device):
+    """``device`` (a CUDA torch.device) with its index named, after proving torch computes on it;
+    else CudaUnavailableError, one line with the fix."""
+    if torch.version.cuda is None and torch.version.hip is None:
+        raise CudaUnavailableError(
+            f"CUDA requested but torch {torch.__version__} is a CPU-only build; "
+            f"fix: {TORCH_CUDA_FIX}, or use --device cpu"
+        )
+    try:
+        torch.cuda.init()  # raises saying why: no driver, a driver too old for this build, no GPU
+    except Exception as exc:
+        fix = _driver_fix(torch, str(exc)) if "too old" in str(exc) else NO_DRIVER_FIX
+        raise CudaUnavailableError(
+            f"CUDA requested but torch {torch.__version__} cannot use a GPU here ({quoted(exc)}); fix: {fix}"
+        ) from None
+    if device.index is None:  # "cuda" is torch's current GPU: named, so holds() compares alike
+        device = torch.device("cuda", torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if device.index >= count:
+        raise CudaUnavailableError(f"CUDA device {device} requested but only {count} GPU(s) are visible")
+    _prove(device.index)
+    return device
+
+
+def _driver_fix(torch, reason: str) -> str:
+    """The fix for torch's "driver too old (found version 12080)": torch's build for the driver's
+    CUDA when there is one (a cu130 torch on a CUDA 12 driver), else a newer driver."""
+    found = re.search(r"found version (\d+)", reason)
+    built = int((torch.version.cuda or "0").split(".")[0])
+    if found and int(found.group(1)) // 1000 == 12 and built > 12:
+        return f"{_torch_install('cu126')} (the build for the driver's CUDA 12), or update the NVIDIA driver"
+    return f'update the NVIDIA driver to one for CUDA {torch.version.cuda} (nvidia-smi\'s "CUDA Version"), or use --device cpu'
+
+
+@functools.cache
+def _prove(index: int) -> None:
+    """Run an exp and a matmul on GPU ``index`` once per process, so that a GPU this torch has no
+    kernels for (or a full or busy one) fails at start in one line, not in a traceback mid-run."""
+    import torch
+
+    try:
+        a = torch.ones((2, 2), dtype=torch.float32, device=f"cuda:{index}")
+        value = float(torch.sum(torch.exp(a) @ a))
+    except Exception as exc:
+        said = f"torch sees GPU {index} but cannot compute on it ({quoted(exc)})"
+        state = gpu_state(exc, index)
+        if state:
+            raise CudaUnavailableError(f"{said}: {state}") from None
+        if NO_KERNEL_FOR_ARCH.search(str(exc)):  # CUDA 13 dropped GPUs below 7.5; CUDA 12.6 predates 10.0
+            capability = torch.cuda.get_device_capability(index)
+            build = (
+                _torch_install("cu130") + " (needs a CUDA 13 driver)"
+                if capability >= (7, 5)
+                else _torch_install("cu126")
+            )
+            fix = f"install a torch build with code for compute capability {'.'.join(map(str, capability))}: {build}"
+        else:
+            fix = "check the GPU with nvidia-smi, or use --device cpu"
+        raise CudaUnavailableError(f"{said}; fix: {fix}") from None
+    if not math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
+        raise CudaUnavailableError(f"GPU {index} computed a wrong result in a smoke test ({value})")
