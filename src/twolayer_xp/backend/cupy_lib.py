@@ -11,10 +11,9 @@ import array_api_compat as aac
 from twolayer_xp.errors import one_line
 
 from .base import DTYPES, Backend, CudaUnavailableError
+from .gpu_failures import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
 
 CUDA_MAJORS = (12, 13)  # the CUDA majors of CuPy's wheels this package installs (pyproject's extras)
-SMOKE_VALUE = 4 * 2 * math.e  # sum(exp(A) @ A) for A = ones((2, 2)): a GPU's start-up test
-CAUSE_LIMIT = 160  # characters of a library's error quoted inside a one-line message
 
 
 def _wheel(major: int) -> str:
@@ -32,25 +31,11 @@ def _for_wheel(command: str, major: int | None = None) -> str:
 CUPY_FIX = _for_wheel("pip install {wheel}")
 # The [ctk] extra (NVIDIA's CUDA libraries as wheels: NVRTC, cuBLAS, ...) exists from CuPy 14 on.
 CTK_INSTALL = 'pip install -U "{wheel}[ctk]>=14"'
-NO_DRIVER_FIX = (
-    "run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), or use --device cpu"
-)
-# CUDA's words (runtime, driver, NVRTC) for "this build has no code for this GPU's architecture".
-NO_KERNEL_FOR_ARCH = re.compile(r"no kernel image|NO_BINARY_FOR_GPU|NoKernelImage|gpu-architecture")
 # A CUDA library that did not load: CuPy 13's ImportError or NVRTC SoftLink, CuPy 14's cuda-pathfinder.
 _LIBRARY_LOAD = re.compile(
     r"nvrtc|cublas|cudart|lib\w+\.so|\.dll|Failure finding|cannot open shared object", re.I
 )
 _NO_DRIVER_LIBRARY = re.compile(r"libcuda\.so|nvcuda\.dll")
-
-
-def quoted(error: BaseException | str) -> str:
-    """A library's error for quoting inside a one-line message: named, its first line, bounded."""
-    text = str(error)
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if isinstance(error, BaseException):
-        first = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    return one_line(first, limit=CAUSE_LIMIT)
 
 
 class CupyBackend(Backend):
@@ -212,22 +197,6 @@ def _kernel_failure(cupy, index: int, exc: Exception) -> str:
         built = _version(cupy.cuda.runtime.runtimeGetVersion)
         return f"{said}; fix: {_for_wheel(CTK_INSTALL, built and built // 1000)} to get the CUDA libraries"
     return f'{said}; fix: see what CuPy finds with python -c "import cupy; cupy.show_config()", or use --device cpu'
-
-
-def gpu_state(exc: BaseException, index: int) -> str | None:
-    """What any CUDA library's error ``exc`` says about GPU ``index`` itself (its memory is full, or
-    another process holds it), with the fix; None when it says nothing of the kind."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CuPy's, torch's
-        return (
-            f"its memory is full; fix: free it (nvidia-smi lists the processes using GPU {index}), "
-            "or pick another GPU with --device cuda:N"
-        )
-    if re.search(r"busy or unavailable|DevicesUnavailable|DEVICE_UNAVAILABLE", str(exc)):
-        return (
-            "it is in exclusive compute mode and another process holds it; fix: wait for that process "
-            f"(nvidia-smi lists it), pick another GPU with --device cuda:N, or as root: nvidia-smi -i {index} -c DEFAULT"
-        )
-    return None
 
 
 def _arch_fix(cupy, index: int) -> str:

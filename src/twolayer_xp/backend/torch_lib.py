@@ -10,7 +10,7 @@ import re
 import array_api_compat as aac
 
 from .base import Backend, CudaUnavailableError, import_or_explain, keep_freed_host_memory
-from .cupy_lib import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
+from .gpu_failures import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
 
 
 def _torch_install(build: str) -> str:

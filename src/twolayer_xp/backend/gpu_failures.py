@@ -1,0 +1,42 @@
+"""What a GPU that fails at start-up says, and the fix: the facts CuPy's and torch's checks share
+(neither library is imported here)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from twolayer_xp.errors import one_line
+
+SMOKE_VALUE = 4 * 2 * math.e  # sum(exp(A) @ A) for A = ones((2, 2)): a GPU's start-up test
+CAUSE_LIMIT = 160  # characters of a library's error quoted inside a one-line message
+NO_DRIVER_FIX = (
+    "run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), or use --device cpu"
+)
+# CUDA's words (runtime, driver, NVRTC) for "this build has no code for this GPU's architecture".
+NO_KERNEL_FOR_ARCH = re.compile(r"no kernel image|NO_BINARY_FOR_GPU|NoKernelImage|gpu-architecture")
+
+
+def quoted(error: BaseException | str) -> str:
+    """A library's error for quoting inside a one-line message: named, its first line, bounded."""
+    text = str(error)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if isinstance(error, BaseException):
+        first = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return one_line(first, limit=CAUSE_LIMIT)
+
+
+def gpu_state(exc: BaseException, index: int) -> str | None:
+    """What any CUDA library's error ``exc`` says about GPU ``index`` itself (its memory is full, or
+    another process holds it), with the fix; None when it says nothing of the kind."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CuPy's, torch's
+        return (
+            f"its memory is full; fix: free it (nvidia-smi lists the processes using GPU {index}), "
+            "or pick another GPU with --device cuda:N"
+        )
+    if re.search(r"busy or unavailable|DevicesUnavailable|DEVICE_UNAVAILABLE", str(exc)):
+        return (
+            "it is in exclusive compute mode and another process holds it; fix: wait for that process "
+            f"(nvidia-smi lists it), pick another GPU with --device cuda:N, or as root: nvidia-smi -i {index} -c DEFAULT"
+        )
+    return None
