@@ -4,6 +4,7 @@ what they used. Real thread pools, real processes, real Optuna."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -78,11 +79,59 @@ def test_automatic_uses_what_the_step_can_use_within_the_cpus():
 
 
 @pytest.mark.parametrize(
-    "bad, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+    "bad, error",
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), (10**23, ValueError)],
 )
 def test_a_bad_count_is_refused_by_name(bad, error):
+    """10**23 reached ctypes as an overflow traceback (torch: 'Overflow when unpacking long')."""
     with pytest.raises(error, match="threads must be"):
         threads.choose(bad)
+
+
+def test_a_count_above_the_cpus_is_lowered_to_them_with_a_warning():
+    """--threads 1000 on 2 CPUs started 64 OpenBLAS threads (1001 torch ones) that stayed alive,
+    and recorded 1000."""
+    with pytest.warns(RuntimeWarning, match="threads=1000 is more than the 2 CPUs .* computing with 2"):
+        assert threads.choose(1000, cpus=2) == Threads(2, "flag")
+    assert threads.choose(2, cpus=2) == Threads(2, "flag")
+
+
+def test_the_count_recorded_is_the_one_in_effect():
+    """The environment's count is what the library's pool took from it (OpenBLAS ignores
+    MKL_NUM_THREADS; torch reads OMP's, not OpenBLAS's): it recorded the variable it parsed.
+    An automatic count stays within a limit the user set some other way (threadpoolctl,
+    torch.set_num_threads, GOTO_NUM_THREADS): it raised it."""
+    env = {"MKL_NUM_THREADS": "1"}
+    assert threads.choose(None, BIG, environ=env, cpus=8, busy=0, in_effect=2) == Threads(2, "environment")
+    assert threads.choose(None, BIG, environ=env, cpus=8, busy=0) == Threads(1, "environment")  # unknown
+    assert threads.choose(None, BIG, environ=QUIET, cpus=8, busy=0, in_effect=1) == Threads(1, "automatic")
+    assert threads.choose(None, BIG, environ=QUIET, cpus=8, busy=0, in_effect=3).count == 3
+
+
+def test_train_stays_within_a_limit_set_around_it(case, make_net, blobs, no_thread_variables, monkeypatch):
+    """A big step on an idle 8-CPU machine, inside the user's own one-thread limit."""
+    monkeypatch.setattr(threads, "available_cpus", lambda *args: 8)
+    monkeypatch.setattr(threads, "others_running", lambda *args: 0)
+    X, y = blobs(200, 20, 4)
+    net = make_net(case, 20, 16, 4, rng=0)
+    if case == "torch":
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        limit = contextlib.nullcontext()
+    else:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(1)
+    big = threads.FLOPS_PER_THREAD * 8 / kernels.step_flops(1, 20, 16, 4)  # rows for an 8-thread step
+    try:
+        with limit:
+            net.train(X, y, X, y, num_iters=1, batch_size=int(big) + 1)
+    finally:
+        if case == "torch":
+            torch.set_num_threads(before)
+    assert net.threads_used == Threads(1, "automatic")
 
 
 def test_affinity_is_respected():
@@ -145,6 +194,11 @@ def test_others_running_counts_other_processes_not_this_ones_threads(tmp_path):
     write(proc / "self" / "task" / "2" / "stat", "2 (blas) S 0 0\n")
     assert threads.others_running(proc) == 4
     assert threads.others_running(tmp_path / "absent") == 0
+    # its children are this job too: the command's figure helper, importing matplotlib at the start
+    write(proc / "self" / "task" / "1" / "children", "77 78")
+    write(proc / "77" / "task" / "77" / "stat", "77 (python) R 1 0\n")
+    write(proc / "77" / "task" / "79" / "stat", "79 (python) R 1 0\n")  # 78 has exited
+    assert threads.others_running(proc) == 2
 
 
 # -- the backends apply it -----------------------------------------------------------------------
@@ -194,9 +248,9 @@ def test_population_records_its_count(blobs, no_thread_variables, monkeypatch):
     pop = Population(20, 16, 4, size=3, rng=0)
     pop.train(X, y, X, y, num_iters=5, batch_size=50, threads=2)
     assert pop.threads_used == Threads(2, "flag")
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # after OpenBLAS loaded: its pool keeps its count
     pop.train(X, y, X, y, num_iters=5, batch_size=50)
-    assert pop.threads_used == Threads(3, "environment")
+    assert pop.threads_used == Threads(max(blas_threads()), "environment")
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -103,6 +103,12 @@ class Backend:
         ``core.threads.choose``; the environment variables are never written."""
         return contextlib.nullcontext()
 
+    def threads_in_effect(self) -> int | None:
+        """The CPU threads this backend's pool computes with now (what the library made of the
+        environment, or a limit the user set some other way); None where it has none or does
+        not say (a GPU)."""
+        return None
+
     def gpu_name(self) -> str | None:
         """The GPU's marketing name, for reports; None on a CPU."""
         return None
@@ -215,6 +221,13 @@ def blas_threads(count: int | None):
     if count is None:
         return contextlib.nullcontext()
     return _thread_pools().limit(limits=count)
+
+
+def blas_threads_in_effect() -> int | None:
+    """The threads of the BLAS pools loaded in this process (numpy's OpenBLAS or MKL), the most
+    of them; None without one."""
+    counts = [pool.num_threads for pool in _thread_pools().lib_controllers if pool.user_api == "blas"]
+    return max(counts) if counts else None
 
 
 @functools.cache

@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 
-from .base import Backend, blas_threads, keep_freed_host_memory
+from .base import Backend, blas_threads, blas_threads_in_effect, keep_freed_host_memory
 
 
 class NumpyBackend(Backend):
@@ -35,6 +35,9 @@ class NumpyBackend(Backend):
 
     def limit_threads(self, count):
         return blas_threads(count)
+
+    def threads_in_effect(self):
+        return blas_threads_in_effect()
 
 
 def _lean_namespace():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, blas_threads, import_or_explain
+from .base import Backend, blas_threads, blas_threads_in_effect, import_or_explain
 
 
 class StrictBackend(Backend):
@@ -40,6 +40,9 @@ class StrictBackend(Backend):
 
     def limit_threads(self, count):
         return blas_threads(count)
+
+    def threads_in_effect(self):
+        return blas_threads_in_effect()
 
 
 def _cpu():

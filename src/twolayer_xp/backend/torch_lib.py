@@ -84,6 +84,13 @@ class TorchBackend(Backend):
             return contextlib.nullcontext()
         return _torch_threads(count)
 
+    def threads_in_effect(self):
+        if self._on_gpu:
+            return None
+        import torch
+
+        return torch.get_num_threads()
+
     def gpu_name(self) -> str | None:
         if not self._on_gpu:
             return None

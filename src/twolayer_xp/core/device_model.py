@@ -80,7 +80,8 @@ class DeviceModel:
         members = getattr(self, "size", None) or 1
         D, H, C = self.input_size, self.hidden_size, self.output_size
         flops = kernels.step_flops(validation.check("batch_size", batch_size), D, H, C, members)
-        self.threads_used = threads.choose(requested, flops)
+        in_effect = self.backend.threads_in_effect() if requested is None else None
+        self.threads_used = threads.choose(requested, flops, in_effect=in_effect)
         return self.backend.limit_threads(self.threads_used.limit)
 
     @property

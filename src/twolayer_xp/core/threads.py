@@ -1,13 +1,16 @@
 """How many CPU threads a training run computes with: one policy, chosen here, applied by the
 backend (``Backend.limit_threads``).
 
-In order: what the user asked (``threads=`` / ``--threads``), else what the environment says
-(OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS, read by the libraries when they load:
-we leave them as configured), else automatic: as many threads as the step's arithmetic can use
-(one per ``FLOPS_PER_THREAD``; measured, docs/threads.md), never more than this process's share
-of the CPUs it may run on (affinity mask and cgroup CPU quota, divided by ``share``: the sweep
-workers on this host). Small steps get one thread: a second costs more in hand-offs than it
-computes, and BLAS threads spin between calls, stealing a core from everyone else.
+In order: what the user asked (``threads=`` / ``--threads``, at most the CPUs this process may
+use), else what the environment says (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS,
+read by the libraries when they load: we leave them as configured, and record the count the
+library's pool took from them), else automatic: as many threads as the step's arithmetic can
+use (one per ``FLOPS_PER_THREAD``; measured, docs/threads.md), never more than this process's
+share of the CPUs it may run on (affinity mask and cgroup CPU quota, divided by ``share``: the
+sweep workers on this host), nor than the library's pool holds when the call starts (a limit
+the user set some other way: threadpoolctl, torch.set_num_threads, GOTO_NUM_THREADS). Small
+steps get one thread: a second costs more in hand-offs than it computes, and BLAS threads spin
+between calls, stealing a core from everyone else.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,7 +31,10 @@ ENV_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 FLOPS_PER_THREAD = 40e6
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SOURCES = ("flag", "environment", "automatic")
-CONSTRAINTS = {"threads": validation.POSITIVE_INT}  # the flag's and the API's check
+# The flag's and the API's check; the bound only keeps a typo from reaching the libraries as an
+# overflow (a count above the CPUs is lowered to them, with a warning).
+MAX_THREADS = 4096
+CONSTRAINTS = {"threads": validation.Constraint(int, 0, True, MAX_THREADS)}
 
 
 class Threads(NamedTuple):
@@ -45,17 +52,33 @@ class Threads(NamedTuple):
 
 
 def choose(
-    requested: int | None = None, flops: float = 0.0, *, share: int = 1, environ=None, cpus=None, busy=None
+    requested: int | None = None,
+    flops: float = 0.0,
+    *,
+    share: int = 1,
+    environ=None,
+    cpus=None,
+    busy=None,
+    in_effect: int | None = None,
 ) -> Threads:
     """Threads for a run whose step costs ``flops`` (kernels.step_flops), shared by ``share``
     processes of one job on this host (sweep workers). ``requested``: the user's count or None.
-    ``environ``, ``cpus`` and ``busy`` default to this process's (os.environ, available_cpus(),
-    others_running())."""
+    ``in_effect``: the threads the backend's pool holds now (``Backend.threads_in_effect``;
+    None: unknown). ``environ``, ``cpus`` and ``busy`` default to this process's (os.environ,
+    available_cpus(), others_running())."""
     if requested is not None:
-        return Threads(validation.check("threads", requested, CONSTRAINTS), "flag")
+        count = validation.check("threads", requested, CONSTRAINTS)
+        cpus = available_cpus() if cpus is None else cpus
+        if count > cpus:  # more threads than CPUs only wait for each other
+            warnings.warn(
+                f"threads={count} is more than the {cpus} CPUs this process may use; computing with {cpus}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return Threads(min(count, cpus), "flag")
     given = from_environment(os.environ if environ is None else environ)
-    if given is not None:
-        return Threads(given, "environment")
+    if given is not None:  # what the library made of the variables, where it says
+        return Threads(in_effect or given, "environment")
     useful = max(1, int(flops // FLOPS_PER_THREAD))
     if useful == 1:  # nothing to share out: skip reading the machine's state
         return Threads(1, "automatic")
@@ -64,7 +87,7 @@ def choose(
     # A core someone else is computing on is no core of ours: a GEMM split across it waits for
     # the slower half (measured 1.7-3x slower with two busy neighbours, docs/threads.md).
     budget = max(1, min(cpus // max(1, share), cpus - busy))
-    return Threads(min(budget, useful), "automatic", busy)
+    return Threads(min(budget, useful, in_effect or budget), "automatic", busy)
 
 
 def from_environment(environ) -> int | None:
@@ -78,20 +101,39 @@ def from_environment(environ) -> int | None:
 
 def others_running(proc: Path = Path("/proc"), samples: int = 3) -> int:
     """Tasks of other processes runnable right now: /proc/stat's procs_running less this
-    process's own running threads (its BLAS threads may still be spinning), the least of a few
-    reads 2 ms apart (a neighbour that computes shows in every read, a passing one rarely). 0
-    where unknown."""
+    process's own running threads (its BLAS threads may still be spinning) and its children's
+    (the command's figure helper, importing matplotlib while the data loads, is part of this
+    job and done in a moment: counted, it cost a CIFAR run its second thread), the least of a
+    few reads 2 ms apart (a neighbour that computes shows in every read, a passing one rarely).
+    0 where unknown."""
     counts = []
     for i in range(samples):
         try:
             stat = (proc / "stat").read_text().split("procs_running", 1)[1]
-            own = sum(_running(task) for task in (proc / "self" / "task").iterdir())
-            counts.append(int(stat.split()[0]) - own)
+            counts.append(int(stat.split()[0]) - _family_running(proc))
         except (OSError, IndexError, ValueError):
             return 0
         if i + 1 < samples:
             time.sleep(0.002)
     return max(0, min(counts))
+
+
+def _family_running(proc: Path) -> int:
+    """Running threads of this process and of its children (listed by each of its threads in
+    /proc/self/task/<tid>/children; none where the kernel does not list them)."""
+    tasks = list((proc / "self" / "task").iterdir())
+    running = sum(_running(task) for task in tasks)
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                running += sum(_running(t) for t in (proc / child / "task").iterdir())
+            except OSError:  # it has just exited
+                pass
+    return running
 
 
 def _running(task: Path) -> bool:

@@ -235,16 +235,16 @@ class Worker:
             claimed.append((trial, settings))
         return claimed
 
-    def thread_budget(self, settings: dict, members: int) -> tuple[threads.Threads, int]:
-        """CPU threads for the next population (``members`` nets of ``settings``' shape), and the
-        live workers on this host whose share of its CPUs that is: counted afresh for every
-        population."""
+    def thread_budget(self, settings: dict, members: int, backend) -> tuple[threads.Threads, int]:
+        """CPU threads for the next population (``members`` nets of ``settings``' shape, on
+        ``backend``), and the live workers on this host whose share of its CPUs that is: counted
+        afresh for every population."""
         c, ds = self.config, self.ds
         running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
         workers = workers_on_host(running, socket.gethostname())
         H, B = settings["hidden_size"], settings["batch_size"]
         flops = kernels.step_flops(B, ds.num_features, H, ds.num_classes, members)
-        return threads.choose(c.threads, flops, share=workers), workers
+        return threads.choose(c.threads, flops, share=workers, in_effect=backend.threads_in_effect()), workers
 
     def suggest(self, trial) -> dict:
         """The trial's settings: learning rate and reg, and each searchable setting (its fixed
@@ -274,7 +274,7 @@ class Worker:
         trials, settings = zip(*members, strict=True)
         budgets = np.array([self._iterations(s) for s in settings])
         pop = self._population(settings)
-        self.threads, self.workers = self.thread_budget(settings[0], len(members))
+        self.threads, self.workers = self.thread_budget(settings[0], len(members), pop.backend)
         with pop.backend.limit_threads(self.threads.limit):  # the accuracies too
             self._segments(pop, trials, settings, budgets)
 
