@@ -225,6 +225,26 @@ def test_torch_limits_its_own_pool(backend_of, has_torch):
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_overlapping_limits_closed_out_of_order_restore_the_pool(backend_of, has_torch, library):
+    """Two Python threads training at once: each limit restored the count it had saved, so when
+    the first one opened closed first, the second restored the first's limit and the pool stayed
+    lowered for good. Now the latest open limit applies, and the last one out restores."""
+    if library == "torch" and not has_torch:
+        pytest.skip("torch is not installed")
+    pool = (lambda: max(blas_threads())) if library == "numpy" else torch_threads
+    backend, before = backend_of(library), pool()
+    first, second = backend.limit_threads(1), backend.limit_threads(before + 1)
+    first.__enter__()
+    assert pool() == 1
+    second.__enter__()
+    assert pool() in (before + 1, before)  # OpenBLAS caps a pool at the threads it was built with
+    first.__exit__(None, None, None)
+    assert pool() in (before + 1, before)  # the one still open
+    second.__exit__(None, None, None)
+    assert pool() == before
+
+
 # -- runs record what they used -------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import functools
 import importlib
+import threading
 from typing import Any, ClassVar
 
 import array_api_compat as aac
@@ -215,12 +216,48 @@ def keep_freed_host_memory() -> bool:
         return False
 
 
+class SharedLimit:
+    """A process-wide thread pool's count, set for a context and restored after, by contexts
+    that may overlap (two Python threads training at once): the latest entered that is still
+    open sets the count, and the last one out restores what the pool had before the first.
+    (Each context restoring its own saved count left the pool lowered for good when they closed
+    out of order.) ``apply(count)`` sets the pool's count and returns how to undo it."""
+
+    def __init__(self, apply):
+        self.apply, self.lock, self.open, self.undo = apply, threading.Lock(), [], None
+
+    @contextlib.contextmanager
+    def __call__(self, count: int):
+        entry = [count]  # compared by identity: two contexts may ask the same count
+        with self.lock:
+            undo = self.apply(count)
+            if not self.open:
+                self.undo = undo
+            self.open.append(entry)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.open = [e for e in self.open if e is not entry]
+                if self.open:
+                    self.apply(self.open[-1][0])
+                else:
+                    self.undo()
+
+
 def blas_threads(count: int | None):
     """threadpoolctl's limit on the BLAS and OpenMP pools loaded in this process (numpy's
     OpenBLAS or MKL): changed at run time for the context, restored after (~20-50 us)."""
     if count is None:
         return contextlib.nullcontext()
-    return _thread_pools().limit(limits=count)
+    return _blas_limit(count)
+
+
+def _limit_blas(count: int):
+    return _thread_pools().limit(limits=count).restore_original_limits
+
+
+_blas_limit = SharedLimit(_limit_blas)
 
 
 def blas_threads_in_effect() -> int | None:

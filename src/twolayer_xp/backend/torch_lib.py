@@ -9,7 +9,7 @@ import re
 
 import array_api_compat as aac
 
-from .base import Backend, CudaUnavailableError, import_or_explain, keep_freed_host_memory
+from .base import Backend, CudaUnavailableError, SharedLimit, import_or_explain, keep_freed_host_memory
 from .gpu_failures import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
 
 
@@ -99,18 +99,17 @@ class TorchBackend(Backend):
         return torch.cuda.get_device_name(self.device)
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int):
-    """torch's intra-op pool at ``count`` threads for the context (its own pool, which
-    threadpoolctl does not see), restored after."""
+def _set_torch_threads(count: int):
+    """torch's intra-op pool (its own, which threadpoolctl does not see) at ``count`` threads;
+    returns how to set it back."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return lambda: torch.set_num_threads(before)
+
+
+_torch_threads = SharedLimit(_set_torch_threads)
 
 
 def check_torch_cuda(torch, device):
