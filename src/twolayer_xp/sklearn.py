@@ -10,8 +10,10 @@ prediction run there, and fitted ``classes_`` and every output are arrays of tha
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
+import array_api_compat as aac
 import numpy as np
 from array_api_compat import array_namespace
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -24,11 +26,27 @@ from sklearn.utils._array_api import (
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from twolayer_xp.backend import is_array, resolve
 from twolayer_xp.core import validation
 from twolayer_xp.core.model import TwoLayerNet
 
 # The hyperparameters the net's constraints cover (core.validation declares them).
 CHECKED = ("hidden_size", "learning_rate", "learning_rate_decay", "reg", "num_iters", "batch_size", "std")
+
+
+def _on_inputs_device(method):
+    """``method`` (X first) run with X's device current: CuPy computes on its current GPU and
+    array-api-compat's CuPy ignores ``device=``, so under array-API dispatch an estimator given
+    arrays on cuda:1 did its label and score arithmetic (and scikit-learn its checks) on GPU 0.
+    A no-op for numpy and for every library whose arrays carry their device."""
+
+    @functools.wraps(method)
+    def run(self, X, *args, **kwargs):
+        on_device = not isinstance(X, np.ndarray) and is_array(X)
+        with resolve(aac.device(X), array_namespace(X)).activate() if on_device else contextlib.nullcontext():
+            return method(self, X, *args, **kwargs)
+
+    return run
 
 
 class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
@@ -84,6 +102,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fitting -------------------------------------------------------------------------------
 
+    @_on_inputs_device
     def fit(self, X, y):
         """Train a new net for ``num_iters`` SGD steps. X: (N, D); y: (N,) any labels. Returns
         self; on any error the estimator is left as it was (a fitted one stays fitted)."""
@@ -95,6 +114,7 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
             self._train(X, self._encode(y, xp), self.num_iters, self.learning_rate)
         return self
 
+    @_on_inputs_device
     def partial_fit(self, X, y, classes=None):
         """One epoch (ceil(N / batch_size) SGD steps) on X: (N, D), y: (N,), continuing the
         learning rate's decay. ``classes`` (all labels y will ever hold) is required on the
@@ -187,23 +207,32 @@ class TwoLayerClassifier(ClassifierMixin, BaseEstimator):
         scores = self.net_.loss(X)
         return scores, array_namespace(scores)
 
+    @_on_inputs_device
     def decision_function(self, X):
         """Class scores (N, C) for X: (N, D); for two classes, (N,): score of classes_[1] minus
         score of classes_[0]."""
         scores, _ = self._scores(X, "decision_function")
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
+    @_on_inputs_device
     def predict(self, X):
         """Labels (N,) from classes_: the highest-scoring class of each row of X: (N, D)."""
         scores, xp = self._scores(X, "predict")
         return xp.take(self.classes_, xp.argmax(scores, axis=1), axis=0)
 
+    @_on_inputs_device
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of predict(X) against y (scikit-learn's), with X's device current."""
+        return super().score(X, y, sample_weight=sample_weight)
+
+    @_on_inputs_device
     def predict_log_proba(self, X):
         """Log of predict_proba, (N, C), computed stably."""
         scores, xp = self._scores(X, "predict_log_proba")
         shifted = scores - xp.max(scores, axis=1, keepdims=True)
         return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
 
+    @_on_inputs_device
     def predict_proba(self, X):
         """Softmax of the scores, (N, C); columns follow classes_."""
         scores, xp = self._scores(X, "predict_proba")
