@@ -173,3 +173,40 @@ def one_error_line():
         return lines[0]
 
     return check
+
+
+@pytest.fixture
+def outside_activate(monkeypatch):
+    """array-api-strict standing in for CuPy's current device (``Backend.activate``): the list,
+    filled as the test runs, of (function, caller) for each strict function called outside an
+    ``activate()``. Its settings functions, which scikit-learn's config reads, are left alone."""
+    import contextlib
+    import traceback
+
+    from twolayer_xp.backend.strict_lib import StrictBackend
+
+    active, outside = [], []
+
+    @contextlib.contextmanager
+    def activate(self):
+        active.append(self.device)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    def guarded(name, function):
+        def call(*args, **kwargs):
+            if not active:
+                outside.append((name, traceback.extract_stack(limit=2)[0].name))
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(StrictBackend, "activate", activate, raising=False)
+    for name in dir(xs):
+        function = getattr(xs, name)
+        if callable(function) and not name.startswith("_") and not isinstance(function, type):
+            if "flags" not in name:
+                monkeypatch.setattr(xs, name, guarded(name, function))
+    return outside

@@ -123,42 +123,15 @@ def test_rng_state_round_trip(make):
     np.testing.assert_array_equal(rng.minibatch_indices(100, 20), expected)
 
 
-def test_every_public_method_computes_with_the_models_device_current(monkeypatch, toy_data, tmp_path):
+def test_every_public_method_computes_with_the_models_device_current(outside_activate, toy_data, tmp_path):
     """CuPy computes on its current GPU, and array-api-compat's CuPy creation functions ignore
     ``device=``: a model on cuda:1 made its biases on GPU 0 and computed across GPUs. A model now
     makes its device current (``Backend.activate``) in every public method. array-api-strict
-    stands in: each of its functions called outside an ``activate()`` is recorded."""
-    import contextlib
-    import traceback
-
+    stands in (``outside_activate``)."""
     import array_api_strict as xs
 
     from twolayer_xp import Population
-    from twolayer_xp.backend.strict_lib import StrictBackend
 
-    active, outside = [], []
-
-    @contextlib.contextmanager
-    def activate(self):
-        active.append(self.device)
-        try:
-            yield
-        finally:
-            active.pop()
-
-    def guarded(name, function):
-        def call(*args, **kwargs):
-            if not active:
-                outside.append((name, traceback.extract_stack(limit=2)[0].name))
-            return function(*args, **kwargs)
-
-        return call
-
-    monkeypatch.setattr(StrictBackend, "activate", activate, raising=False)
-    for name in dir(xs):
-        function = getattr(xs, name)
-        if callable(function) and not name.startswith("_") and not isinstance(function, type):
-            monkeypatch.setattr(xs, name, guarded(name, function))
     X, y = toy_data
     device = xs.Device("device1")
     net = TwoLayerNet(4, 10, 3, std=1e-1, device=device, backend="array_api_strict", rng=0)
@@ -169,6 +142,6 @@ def test_every_public_method_computes_with_the_models_device_current(monkeypatch
     pop.train(X, y, X, y, learning_rate=[0.1, 0.2, 0.3], num_iters=10, batch_size=5)
     pop.predict(X), pop.accuracy(X, y), pop.best(), pop.subset([2, 0]).net(1).predict(X)
     Population.from_nets([net, net]).accuracy(X, y)
-    assert outside == []
+    assert outside_activate == []
     xs.zeros(1)  # and the guard itself sees a call outside
-    assert outside == [("zeros", "test_every_public_method_computes_with_the_models_device_current")]
+    assert outside_activate == [("zeros", "test_every_public_method_computes_with_the_models_device_current")]

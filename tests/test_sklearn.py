@@ -307,46 +307,19 @@ def test_dispatch_takes_bool_labels_and_names_string_labels(blobs, library, wher
             TwoLayerClassifier(**FAST).partial_fit(X, is_bee, classes=["ant", "bee", "cat"])
 
 
-def test_dispatch_computes_with_the_inputs_device_current(blobs, monkeypatch):
+def test_dispatch_computes_with_the_inputs_device_current(blobs, outside_activate):
     """CuPy computes on its current GPU and array-api-compat's CuPy ignores device=: given arrays
     on cuda:1, the estimator's label and score arithmetic (and scikit-learn's checks) ran on GPU
-    0. Each public method now makes X's device current. array-api-strict stands in: each of its
-    functions called outside an ``activate()`` is recorded."""
-    import contextlib
-
-    from twolayer_xp.backend.strict_lib import StrictBackend
-
+    0. Each public method now makes X's device current. array-api-strict stands in
+    (``outside_activate``)."""
     X_np, y_names = blobs
     dev = xs.Device("device1")
     X = xs.asarray(X_np, dtype=xs.float32, device=dev)
     y = xs.asarray(np.searchsorted(["ant", "bee", "cat"], y_names), device=dev)
-    active, outside = [], []
-
-    @contextlib.contextmanager
-    def activate(self):
-        active.append(self.device)
-        try:
-            yield
-        finally:
-            active.pop()
-
-    def guarded(name, function):
-        def call(*args, **kwargs):
-            if not active:
-                outside.append(name)
-            return function(*args, **kwargs)
-
-        return call
-
-    monkeypatch.setattr(StrictBackend, "activate", activate)
-    for name in dir(xs):
-        function = getattr(xs, name)
-        if callable(function) and not name.startswith("_") and not isinstance(function, type):
-            if "flags" not in name:  # strict's settings, which scikit-learn's config reads
-                monkeypatch.setattr(xs, name, guarded(name, function))
+    outside_activate.clear()  # the inputs, made here
     with sklearn.config_context(array_api_dispatch=True):
         clf = TwoLayerClassifier(**FAST).fit(X, y)
         clf.partial_fit(X, y)
         clf.predict(X), clf.predict_proba(X), clf.predict_log_proba(X), clf.decision_function(X)
         clf.score(X, y)
-    assert outside == [] and active == []
+    assert outside_activate == []
