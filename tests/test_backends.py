@@ -135,7 +135,7 @@ def test_every_public_method_computes_with_the_models_device_current(outside_act
     X, y = toy_data
     device = xs.Device("device1")
     net = TwoLayerNet(4, 10, 3, std=1e-1, device=device, backend="array_api_strict", rng=0)
-    net.loss(X), net.loss(X, y, reg=0.1), net.predict(X), net.accuracy(X, y)
+    net.loss(X), net.loss(X, y, reg=0.1), net.predict(X), net.accuracy(X, y), net.place(X, y)
     net.train(X, y, X, y, learning_rate=0.1, num_iters=10, batch_size=5)
     TwoLayerNet.load(net.save(tmp_path / "net.npz"), device=device, backend="array_api_strict").predict(X)
     pop = Population(4, 10, 3, size=3, device=device, backend="array_api_strict", rng=0)

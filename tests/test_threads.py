@@ -132,6 +132,11 @@ def test_train_stays_within_a_limit_set_around_it(case, make_net, blobs, no_thre
         if case == "torch":
             torch.set_num_threads(before)
     assert net.threads_used == Threads(1, "automatic")
+    # another training's limit (two Python threads training at once) is not the user's
+    pool = torch_threads() if case == "torch" else max(blas_threads())
+    with net.backend.limit_threads(1):
+        net.train(X, y, X, y, num_iters=1, batch_size=int(big) + 1)
+    assert net.threads_used == Threads(min(8, pool), "automatic")
 
 
 def test_affinity_is_respected():

@@ -221,15 +221,19 @@ class SharedLimit:
     that may overlap (two Python threads training at once): the latest entered that is still
     open sets the count, and the last one out restores what the pool had before the first.
     (Each context restoring its own saved count left the pool lowered for good when they closed
-    out of order.) ``apply(count)`` sets the pool's count and returns how to undo it."""
+    out of order.) ``apply(count)`` sets the pool's count and returns how to undo it; ``read()``
+    is the pool's count now."""
 
-    def __init__(self, apply):
-        self.apply, self.lock, self.open, self.undo = apply, threading.Lock(), [], None
+    def __init__(self, apply, read):
+        self.apply, self.read, self.lock = apply, read, threading.Lock()
+        self.open, self.undo, self.before = [], None, None
 
     @contextlib.contextmanager
     def __call__(self, count: int):
         entry = [count]  # compared by identity: two contexts may ask the same count
         with self.lock:
+            if not self.open:
+                self.before = self.read()
             undo = self.apply(count)
             if not self.open:
                 self.undo = undo
@@ -244,6 +248,12 @@ class SharedLimit:
                 else:
                     self.undo()
 
+    def outside(self) -> int | None:
+        """The pool's count outside every open limit: what the library and the user made it, not
+        another training's limit."""
+        with self.lock:
+            return self.before if self.open else self.read()
+
 
 def blas_threads(count: int | None):
     """threadpoolctl's limit on the BLAS and OpenMP pools loaded in this process (numpy's
@@ -253,18 +263,22 @@ def blas_threads(count: int | None):
     return _blas_limit(count)
 
 
+def blas_threads_in_effect() -> int | None:
+    """The threads of the BLAS pools loaded in this process (numpy's OpenBLAS or MKL), the most
+    of them, outside this package's own limits; None without one."""
+    return _blas_limit.outside()
+
+
 def _limit_blas(count: int):
     return _thread_pools().limit(limits=count).restore_original_limits
 
 
-_blas_limit = SharedLimit(_limit_blas)
-
-
-def blas_threads_in_effect() -> int | None:
-    """The threads of the BLAS pools loaded in this process (numpy's OpenBLAS or MKL), the most
-    of them; None without one."""
+def _blas_pool_threads() -> int | None:
     counts = [pool.num_threads for pool in _thread_pools().lib_controllers if pool.user_api == "blas"]
     return max(counts) if counts else None
+
+
+_blas_limit = SharedLimit(_limit_blas, _blas_pool_threads)
 
 
 @functools.cache

@@ -85,11 +85,7 @@ class TorchBackend(Backend):
         return _torch_threads(count)
 
     def threads_in_effect(self):
-        if self._on_gpu:
-            return None
-        import torch
-
-        return torch.get_num_threads()
+        return None if self._on_gpu else _torch_threads.outside()
 
     def gpu_name(self) -> str | None:
         if not self._on_gpu:
@@ -109,7 +105,13 @@ def _set_torch_threads(count: int):
     return lambda: torch.set_num_threads(before)
 
 
-_torch_threads = SharedLimit(_set_torch_threads)
+def _torch_pool_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+_torch_threads = SharedLimit(_set_torch_threads, _torch_pool_threads)
 
 
 def check_torch_cuda(torch, device):

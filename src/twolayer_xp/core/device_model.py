@@ -104,6 +104,7 @@ class DeviceModel:
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
 
+    @on_device
     def eval_features(self, X: Any):
         """(X on the device, whether it came from the host) for evaluation, scanned for NaN and
         inf (a ValueError naming X: a NaN row would silently predict some class), except an X
@@ -112,6 +113,7 @@ class DeviceModel:
         scan = self.backend.host_arrays or not self.backend.owns(X)
         return features(self.backend, self.dtype, X, self.input_size, check_finite=scan)
 
+    @on_device
     def accuracies(self, X: Any, y: Any, count) -> list[float]:
         """Fraction of rows of X predicted as y, per member (one entry for a net), in ONE host
         sync: the range of a y on the model's device comes back in the same transfer (a y
@@ -131,6 +133,7 @@ class DeviceModel:
         validation.label_range("y", low, high, self.output_size)
         return [c / n for c in hits]
 
+    @on_device
     def place(self, X: Any, y: Any, name: str = "X", check_finite: bool = True):
         """(X, y) on the device after checks; ``name`` names X in errors (y is named after it)."""
         Xd, _ = features(self.backend, self.dtype, X, self.input_size, name, check_finite)
