@@ -366,3 +366,9 @@ def test_values_beyond_the_range_after_standardization_are_named_not_blamed_as_n
         with pytest.raises(ValueError, match=r"X contains 1 non-finite"):  # inf: the finite checks' words
             TwoLayerNet(2, 3, 2).predict(prep.apply(np.array([[np.inf, 0.0]])))
         assert np.isfinite(prep.apply(np.array([[1e31, 1e38]]))).all()  # 1e31 / 1e-6 fits
+        # a float64 model: its standardized value overflows float64 itself, which the check missed
+        prep64 = preprocessing.fitted(X, 1.0, True, ["a", "b"], None, np.float64)[0]
+        with pytest.raises(
+            ValueError, match=r"the input holds a value of 1e\+305 \(feature 0, .* float64's range"
+        ):
+            prep64.apply(np.array([[1e305, 0.0]]))

@@ -56,13 +56,16 @@ class Preprocessing:
             return
         std = np.ones(X.shape[1]) if self.std is None else self.std.astype(np.float64)
         high, low = _column_ends(X)
-        z_high, z_low = ((end - self.mean.astype(np.float64)) / std for end in (high, low))
+        with np.errstate(over="ignore", invalid="ignore"):  # a float64 X may overflow float64 here
+            z_high, z_low = ((end - self.mean.astype(np.float64)) / std for end in (high, low))
         take_high = z_high >= -z_low
-        feature = _first_beyond(np.where(take_high, z_high, z_low), X.dtype)
+        ends = np.where(take_high, high, low)  # the extreme each column is judged by
+        feature = _first_beyond(np.where(take_high, z_high, z_low), X.dtype, finite=np.isfinite(ends))
         if feature is not None:  # worded as _scaled's refusal, the model dividing by scale * std
-            value = float(np.where(take_high, high, low)[feature]) * self.scale  # the user's own
-            divisor = self.scale * float(std[feature])
-            raise ValueError(beyond_range_message("the input", feature, value / divisor, X.dtype, divisor))
+            value = float(ends[feature]) * self.scale  # the user's own
+            raise ValueError(
+                beyond_range_message("the input", feature, value, X.dtype, self.scale * float(std[feature]))
+            )
 
     def arrays(self) -> dict:
         """The extra arrays a checkpoint stores."""
@@ -142,17 +145,19 @@ def _scaled(X_raw: np.ndarray, scale: float, dtype, copy: bool) -> np.ndarray:
     X = X_raw / scale if scale != 1 else X_raw
     beyond = beyond_range(X, dtype)
     if beyond is not None:
-        raise ValueError(beyond_range_message("the input", *beyond, dtype, scale))
+        feature, value = beyond
+        raise ValueError(beyond_range_message("the input", feature, value * scale, dtype, scale))
     return X.astype(dtype, copy=copy and scale == 1)  # a scaled X is a new array already
 
 
 def beyond_range_message(name: str, feature: int, value: float, dtype, scale: float = 1.0) -> str:
-    """What a refusal of ``beyond_range``'s (feature, value) of ``name`` says: the user's value
-    and range, not the scaled ones the cast sees (digits divides by 16)."""
+    """What a refusal of a value of ``name`` beyond ``dtype``'s range says: the user's ``value``
+    and the range it has before the model divides by ``scale``, not the scaled ones the cast sees
+    (digits divides by 16)."""
     dtype = np.dtype(dtype)
     where = "" if scale == 1 else f" for inputs this model divides by {scale:g}"
     return (
-        f"{name} holds a value of {value * scale:.3g} (feature {feature}, 0-based), beyond {dtype.name}'s "
+        f"{name} holds a value of {value:.3g} (feature {feature}, 0-based), beyond {dtype.name}'s "
         f"range (+-{float(np.finfo(dtype).max) * scale:.3g}{where}); rescale it"
     )
 
@@ -178,12 +183,12 @@ def _column_ends(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.max(X, axis=0), np.min(X, axis=0)
 
 
-def _first_beyond(extreme: np.ndarray, dtype) -> int | None:
-    """The first feature whose ``extreme`` (D,) value is finite and beyond the float ``dtype``'s
-    range, or None."""
+def _first_beyond(extreme: np.ndarray, dtype, finite: np.ndarray | None = None) -> int | None:
+    """The first feature whose ``extreme`` (D,) value is beyond the float ``dtype``'s range
+    (an inf included) where ``finite`` (D,) holds (the user's value was finite; default: where
+    ``extreme`` is), or None."""
+    finite = np.isfinite(extreme) if finite is None else finite
     # A value within half a step above the largest float rounds down to it.
     largest = float(np.finfo(dtype).max)
-    beyond = np.flatnonzero(
-        np.isfinite(extreme) & (np.abs(extreme) > largest * (1 + float(np.finfo(dtype).eps) / 4))
-    )
+    beyond = np.flatnonzero(finite & (np.abs(extreme) > largest * (1 + float(np.finfo(dtype).eps) / 4)))
     return int(beyond[0]) if beyond.size else None
