@@ -94,7 +94,9 @@ def test_quiet_machine_cifar_step_automatic_vs_default(benchmark, monkeypatch):
     shape = SHAPES["small"] if QUICK else SHAPES["cifar-h100"]
     backend = resolve("cpu")
     step = step_fn(make_problem(backend, shape, "float32"))
-    chosen = threads.choose(None, kernels.step_flops(*shape))  # once, as a run chooses
+    chosen = threads.choose(
+        None, kernels.step_flops(*shape), in_effect=backend.threads_in_effect()
+    )  # as a run
 
     def steps(limit):
         """A block of steps under one limit, as a training call sets it once for its loop."""

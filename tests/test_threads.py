@@ -192,18 +192,29 @@ def test_a_quota_caps_the_cpus(tmp_path):
     assert threads.available_cpus(tmp_path) == min(2, len(os.sched_getaffinity(0)))
 
 
-def test_others_running_counts_other_processes_not_this_ones_threads(tmp_path):
+def test_others_running_counts_other_processes_not_this_ones_threads(tmp_path, monkeypatch):
     proc = tmp_path / "proc"
     write(proc / "stat", "cpu 1 2 3\nprocs_running 5\nprocs_blocked 0\n")
     write(proc / "self" / "task" / "1" / "stat", "1 (python (main)) R 0 0\n")
     write(proc / "self" / "task" / "2" / "stat", "2 (blas) S 0 0\n")
     assert threads.others_running(proc) == 4
     assert threads.others_running(tmp_path / "absent") == 0
-    # its children are this job too: the command's figure helper, importing matplotlib at the start
-    write(proc / "self" / "task" / "1" / "children", "77 78")
+    # its figure helper (importing matplotlib at the start) is this job too; other children are not
     write(proc / "77" / "task" / "77" / "stat", "77 (python) R 1 0\n")
-    write(proc / "77" / "task" / "79" / "stat", "79 (python) R 1 0\n")  # 78 has exited
+    write(proc / "77" / "task" / "79" / "stat", "79 (python) R 1 0\n")
+    monkeypatch.setattr(threads, "helpers", {77, 78})  # 78 has exited
     assert threads.others_running(proc) == 2
+
+
+def test_the_commands_figure_helper_is_registered_while_it_lives():
+    from twolayer_xp.app import drawing
+
+    helper = drawing.Helper()
+    try:
+        assert helper.process.pid in threads.helpers
+    finally:
+        helper.close()
+    assert helper.process.pid not in threads.helpers
 
 
 # -- the backends apply it -----------------------------------------------------------------------

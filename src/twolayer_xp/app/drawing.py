@@ -109,6 +109,9 @@ class Helper:
             stderr=subprocess.DEVNULL,  # what fails there fails again here, in the fallback, and is said
             env=os.environ | _ONE_THREAD,  # it draws; it needs no BLAS threads
         )
+        from twolayer_xp.core import threads  # loads numpy: only once the helper is on its way
+
+        threads.helpers.add(self.process.pid)  # its start-up is this command's, not a neighbour's
 
     def draw(self, figures: dict[Path, FigureCall]) -> tuple[list[str], list[str]]:
         if self.busy:  # a Ctrl-C ended the last call while it waited: that answer comes first
@@ -141,6 +144,9 @@ class Helper:
             if self.process.poll() is None:
                 self.process.kill()
             self.process.wait()
+            from twolayer_xp.core import threads
+
+            threads.helpers.discard(self.process.pid)  # the pid may name another process now
             for stream in (self.process.stdin, self.process.stdout):
                 with contextlib.suppress(OSError):  # unsent bytes to a stopped helper
                     stream.close()

@@ -3,6 +3,7 @@ and the machine (CPU, BLAS and its threads, device, GPU). Recorded in every metr
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import platform
@@ -48,10 +49,10 @@ def collect(backend=None, argv: list | None = None) -> dict:
         if argv
         else None,
         "twolayer_xp": __version__,
-        "git": git_commit(),
+        "git": copy.deepcopy(git_commit()),  # copies: the cached records stay as read
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "libraries": libraries(),
+        "libraries": dict(libraries()),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threadpools": threadpools(),

@@ -162,7 +162,7 @@ def loss_and_grads(params, X, y, reg=0.0, ctx: Context | None = None):
     ctx = _ctx(ctx, X, y, params, params["b2"].shape[-1])
     xp = ctx.xp
     h, relu_mask = _hidden(xp, params, X)
-    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(ctx.xp, params, h), y)
+    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(xp, params, h), y)
     grads, dh = _backward_head(xp, params, h, dscores_t)
     grads = _backward_hidden(xp, X, relu_mask, dh, grads)
     reg2 = 2 * _per_net(xp, reg, 2)
@@ -188,7 +188,7 @@ def sgd_step(params, X, y, learning_rate, reg=0.0, ctx: Context | None = None):
     l2 = _l2_penalty(xp, params, reg)
     if not _is_one(decay):
         params["W1"] *= decay
-    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(ctx.xp, params, h), y, scale=lr)
+    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(xp, params, h), y, scale=lr)
     steps, dh = _backward_head(xp, params, h, dscores_t)  # dh needs W2 before its update
     if not _is_one(decay):
         params["W2"] *= decay
@@ -264,7 +264,7 @@ def population_sgd_step(params, X, y, learning_rate, reg, ctx: Context | None = 
     l2 = reg[:, 0, 0] * (l2_W1 + _sum_squares(xp, params["W2"]))  # (K,)
     W1 *= _per_column(xp, decay[:, 0, 0], H)
     h_k = _stacked(xp, h, K)
-    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(ctx.xp, params, h_k), y, scale=lr)
+    data_loss, dscores_t = _softmax_cross_entropy(ctx, _class_major_scores(xp, params, h_k), y, scale=lr)
     steps, dh_k = _backward_head(xp, params, h_k, dscores_t)  # dh needs W2 before its update
     params["W2"] *= decay
     steps = _backward_hidden(xp, X, relu_mask, _widened(xp, dh_k), steps)

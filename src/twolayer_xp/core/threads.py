@@ -99,18 +99,24 @@ def from_environment(environ) -> int | None:
     return None
 
 
+# Processes this one started for itself whose running tasks are its own work, not a neighbour's:
+# the command's figure helper (app.drawing), importing matplotlib while the data loads. Counted,
+# it cost a CIFAR run on 2 CPUs its second thread. Other children (a user's multiprocessing
+# workers) compute beside the run, and are counted.
+helpers: set[int] = set()
+
+
 def others_running(proc: Path = Path("/proc"), samples: int = 3) -> int:
     """Tasks of other processes runnable right now: /proc/stat's procs_running less this
-    process's own running threads (its BLAS threads may still be spinning) and its children's
-    (the command's figure helper, importing matplotlib while the data loads, is part of this
-    job and done in a moment: counted, it cost a CIFAR run its second thread), the least of a
-    few reads 2 ms apart (a neighbour that computes shows in every read, a passing one rarely).
-    0 where unknown."""
+    process's own running threads (its BLAS threads may still be spinning) and its ``helpers``',
+    the least of a few reads 2 ms apart (a neighbour that computes shows in every read, a
+    passing one rarely). 0 where unknown."""
     counts = []
     for i in range(samples):
         try:
             stat = (proc / "stat").read_text().split("procs_running", 1)[1]
-            counts.append(int(stat.split()[0]) - _family_running(proc))
+            own = _tasks_running(proc / "self") + sum(_tasks_running(proc / str(pid)) for pid in helpers)
+            counts.append(int(stat.split()[0]) - own)
         except (OSError, IndexError, ValueError):
             return 0
         if i + 1 < samples:
@@ -118,22 +124,15 @@ def others_running(proc: Path = Path("/proc"), samples: int = 3) -> int:
     return max(0, min(counts))
 
 
-def _family_running(proc: Path) -> int:
-    """Running threads of this process and of its children (listed by each of its threads in
-    /proc/self/task/<tid>/children; none where the kernel does not list them)."""
-    tasks = list((proc / "self" / "task").iterdir())
-    running = sum(_running(task) for task in tasks)
-    for task in tasks:
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            try:
-                running += sum(_running(t) for t in (proc / child / "task").iterdir())
-            except OSError:  # it has just exited
-                pass
-    return running
+def _tasks_running(process: Path) -> int:
+    """Running threads of ``process`` (/proc/<pid>); 0 for one that has exited (not /proc/self,
+    whose absence means there is no /proc to read)."""
+    try:
+        return sum(_running(task) for task in (process / "task").iterdir())
+    except OSError:
+        if process.name == "self":
+            raise
+        return 0
 
 
 def _running(task: Path) -> bool:

@@ -67,7 +67,7 @@ def check(name: str, value: Any, table: dict = CONSTRAINTS) -> Any:
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value}")
     if value < rule.low or (rule.strict and value == rule.low):
-        bound = {POSITIVE_INT[:3]: "a positive int", COUNT[:3]: "an int >= 0"}.get(rule[:3]) or (
+        bound = {POSITIVE_INT: "a positive int", COUNT: "an int >= 0"}.get(rule._replace(high=math.inf)) or (
             f"{'>' if rule.strict else '>='} {rule.low:g}"
         )
         raise ValueError(f"{name} must be {bound}, got {value}")
