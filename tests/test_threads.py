@@ -206,15 +206,15 @@ def test_others_running_counts_other_processes_not_this_ones_threads(tmp_path, m
     assert threads.others_running(proc) == 2
 
 
-def test_the_commands_figure_helper_is_registered_while_it_lives():
-    from twolayer_xp.app import drawing
+def test_the_commands_figure_helper_is_not_a_busy_neighbour(tmp_path, monkeypatch):
+    """The command registers its figure helper (drawing.beside's) as its own."""
+    from twolayer_xp.app import cli, drawing
 
-    helper = drawing.Helper()
-    try:
-        assert helper.process.pid in threads.helpers
-    finally:
-        helper.close()
-    assert helper.process.pid not in threads.helpers
+    monkeypatch.setattr(threads, "helpers", set())
+    with drawing.beside(True):
+        (pid,) = drawing.helpers()
+        assert cli._main(["train", "--num-iters", "1", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    assert threads.helpers == {pid} and drawing.helpers() == set()
 
 
 # -- the backends apply it -----------------------------------------------------------------------

@@ -128,7 +128,10 @@ def _main(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
         from twolayer_xp.backend import CudaUnavailableError
+        from twolayer_xp.core import threads
         from twolayer_xp.core.training import TrainingDivergedError
+
+        threads.helpers.update(drawing.helpers())  # (this command's helper ends with it)
 
         try:
             process.check_address_space()

@@ -91,6 +91,12 @@ def beside(enabled: bool = True):
         _helper = None
 
 
+def helpers() -> set[int]:
+    """The pid of the live helper, if there is one: its start-up (matplotlib's import) is this
+    command's own work, which ``core.threads`` does not count as a busy neighbour."""
+    return {_helper.process.pid} if _helper is not None else set()
+
+
 class Helper:
     """The child process that draws. It imports from exactly this process's ``sys.path`` (not
     the current folder first, as ``python -m`` would), so it runs this twolayer_xp and these
@@ -109,9 +115,6 @@ class Helper:
             stderr=subprocess.DEVNULL,  # what fails there fails again here, in the fallback, and is said
             env=os.environ | _ONE_THREAD,  # it draws; it needs no BLAS threads
         )
-        from twolayer_xp.core import threads  # loads numpy: only once the helper is on its way
-
-        threads.helpers.add(self.process.pid)  # its start-up is this command's, not a neighbour's
 
     def draw(self, figures: dict[Path, FigureCall]) -> tuple[list[str], list[str]]:
         if self.busy:  # a Ctrl-C ended the last call while it waited: that answer comes first
@@ -144,9 +147,7 @@ class Helper:
             if self.process.poll() is None:
                 self.process.kill()
             self.process.wait()
-            from twolayer_xp.core import threads
 
-            threads.helpers.discard(self.process.pid)  # the pid may name another process now
             for stream in (self.process.stdin, self.process.stdout):
                 with contextlib.suppress(OSError):  # unsent bytes to a stopped helper
                     stream.close()
