@@ -402,23 +402,26 @@ def test_torch_cuda_build_without_a_usable_driver(cuda_torch, monkeypatch, build
     assert_one_clear_line(excinfo, "cannot use a GPU", reason[:40], *said)
 
 
-@pytest.mark.parametrize(
-    "error,said",
-    [
-        (
-            RuntimeError(
-                "CUDA error: no kernel image is available for execution on the device\n"
-                "CUDA kernel errors might be asynchronously reported at some other API call"
-            ),
-            ["no kernel image", "compute capability 12.0", "whl/cu130"],
-        ),
-        ("OutOfMemoryError", ["CUDA out of memory", "memory is full", "nvidia-smi"]),
-    ],
-    ids=["no-kernel-image", "out-of-memory"],
+NO_KERNEL_IMAGE = RuntimeError(
+    "CUDA error: no kernel image is available for execution on the device\n"
+    "CUDA kernel errors might be asynchronously reported at some other API call"
 )
-def test_torch_gpu_that_cannot_compute_fails_at_start(cuda_torch, monkeypatch, error, said):
+
+
+@pytest.mark.parametrize(
+    "error,capability,said",
+    [
+        (NO_KERNEL_IMAGE, (12, 0), ["no kernel image", "compute capability 12.0", "whl/cu130"]),
+        (NO_KERNEL_IMAGE, (6, 1), ["compute capability 6.1", "whl/cu126"]),
+        (NO_KERNEL_IMAGE, (3, 5), ["compute capability 3.5 is older than CUDA 12 and 13", "--device cpu"]),
+        ("OutOfMemoryError", (12, 0), ["CUDA out of memory", "memory is full", "nvidia-smi"]),
+    ],
+    ids=["no-kernel-image", "pascal-on-cu130", "kepler", "out-of-memory"],
+)
+def test_torch_gpu_that_cannot_compute_fails_at_start(cuda_torch, monkeypatch, error, capability, said):
     """A GPU this torch has no kernels for fails when the backend is made, in one line, not at the
     first training step in a traceback."""
+    monkeypatch.setattr(cuda_torch.cuda, "get_device_capability", lambda index=None: capability)
     if error == "OutOfMemoryError":
         error = cuda_torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

@@ -11,7 +11,17 @@ import array_api_compat as aac
 from twolayer_xp.errors import one_line
 
 from .base import DTYPES, Backend, CudaUnavailableError
-from .gpu_failures import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
+from .gpu_failures import (
+    CUDA13_OLDEST,
+    NO_DRIVER_FIX,
+    NO_KERNEL_FOR_ARCH,
+    SMOKE_VALUE,
+    capability_text,
+    gpu_state,
+    quoted,
+    too_old,
+    wrong_result,
+)
 
 CUDA_MAJORS = (12, 13)  # the CUDA majors of CuPy's wheels this package installs (pyproject's extras)
 
@@ -153,7 +163,7 @@ def check_cuda(index: int):
     except Exception as exc:
         raise CudaUnavailableError(_kernel_failure(cupy, index, exc)) from None
     if not math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
-        raise CudaUnavailableError(f"GPU {index} computed a wrong result in a smoke test ({value})")
+        raise CudaUnavailableError(wrong_result(index, value))
     return cupy
 
 
@@ -205,28 +215,28 @@ def _kernel_failure(cupy, index: int, exc: Exception) -> str:
 def _arch_fix(cupy, index: int) -> str:
     """The fix for a GPU whose architecture CuPy's CUDA has no code for: too old, or too new."""
     try:
-        capability = int(cupy.cuda.Device(index).compute_capability)  # "86" for 8.6
+        capability = divmod(int(cupy.cuda.Device(index).compute_capability), 10)  # "86": (8, 6)
     except Exception:
         capability = None
     built = _version(cupy.cuda.runtime.runtimeGetVersion)
     upgrade = f"{_for_wheel(CTK_INSTALL, built and built // 1000)} (a CuPy and CUDA that know newer GPUs)"
     if capability is None:
         older = (
-            f"; a GPU older than compute capability 7.5 needs {_wheel(12)}"
+            f"; a GPU older than compute capability {capability_text(CUDA13_OLDEST)} needs {_wheel(12)}"
             if built and built >= 13000
             else ""
         )
         return (
             f"this CuPy's CUDA has no code for its architecture; fix: {upgrade}{older}, or use --device cpu"
         )
-    if capability < 50:
-        return f"compute capability {capability / 10:.1f} is older than CUDA 12 and 13 support; fix: use --device cpu"
-    if capability < 75 and built and built >= 13000:
+    if too_old(capability):
+        return too_old(capability)
+    if capability < CUDA13_OLDEST and built and built >= 13000:
         return (
-            f"CUDA 13 dropped compute capability {capability / 10:.1f} (it needs 7.5+); "
-            f"fix: pip uninstall -y {_wheel(13)} && pip install {_wheel(12)}"
+            f"CUDA 13 dropped compute capability {capability_text(capability)} (it needs "
+            f"{capability_text(CUDA13_OLDEST)}+); fix: pip uninstall -y {_wheel(13)} && pip install {_wheel(12)}"
         )
-    return f"compute capability {capability / 10:.1f} is newer than this CuPy's CUDA knows; fix: {upgrade}"
+    return f"compute capability {capability_text(capability)} is newer than this CuPy's CUDA knows; fix: {upgrade}"
 
 
 def _version(query) -> int | None:

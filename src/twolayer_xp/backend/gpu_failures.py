@@ -13,6 +13,9 @@ CAUSE_LIMIT = 160  # characters of a library's error quoted inside a one-line me
 NO_DRIVER_FIX = (
     "run on a machine with an NVIDIA GPU and its driver (e.g. a Colab GPU runtime), or use --device cpu"
 )
+# Compute capabilities (major, minor) CUDA's releases build code for, at the low end.
+CUDA12_OLDEST = (5, 0)  # older GPUs: no CUDA 12 or 13 build runs on them
+CUDA13_OLDEST = (7, 5)  # CUDA 13 dropped 5.x-7.0: those need a CUDA 12 build
 # CUDA's words (runtime, driver, NVRTC) for "this build has no code for this GPU's architecture".
 NO_KERNEL_FOR_ARCH = re.compile(r"no kernel image|NO_BINARY_FOR_GPU|NoKernelImage|gpu-architecture")
 
@@ -40,3 +43,21 @@ def gpu_state(exc: BaseException, index: int) -> str | None:
             f"(nvidia-smi lists it), pick another GPU with --device cuda:N, or as root: nvidia-smi -i {index} -c DEFAULT"
         )
     return None
+
+
+def capability_text(capability: tuple[int, int]) -> str:
+    return ".".join(map(str, capability))
+
+
+def too_old(capability: tuple[int, int]) -> str | None:
+    """What a GPU older than every CUDA 12 and 13 build says, with the fix; None otherwise."""
+    if capability >= CUDA12_OLDEST:
+        return None
+    return (
+        f"compute capability {capability_text(capability)} is older than CUDA 12 and 13 support "
+        f"(they need {capability_text(CUDA12_OLDEST)}+); fix: use --device cpu"
+    )
+
+
+def wrong_result(index: int, value: float) -> str:
+    return f"GPU {index} computed a wrong result in a smoke test ({value}, not {SMOKE_VALUE:.6g})"

@@ -10,7 +10,17 @@ import re
 import array_api_compat as aac
 
 from .base import Backend, CudaUnavailableError, SharedLimit, import_or_explain, keep_freed_host_memory
-from .gpu_failures import NO_DRIVER_FIX, NO_KERNEL_FOR_ARCH, SMOKE_VALUE, gpu_state, quoted
+from .gpu_failures import (
+    CUDA13_OLDEST,
+    NO_DRIVER_FIX,
+    NO_KERNEL_FOR_ARCH,
+    SMOKE_VALUE,
+    capability_text,
+    gpu_state,
+    quoted,
+    too_old,
+    wrong_result,
+)
 
 
 def _torch_install(build: str) -> str:
@@ -162,16 +172,18 @@ def _prove(index: int) -> None:
         state = gpu_state(exc, index)
         if state:
             raise CudaUnavailableError(f"{said}: {state}") from None
-        if NO_KERNEL_FOR_ARCH.search(str(exc)):  # CUDA 13 dropped GPUs below 7.5; CUDA 12.6 predates 10.0
-            capability = torch.cuda.get_device_capability(index)
+        if NO_KERNEL_FOR_ARCH.search(str(exc)):  # CUDA 12.6 predates 10.0; CUDA 13 dropped below 7.5
+            capability = tuple(torch.cuda.get_device_capability(index))
+            if too_old(capability):
+                raise CudaUnavailableError(f"{said}: {too_old(capability)}") from None
             build = (
                 _torch_install("cu130") + " (needs a CUDA 13 driver)"
-                if capability >= (7, 5)
+                if capability >= CUDA13_OLDEST
                 else _torch_install("cu126")
             )
-            fix = f"install a torch build with code for compute capability {'.'.join(map(str, capability))}: {build}"
+            fix = f"install a torch build with code for compute capability {capability_text(capability)}: {build}"
         else:
             fix = "check the GPU with nvidia-smi, or use --device cpu"
         raise CudaUnavailableError(f"{said}; fix: {fix}") from None
     if not math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
-        raise CudaUnavailableError(f"GPU {index} computed a wrong result in a smoke test ({value})")
+        raise CudaUnavailableError(wrong_result(index, value))
