@@ -615,6 +615,21 @@ def test_the_out_check_reads_the_study_id_under_the_folders_lock(tmp_path, monke
     assert held == [True]
 
 
+@pytest.mark.parametrize(
+    "where, said",
+    [
+        ("app.runs:load_data", " before this worker joined study A: run the same command to start it again"),
+        (
+            "app.sweep.study:_created",
+            " before this worker joined study A: run the same command to start it again",
+        ),
+        (
+            "app.sweep.worker:Worker.claim",
+            "; study A keeps every told trial (running ones are re-run after a",
+        ),
+    ],
+    ids=["loading", "opening", "working"],
+)
 def test_an_interrupted_sweep_says_what_the_study_keeps_only_once_there_is_one(
     tmp_path, capsys, monkeypatch, where, said
 ):
