@@ -1,5 +1,6 @@
 """The divergence tracker: rollback points, per-member freezing, restoration at the end."""
 
+import array_api_compat.numpy
 import numpy as np
 
 from twolayer_xp.core.divergence import Divergence
@@ -13,7 +14,7 @@ def restore(params, source, member):
 
 
 def tracker(params):
-    return Divergence(np, params, np.array([0.1, 0.2, 0.3]), restore, K)
+    return Divergence(array_api_compat.numpy, params, np.array([0.1, 0.2, 0.3]), restore, K)
 
 
 def test_rollback_goes_to_the_last_sync_point_before_the_first_bad_loss():

@@ -797,3 +797,17 @@ def test_a_broken_plotting_environment_is_a_warning_beside_a_finished_run(tmp_pa
         line.startswith("twolayer-xp: warning:") for line in done.stderr.splitlines()
     ), done.stderr
     assert {"model.npz", "metrics.json"} <= set(os.listdir(tmp_path / "run"))
+
+
+def test_a_librarys_deprecation_notes_are_not_the_users_warnings(capsys):
+    """matplotlib before 3.10.7 with pyparsing 3.3 printed nine 'twolayer-xp: warning:
+    'parseString' deprecated' lines on every sweep: notes for matplotlib's developers."""
+    import warnings
+
+    from twolayer_xp.app import process
+
+    with process.command():
+        warnings.warn("'parseString' deprecated", DeprecationWarning, stacklevel=1)
+        warnings.warn("soon", PendingDeprecationWarning, stacklevel=1)
+        warnings.warn("d.npz has no test split", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "twolayer-xp: warning: d.npz has no test split\n"

@@ -470,3 +470,30 @@ def test_two_runs_finding_the_same_stale_lock_do_not_both_take_it(tmp_path, monk
         files._take_lock(tmp_path)  # B
     assert taken == [lock] and json.loads(lock.read_text()) == files.own_record()  # A holds it
     assert not (tmp_path / (files.LOCK_NAME + ".takeover")).exists()
+
+
+WRITES_TO_STDERR_ON_IMPORT = """
+import runpy, sys
+
+class Chatty:  # numpy 2.0.0-2.0.1: f2py, imported with numpy's namespace, writes to sys.stderr
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.stderr.write("")
+        return None
+
+sys.meta_path.insert(0, Chatty())
+sys.argv = ["twolayer-xp", "train", "--num-iters", "5", "--quiet", "--out", sys.argv[1]]
+runpy.run_module("twolayer_xp", run_name="__main__")
+"""
+
+
+def test_a_run_with_stderr_closed(tmp_path):
+    """`twolayer-xp train 2>&-` exited 1 with no word on numpy 2.0.0-2.0.1: Python starts with
+    sys.stderr None, and a library writing to it while it loads failed."""
+    done = subprocess.run(
+        [sys.executable, "-c", WRITES_TO_STDERR_ON_IMPORT, str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=120,
+        preexec_fn=lambda: os.close(2),
+    )  # fmt: skip
+    assert done.returncode == 0 and "test accuracy" in done.stdout
+    assert (tmp_path / "run" / "model.npz").exists()

@@ -174,6 +174,7 @@ def serve() -> None:
             os._exit(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
+            warnings.simplefilter("ignore", DeprecationWarning)  # a library's, to its developers
             problems = draw_here(figures)
         pickle.dump((problems, [str(w.message) for w in caught]), stdout)
         stdout.flush()

@@ -33,6 +33,8 @@ def command():
     the environment checked. What it changed is put back on the way out (a test, a notebook or
     any other caller of ``cli.main`` keeps its own handlers)."""
     _received.clear()
+    if sys.stderr is None:  # started with 2>&-: a library that writes to it on import would fail
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (numpy 2.0.0-2.0.1's f2py)
     saved_signals = interrupt_on_signals()
     saved_show = warnings.showwarning
     warnings.showwarning = _show_warning
@@ -97,8 +99,12 @@ def check_address_space() -> None:
         )
 
 
-def _show_warning(message, *args, **kwargs) -> None:
-    """A Python warning as one ``twolayer-xp: warning:`` line on stderr."""
+def _show_warning(message, category=UserWarning, *args, **kwargs) -> None:
+    """A Python warning as one ``twolayer-xp: warning:`` line on stderr. A library's
+    deprecation notes (matplotlib's of pyparsing's names) are for its callers' developers, not
+    for the user: not shown (this package raises none)."""
+    if issubclass(category, DeprecationWarning | PendingDeprecationWarning):
+        return
     say(f"twolayer-xp: warning: {message}", err=True)
 
 
