@@ -71,6 +71,24 @@ def test_storage_flags_that_cannot_work(tmp_path, capsys, args, words):
     failed_with(capsys, words)
 
 
+def test_a_sqlalchemy_without_psycopg3s_dialect_says_so(monkeypatch, capsys):
+    """SQLAlchemy 1.4 (which Optuna allows) has no postgresql+psycopg dialect: the URL was called
+    "not a database URL I can use (e.g. ... postgresql+psycopg://...)"."""
+    import sqlalchemy
+
+    def no_dialect(url):
+        raise sqlalchemy.exc.NoSuchModuleError(f"Can't load plugin: sqlalchemy.dialects:{url.drivername}")
+
+    monkeypatch.setattr(sqlalchemy.engine.URL, "get_dialect", no_dialect)
+    monkeypatch.setattr(sqlalchemy, "__version__", "1.4.54")
+    with pytest.raises(
+        ImportError, match=r'needs SQLAlchemy 2.0 or later, found 1.4.54; fix: pip install -U "sqlalch'
+    ):
+        study.open_storage("postgresql+psycopg://u@h/db")
+    with pytest.raises(ValueError, match="is not a database URL I can use"):  # a driver no SQLAlchemy has
+        study.open_storage("postgresql+psycopgg://u@h/db")
+
+
 def test_a_database_of_another_application_is_refused_before_writing(tmp_path, capsys):
     other = tmp_path / "shop.db"
     with sqlite3.connect(other) as db:

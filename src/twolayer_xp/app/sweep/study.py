@@ -163,12 +163,23 @@ def _parsed(url: str):
     except ModuleNotFoundError as exc:
         fix = '-e ".[postgres]" (from the clone)' if parsed.get_backend_name() == "postgresql" else exc.name
         raise ImportError(f"--storage {parsed.drivername} needs {exc.name}; fix: pip install {fix}") from None
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError):
-        raise ValueError(
-            f"--storage {url!r} is not a database URL I can use (e.g. sqlite:///study.db, "
-            "postgresql+psycopg://user@host:5432/db)"
-        ) from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        if parsed.drivername == "postgresql+psycopg" and int(sqlalchemy.__version__.split(".")[0]) < 2:
+            raise ImportError(  # psycopg 3's dialect came with SQLAlchemy 2.0
+                f"--storage {parsed.drivername} needs SQLAlchemy 2.0 or later, found "
+                f'{sqlalchemy.__version__}; fix: pip install -U "sqlalchemy>=2.0"'
+            ) from None
+        raise _not_a_url(url) from None
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise _not_a_url(url) from None
     return parsed
+
+
+def _not_a_url(url: str) -> ValueError:
+    return ValueError(
+        f"--storage {url!r} is not a database URL I can use (e.g. sqlite:///study.db, "
+        "postgresql+psycopg://user@host:5432/db)"
+    )
 
 
 def _connect_args(parsed) -> dict:
