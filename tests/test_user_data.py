@@ -353,9 +353,10 @@ def test_values_beyond_the_range_after_standardization_are_named_not_blamed_as_n
     prep = preprocessing.fitted(X, 1.0, True, ["a", "b"], None, np.float32)[0]
     std = float(prep.std[0])  # as data.load fits it: the same training rows
     assert 5e-7 < std < 2e-6
-    scaled = f"+-{float(np.finfo(np.float32).max) * std:.3g} for inputs this model divides by {std:g}"
-    words = r"the input holds a value of {} \(feature 0, 0-based\), beyond float32's range \(" + re.escape(
-        scaled
+    reach, m = float(np.finfo(np.float32).max) * std, float(prep.mean[0])
+    words = (
+        r"the input holds a value of {} \(feature 0, 0-based\), beyond what this model takes in float32 \("
+        + re.escape(f"{m - reach:.3g} to {m + reach:.3g}: it subtracts {m:.3g} and divides by {std:g}")
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -369,6 +370,21 @@ def test_values_beyond_the_range_after_standardization_are_named_not_blamed_as_n
         # a float64 model: its standardized value overflows float64 itself, which the check missed
         prep64 = preprocessing.fitted(X, 1.0, True, ["a", "b"], None, np.float64)[0]
         with pytest.raises(
-            ValueError, match=r"the input holds a value of 1e\+305 \(feature 0, .* float64's range"
+            ValueError, match=r"the input holds a value of 1e\+305 \(feature 0, .* in float64"
         ):
             prep64.apply(np.array([[1e305, 0.0]]))
+        # a huge mean shifts the range: 1e308 fits float64, 1e308 - (-1e308) does not
+        shifted = preprocessing.Preprocessing(1.0, np.array([-1e308, 0.0]), None, ["a", "b"])
+        with pytest.raises(
+            ValueError,
+            match=r"1e\+308 \(feature 0, .* in float64 \(-inf to 7.98e\+307: it subtracts -1e\+308",
+        ):
+            shifted.apply(np.array([[1e308, 0.0]]))
+        # training values whose mean or centring overflows: named, not numpy's warnings and a false blame
+        with pytest.raises(ValueError, match="training feature 0 .* its mean overflows float64"):
+            preprocessing.fitted(
+                np.array([[1.7e308, 0.0], [1.7e308, 1.0]]), 1.0, True, ["a", "b"], None, np.float64
+            )
+        wide = np.array([[3e38, 0.0], [-3e38, 1.0], [-3e38, 2.0]])
+        with pytest.raises(ValueError, match=r"the input holds a value of 3e\+38 \(feature 0, .* in float32"):
+            preprocessing.fitted(wide, 1.0, True, ["a", "b"], None, np.float32)

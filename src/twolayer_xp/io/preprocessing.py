@@ -49,9 +49,10 @@ class Preprocessing:
 
     def _check_centred(self, X: np.ndarray) -> None:
         """Refuse a value of X (the scaled rows (N, D), in the dtype) that the dtype holds but
-        ``(X - mean) / std`` does not (a column of std 1e-6 multiplies by 1e6): a ValueError
-        naming the user's own value, where numpy would make it inf and the net blame 'NaN or
-        inf' in an input that was finite. Judged in float64 on each column's extremes."""
+        ``(X - mean) / std`` does not (a column of std 1e-6 multiplies by 1e6, a huge mean shifts
+        it): a ValueError naming the user's own value and the range this model takes, where numpy
+        would make it inf and the net blame 'NaN or inf' in an input that was finite. Judged in
+        float64 on each column's extremes."""
         if not X.size:
             return
         std = np.ones(X.shape[1]) if self.std is None else self.std.astype(np.float64)
@@ -61,10 +62,14 @@ class Preprocessing:
         take_high = z_high >= -z_low
         ends = np.where(take_high, high, low)  # the extreme each column is judged by
         feature = _first_beyond(np.where(take_high, z_high, z_low), X.dtype, finite=np.isfinite(ends))
-        if feature is not None:  # worded as _scaled's refusal, the model dividing by scale * std
-            value = float(ends[feature]) * self.scale  # the user's own
+        if feature is not None:  # in the user's units: the model subtracts m, then divides by d
+            value, m = float(ends[feature]) * self.scale, float(self.mean[feature]) * self.scale
+            d = self.scale * float(std[feature])
+            reach = float(np.finfo(X.dtype).max) * d
             raise ValueError(
-                beyond_range_message("the input", feature, value, X.dtype, self.scale * float(std[feature]))
+                f"the input holds a value of {value:.3g} (feature {feature}, 0-based), beyond what this model "
+                f"takes in {X.dtype.name} ({m - reach:.3g} to {m + reach:.3g}: it subtracts {m:.3g} and divides "
+                f"by {d:g}); rescale it"
             )
 
     def arrays(self) -> dict:
@@ -127,14 +132,31 @@ def fitted(
     label_column: a .csv's label column name, kept for predicting on other files."""
     X = np.asarray(X_train_raw)
     X = _scaled(X, scale, dtype, copy=False)
-    mean = np.mean(X, axis=0, dtype=np.float64).astype(X.dtype)
-    X -= mean
-    std = None
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64: said below
+        mean = np.mean(X, axis=0, dtype=np.float64)
+    _refuse_overflow("mean", mean)
+    prep = Preprocessing(
+        float(scale), mean.astype(X.dtype), None, list(class_names), image_shape, label_column
+    )
+    prep._check_centred(X)  # a training value that centring would take past the dtype
+    X -= prep.mean
     if standardize:
-        std64 = np.std(X, axis=0, dtype=np.float64)
-        std = np.where(std64 > 0, std64, 1.0).astype(X.dtype)
-        X /= std
-    return Preprocessing(float(scale), mean, std, list(class_names), image_shape, label_column), X
+        with np.errstate(over="ignore", invalid="ignore"):
+            std64 = np.std(X, axis=0, dtype=np.float64)  # of centred values: no row is past sqrt(N) of it
+        _refuse_overflow("standard deviation", std64)
+        prep.std = np.where(std64 > 0, std64, 1.0).astype(X.dtype)
+        X /= prep.std
+    return prep, X
+
+
+def _refuse_overflow(what: str, per_feature: np.ndarray) -> None:
+    """A ValueError naming the first training feature whose ``what`` overflowed float64."""
+    bad = np.flatnonzero(~np.isfinite(per_feature))
+    if bad.size:
+        raise ValueError(
+            f"training feature {bad[0]} (0-based) holds values too large to standardize: its {what} "
+            "overflows float64; rescale it"
+        )
 
 
 def _scaled(X_raw: np.ndarray, scale: float, dtype, copy: bool) -> np.ndarray:
