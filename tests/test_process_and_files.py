@@ -735,6 +735,8 @@ def test_provenance_reads_the_libraries_and_the_clone_once_per_process(monkeypat
     assert len(reads) >= len(provenance.LIBRARIES)  # read once: the first time
     reads.clear()
     assert provenance.collect(argv=["twolayer-xp"]) == first and reads == []
+    first["libraries"]["numpy"] = "changed by a caller"  # a caller's record is its own
+    assert provenance.collect(argv=["twolayer-xp"])["libraries"]["numpy"] != "changed by a caller"
 
 
 def test_the_progress_bar_of_a_study_past_its_trials_starts_full():

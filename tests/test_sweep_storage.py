@@ -5,6 +5,7 @@ Real Optuna, real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -85,8 +86,22 @@ def test_a_sqlalchemy_without_psycopg3s_dialect_says_so(monkeypatch, capsys):
         ImportError, match=r'needs SQLAlchemy 2.0 or later, found 1.4.54; fix: pip install -U "sqlalch'
     ):
         study.open_storage("postgresql+psycopg://u@h/db")
-    with pytest.raises(ValueError, match="is not a database URL I can use"):  # a driver no SQLAlchemy has
-        study.open_storage("postgresql+psycopgg://u@h/db")
+    with pytest.raises(ValueError, match="is not a database URL I can use") as refused:  # no such driver
+        study.open_storage("postgresql+psycopgg://u:secret@h/db")
+    assert "secret" not in str(refused.value)  # the URL is shown with its password hidden
+
+
+def test_a_plain_postgresql_url_without_psycopg2_says_to_name_psycopg(monkeypatch):
+    """postgresql:// is psycopg2's URL under SQLAlchemy 2.0; the fix said to install the postgres
+    extra, which brings psycopg 3, so the same URL failed again."""
+    import sqlalchemy
+
+    def missing(url):
+        raise ModuleNotFoundError("No module named 'psycopg2'", name="psycopg2")
+
+    monkeypatch.setattr(sqlalchemy.engine.URL, "get_dialect", missing)
+    with pytest.raises(ImportError, match=r"needs psycopg2; fix: write the URL as postgresql\+psycopg://"):
+        study.open_storage("postgresql://u@h/db")
 
 
 def test_a_database_of_another_application_is_refused_before_writing(tmp_path, capsys):
@@ -297,9 +312,13 @@ def test_a_server_that_accepts_and_never_answers(tmp_path, capsys, monkeypatch):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     accepted = []
-    threading.Thread(
-        target=lambda: [accepted.append(listener.accept()) for _ in range(8)], daemon=True
-    ).start()
+
+    def accept():
+        with contextlib.suppress(OSError):  # the listener closed when the test is done
+            for _ in range(8):
+                accepted.append(listener.accept())
+
+    threading.Thread(target=accept, daemon=True).start()
     url = f"postgresql+psycopg://nobody@127.0.0.1:{listener.getsockname()[1]}/db"
     started = time.monotonic()
     try:

@@ -131,8 +131,8 @@ def _main(argv) -> int:
         from twolayer_xp.core import threads
         from twolayer_xp.core.training import TrainingDivergedError
 
-        threads.helpers.update(drawing.helpers())  # (this command's helper ends with it)
-
+        mine = drawing.helpers()  # this command's figure helper: its own work, not a neighbour's
+        threads.helpers.update(mine)
         try:
             process.check_address_space()
             if args.command == "sweep":
@@ -157,6 +157,8 @@ def _main(argv) -> int:
                 "out of memory: the sizes asked for do not fit; use a smaller --hidden-size or --batch-size"
             )
             return 2
+        finally:
+            threads.helpers.difference_update(mine)  # its pid may name another process later
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP, during start-up (imports) or a run
         _fail(str(exc) or "interrupted before anything was saved")
         return process.exit_code()

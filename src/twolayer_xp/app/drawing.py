@@ -26,6 +26,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from twolayer_xp.app import process
 from twolayer_xp.errors import one_line
 
 FigureCall = tuple  # (name of a plots function, args, kwargs)
@@ -174,7 +175,8 @@ def serve() -> None:
             os._exit(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            warnings.simplefilter("ignore", DeprecationWarning)  # a library's, to its developers
+            for note in process.LIBRARY_NOTES if not sys.warnoptions else ():  # sent on as UserWarnings
+                warnings.simplefilter("ignore", note)
             problems = draw_here(figures)
         pickle.dump((problems, [str(w.message) for w in caught]), stdout)
         stdout.flush()

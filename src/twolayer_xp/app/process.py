@@ -31,7 +31,8 @@ class Terminated(KeyboardInterrupt):
 def command():
     """For the duration of one command: SIGTERM and SIGHUP as Ctrl-C, warnings as one line each,
     the environment checked. What it changed is put back on the way out (a test, a notebook or
-    any other caller of ``cli.main`` keeps its own handlers)."""
+    any other caller of ``cli.main`` keeps its own handlers), except a missing stderr, which
+    stays /dev/null."""
     _received.clear()
     if sys.stderr is None:  # started with 2>&-: a library that writes to it on import would fail
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (numpy 2.0.0-2.0.1's f2py)
@@ -99,11 +100,15 @@ def check_address_space() -> None:
         )
 
 
+# A library's deprecation notes (matplotlib's of pyparsing's names) are for its callers'
+# developers, not for the user: not shown unless asked for with -W or PYTHONWARNINGS (this
+# package raises none; FutureWarning, what a user must act on, is shown).
+LIBRARY_NOTES = (DeprecationWarning, PendingDeprecationWarning)
+
+
 def _show_warning(message, category=UserWarning, *args, **kwargs) -> None:
-    """A Python warning as one ``twolayer-xp: warning:`` line on stderr. A library's
-    deprecation notes (matplotlib's of pyparsing's names) are for its callers' developers, not
-    for the user: not shown (this package raises none)."""
-    if issubclass(category, DeprecationWarning | PendingDeprecationWarning):
+    """A Python warning as one ``twolayer-xp: warning:`` line on stderr (LIBRARY_NOTES aside)."""
+    if issubclass(category, LIBRARY_NOTES) and not sys.warnoptions:
         return
     say(f"twolayer-xp: warning: {message}", err=True)
 

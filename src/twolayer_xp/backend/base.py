@@ -105,9 +105,9 @@ class Backend:
         return contextlib.nullcontext()
 
     def threads_in_effect(self) -> int | None:
-        """The CPU threads this backend's pool computes with now (what the library made of the
-        environment, or a limit the user set some other way); None where it has none or does
-        not say (a GPU)."""
+        """The CPU threads this backend's pool has outside this package's own open limits: what
+        the library made of the environment, or a limit the user set some other way; None where
+        it has none or does not say (a GPU)."""
         return None
 
     def gpu_name(self) -> str | None:

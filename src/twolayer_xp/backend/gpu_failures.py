@@ -59,5 +59,9 @@ def too_old(capability: tuple[int, int]) -> str | None:
     )
 
 
-def wrong_result(index: int, value: float) -> str:
+def wrong_result(index: int, value: float) -> str | None:
+    """What GPU ``index`` computing ``value`` for the smoke test (sum(exp(A) @ A)) says, or None
+    when the value is right."""
+    if math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
+        return None
     return f"GPU {index} computed a wrong result in a smoke test ({value}, not {SMOKE_VALUE:.6g})"

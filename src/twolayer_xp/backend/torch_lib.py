@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import re
 
 import array_api_compat as aac
@@ -14,7 +13,6 @@ from .gpu_failures import (
     CUDA13_OLDEST,
     NO_DRIVER_FIX,
     NO_KERNEL_FOR_ARCH,
-    SMOKE_VALUE,
     capability_text,
     gpu_state,
     quoted,
@@ -185,5 +183,5 @@ def _prove(index: int) -> None:
         else:
             fix = "check the GPU with nvidia-smi, or use --device cpu"
         raise CudaUnavailableError(f"{said}; fix: {fix}") from None
-    if not math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
+    if wrong_result(index, value):
         raise CudaUnavailableError(wrong_result(index, value))

@@ -161,8 +161,13 @@ def _parsed(url: str):
         parsed = sqlalchemy.engine.make_url(url)
         parsed.get_dialect()
     except ModuleNotFoundError as exc:
-        fix = '-e ".[postgres]" (from the clone)' if parsed.get_backend_name() == "postgresql" else exc.name
-        raise ImportError(f"--storage {parsed.drivername} needs {exc.name}; fix: pip install {fix}") from None
+        if exc.name == "psycopg2":  # plain postgresql:// is psycopg2's under SQLAlchemy 2.0
+            fix = 'write the URL as postgresql+psycopg://... (psycopg 3: pip install -e ".[postgres]" from the clone)'
+        elif parsed.get_backend_name() == "postgresql":
+            fix = 'pip install -e ".[postgres]" (from the clone)'
+        else:
+            fix = f"pip install {exc.name}"
+        raise ImportError(f"--storage {parsed.drivername} needs {exc.name}; fix: {fix}") from None
     except sqlalchemy.exc.NoSuchModuleError:
         if parsed.drivername == "postgresql+psycopg" and int(sqlalchemy.__version__.split(".")[0]) < 2:
             raise ImportError(  # psycopg 3's dialect came with SQLAlchemy 2.0
@@ -177,7 +182,7 @@ def _parsed(url: str):
 
 def _not_a_url(url: str) -> ValueError:
     return ValueError(
-        f"--storage {url!r} is not a database URL I can use (e.g. sqlite:///study.db, "
+        f"--storage {storage_name(url)!r} is not a database URL I can use (e.g. sqlite:///study.db, "
         "postgresql+psycopg://user@host:5432/db)"
     )
 
