@@ -148,7 +148,6 @@ class Helper:
             if self.process.poll() is None:
                 self.process.kill()
             self.process.wait()
-
             for stream in (self.process.stdin, self.process.stdout):
                 with contextlib.suppress(OSError):  # unsent bytes to a stopped helper
                     stream.close()
