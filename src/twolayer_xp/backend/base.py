@@ -110,6 +110,13 @@ class Backend:
         it has none or does not say (a GPU)."""
         return None
 
+    def threads_now(self) -> int | None:
+        """The CPU threads this backend's pool computes with for the calling thread now, inside
+        any open limit (OpenMP's count is per thread; OpenBLAS may ignore a count set from
+        another Python thread): what a training call in this thread really gets. None where it
+        has none or does not say (a GPU)."""
+        return None
+
     def gpu_name(self) -> str | None:
         """The GPU's marketing name, for reports; None on a CPU."""
         return None
@@ -267,6 +274,11 @@ def blas_threads_in_effect() -> int | None:
     """The threads of the BLAS pools loaded in this process (numpy's OpenBLAS or MKL), the most
     of them, outside this package's own limits; None without one."""
     return _blas_limit.outside()
+
+
+def blas_threads_now() -> int | None:
+    """The threads of the BLAS pools as the calling thread sees them now, open limits included."""
+    return _blas_pool_threads()
 
 
 def _limit_blas(count: int):

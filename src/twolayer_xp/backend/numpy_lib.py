@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 
-from .base import Backend, blas_threads, blas_threads_in_effect, keep_freed_host_memory
+from .base import Backend, blas_threads, blas_threads_in_effect, blas_threads_now, keep_freed_host_memory
 
 
 class NumpyBackend(Backend):
@@ -38,6 +38,9 @@ class NumpyBackend(Backend):
 
     def threads_in_effect(self):
         return blas_threads_in_effect()
+
+    def threads_now(self):
+        return blas_threads_now()
 
 
 def _lean_namespace():

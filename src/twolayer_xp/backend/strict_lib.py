@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, blas_threads, blas_threads_in_effect, import_or_explain
+from .base import Backend, blas_threads, blas_threads_in_effect, blas_threads_now, import_or_explain
 
 
 class StrictBackend(Backend):
@@ -43,6 +43,9 @@ class StrictBackend(Backend):
 
     def threads_in_effect(self):
         return blas_threads_in_effect()
+
+    def threads_now(self):
+        return blas_threads_now()
 
 
 def _cpu():

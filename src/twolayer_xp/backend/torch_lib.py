@@ -95,6 +95,9 @@ class TorchBackend(Backend):
     def threads_in_effect(self):
         return None if self._on_gpu else _torch_threads.outside()
 
+    def threads_now(self):
+        return None if self._on_gpu else _torch_pool_threads()
+
     def gpu_name(self) -> str | None:
         if not self._on_gpu:
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -82,7 +83,18 @@ class DeviceModel:
         flops = kernels.step_flops(validation.check("batch_size", batch_size), D, H, C, members)
         in_effect = self.backend.threads_in_effect() if requested is None else None
         self.threads_used = threads.choose(requested, flops, in_effect=in_effect)
-        return self.backend.limit_threads(self.threads_used.limit)
+        return self._recorded(self.backend.limit_threads(self.threads_used.limit))
+
+    @contextlib.contextmanager
+    def _recorded(self, limit):
+        """``limit`` entered, and ``threads_used`` set to the count the pool then really has
+        for this thread (training from a second Python thread, OpenBLAS may keep another
+        thread's count, and OpenMP's is per thread: the record says what was used)."""
+        with limit:
+            now = self.backend.threads_now()
+            if now is not None and now != self.threads_used.count:
+                self.threads_used = self.threads_used._replace(count=now)
+            yield
 
     @property
     def input_size(self) -> int:

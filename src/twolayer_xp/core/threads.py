@@ -51,6 +51,9 @@ class Threads(NamedTuple):
         return None if self.source == "environment" else self.count
 
 
+_lowered: set[tuple[int, int]] = set()  # (asked, CPUs) counts already said to be lowered
+
+
 def choose(
     requested: int | None = None,
     flops: float = 0.0,
@@ -69,7 +72,8 @@ def choose(
     if requested is not None:
         count = validation.check("threads", requested, CONSTRAINTS)
         cpus = available_cpus() if cpus is None else cpus
-        if count > cpus:  # more threads than CPUs only wait for each other
+        if count > cpus and (count, cpus) not in _lowered:  # more threads than CPUs wait for each other
+            _lowered.add((count, cpus))  # said once: a sweep chooses again for every population
             warnings.warn(
                 f"threads={count} is more than the {cpus} CPUs this process may use; computing with {cpus}",
                 RuntimeWarning,
