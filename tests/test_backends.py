@@ -145,3 +145,44 @@ def test_every_public_method_computes_with_the_models_device_current(outside_act
     assert outside_activate == []
     xs.zeros(1)  # and the guard itself sees a call outside
     assert outside_activate == [("zeros", "test_every_public_method_computes_with_the_models_device_current")]
+
+
+def test_inputs_on_another_device_of_the_models_library_are_checked_on_its_device(monkeypatch, toy_data):
+    """CuPy launches a check of y (its min, max) on the model's current GPU: a y on another GPU
+    was read across GPUs, or failed where they cannot reach each other. An input of the model's
+    library on another device is now moved first, then checked where the model computes."""
+    import array_api_strict as xs
+    from array_api_compat import device as device_of
+
+    from twolayer_xp.core import validation
+
+    seen = []
+    for name in ("labels", "features"):
+        check = getattr(validation, name)
+        monkeypatch.setattr(
+            validation,
+            name,
+            lambda n, x, *a, check=check, **k: (seen.append(device_of(x)), check(n, x, *a, **k))[1],
+        )
+    model_device, other = xs.Device("device1"), xs.Device("device2")
+    X, y = toy_data
+    net = TwoLayerNet(4, 10, 3, std=1e-1, device=model_device, backend="array_api_strict", rng=0)
+    net.loss(xs.asarray(X, device=other), xs.asarray(y, device=other), reg=0.1)
+    net.accuracy(xs.asarray(X, device=other), xs.asarray(y, device=other))
+    assert seen and set(seen) == {model_device}
+
+
+def test_the_benchmarks_step_computes_with_its_device_current(outside_activate):
+    """bench.timing built the step's class column outside activate(): on cuda:1 it was made on
+    GPU 0, and each step compared it with labels on GPU 1."""
+    import array_api_strict as xs
+
+    from twolayer_xp.backend import resolve
+    from twolayer_xp.bench import timing
+
+    problem = timing.make_problem(
+        resolve(xs.Device("device1"), "array_api_strict"), timing.SHAPES["small"], "float64"
+    )
+    outside_activate.clear()  # the problem's arrays, placed with device= as the benchmark does
+    timing.step_fn(problem, steps=2)()
+    assert outside_activate == []

@@ -435,20 +435,6 @@ def test_torch_gpu_that_cannot_compute_fails_at_start(cuda_torch, monkeypatch, e
     assert "asynchronously" not in str(excinfo.value)
 
 
-def test_cupys_activate_hands_out_a_fresh_device_each_time():
-    """A cupy.cuda.Device keeps the device it replaced on itself: Python threads sharing one
-    backend's Device would restore each other's."""
-    from twolayer_xp.backend.cupy_lib import CupyBackend
-
-    class Device:  # cupy.cuda.Device's shape: an id, constructed from one
-        def __init__(self, id):
-            self.id = id
-
-    gpu1 = CupyBackend(None, Device(1))
-    first, second = gpu1.activate(), gpu1.activate()
-    assert first is not second and first is not gpu1.device and (first.id, second.id) == (1, 1)
-
-
 def test_numpy_cannot_be_asked_for_cuda():
     with pytest.raises(ValueError, match="CPU only"):
         backend.resolve("cuda", "numpy")

@@ -79,10 +79,9 @@ class CupyBackend(Backend):
         return DTYPES  # the namespace info needs a live GPU; CUDA has both
 
     def activate(self):
-        # A fresh cupy.cuda.Device: current inside the with, the previous one after. The device
-        # object keeps the previous one on itself, so sharing one across Python threads would
-        # let them restore each other's.
-        return type(self.device)(self.device.id)
+        return (
+            self.device
+        )  # cupy.cuda.Device: current inside the with (CuPy keeps the previous one per thread)
 
     def synchronize(self) -> None:
         self.device.synchronize()

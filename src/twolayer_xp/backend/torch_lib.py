@@ -22,8 +22,9 @@ from .gpu_failures import (
 
 
 def _torch_install(build: str) -> str:
-    """The command installing torch's ``build`` ("cu126": CUDA 12.6) from torch's own index."""
-    return f"pip install torch --index-url https://download.pytorch.org/whl/{build}"
+    """The command installing torch's ``build`` ("cu126": CUDA 12.6) from torch's own index, in
+    place of the torch installed (pip would call that one satisfied and change nothing)."""
+    return f"pip uninstall -y torch && pip install torch --index-url https://download.pytorch.org/whl/{build}"
 
 
 TORCH_CUDA_FIX = f"{_torch_install('cu126')} (CUDA 12 drivers; cu130 for CUDA 13 drivers)"

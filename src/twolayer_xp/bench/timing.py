@@ -71,7 +71,8 @@ def step_fn(problem: Problem, steps: int = 1) -> Callable[[], None]:
     """``steps`` SGD steps of our kernels in a row, in place on the problem's params, then one
     device sync: the clock never stops on work still queued."""
     p, sync = problem, problem.backend.synchronize
-    ctx = kernels.context(p.y, p.shape[3], p.backend.xp)  # as the training loop resolves it
+    with p.backend.activate():  # its class column is made on the current device
+        ctx = kernels.context(p.y, p.shape[3], p.backend.xp)  # as the training loop resolves it
 
     def step():
         with p.backend.activate():

@@ -19,8 +19,9 @@ def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str 
     """
     on_host = not backend.owns(X)
     X = _readable(backend, X, name) if on_host else X
-    validation.features(name, X, num_features, check_finite)
     host = host_view(X)  # None on a device: looking there would cost a sync
+    X = X if on_host else _here(backend, X)
+    validation.features(name, X, num_features, check_finite)
     if host is not None:
         validation.within_range(name, host, dtype_name(dtype))
     return backend.asarray(X, dtype=dtype), on_host
@@ -28,9 +29,16 @@ def features(backend: Backend, dtype: Any, X: Any, num_features: int, name: str 
 
 def labels(backend: Backend, y: Any, num_rows: int, num_classes: int, name: str = "y"):
     """y (num_rows,) on the device, integer dtype kept, after the checks."""
-    y = y if backend.owns(y) else _readable(backend, y, name)
+    y = _here(backend, y) if backend.owns(y) else _readable(backend, y, name)
     validation.labels(name, y, num_rows, num_classes)
     return backend.asarray(y)
+
+
+def _here(backend: Backend, x: Any):
+    """An array of ``backend``'s library on the model's device: one on another device is moved
+    first, so that its checks run where the model computes (CuPy would launch them on the
+    model's GPU against the other GPU's memory, and fails where the two cannot reach each other)."""
+    return x if backend.holds(x) else backend.asarray(x)
 
 
 def _readable(backend: Backend, x: Any, name: str):
@@ -129,8 +137,7 @@ class DeviceModel:
     def accuracies(self, X: Any, y: Any, count) -> list[float]:
         """Fraction of rows of X predicted as y, per member (one entry for a net), in ONE host
         sync: the range of a y on the model's device comes back in the same transfer (a y
-        elsewhere, the host or another device, is checked where it is and moved, as ``place``
-        does). count: the kernel of correct predictions, () for a net or (K,) for a population."""
+        elsewhere, the host or another device, is moved and checked as ``place`` does it). count: the kernel of correct predictions, () for a net or (K,) for a population."""
         Xd, _ = self.eval_features(X)
         n = Xd.shape[0]
         if not self.backend.holds(y):
