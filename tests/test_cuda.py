@@ -435,6 +435,13 @@ def test_torch_gpu_that_cannot_compute_fails_at_start(cuda_torch, monkeypatch, e
     assert "asynchronously" not in str(excinfo.value)
 
 
+def test_torch_names_the_gpus_there_are(cuda_torch):
+    """torch's "only 1 GPU(s) are visible" gave no fix, unlike CuPy's."""
+    with pytest.raises(CudaUnavailableError) as excinfo:
+        backend.resolve("cuda:3", "torch")
+    assert_one_clear_line(excinfo, "cuda:3", "only 1 GPU", "fix: use cuda:0..cuda:0")
+
+
 def test_numpy_cannot_be_asked_for_cuda():
     with pytest.raises(ValueError, match="CPU only"):
         backend.resolve("cuda", "numpy")

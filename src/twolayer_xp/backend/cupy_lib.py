@@ -17,6 +17,7 @@ from .gpu_failures import (
     capability_text,
     gpu_state,
     quoted,
+    too_few_gpus,
     too_old,
     wrong_result,
 )
@@ -149,10 +150,7 @@ def check_cuda(index: int):
             "fix: run on a machine with a GPU, or use --device cpu"
         )
     if index >= count:
-        raise CudaUnavailableError(
-            f"device cuda:{index} requested but only {count} GPU(s) are visible; "
-            f"fix: use cuda:0..cuda:{count - 1}"
-        )
+        raise CudaUnavailableError(too_few_gpus(index, count))
     try:  # elementwise kernels need NVRTC, matmul needs cuBLAS: prove both before training
         with cupy.cuda.Device(index):
             a = cupy.ones((2, 2), dtype=cupy.float32)

@@ -65,3 +65,11 @@ def wrong_result(index: int, value: float) -> str | None:
     if math.isclose(value, SMOKE_VALUE, rel_tol=1e-5):
         return None
     return f"GPU {index} computed a wrong result in a smoke test ({value}, not {SMOKE_VALUE:.6g})"
+
+
+def too_few_gpus(index: int, count: int) -> str:
+    """What asking for GPU ``index`` where ``count`` are visible says, with the fix."""
+    return (
+        f"device cuda:{index} requested but only {count} GPU(s) are visible (CUDA_VISIBLE_DEVICES?); "
+        f"fix: use cuda:0..cuda:{count - 1}"
+    )

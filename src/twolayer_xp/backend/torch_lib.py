@@ -16,6 +16,7 @@ from .gpu_failures import (
     capability_text,
     gpu_state,
     quoted,
+    too_few_gpus,
     too_old,
     wrong_result,
 )
@@ -145,7 +146,7 @@ def check_torch_cuda(torch, device):
         device = torch.device("cuda", torch.cuda.current_device())
     count = torch.cuda.device_count()
     if device.index >= count:
-        raise CudaUnavailableError(f"CUDA device {device} requested but only {count} GPU(s) are visible")
+        raise CudaUnavailableError(too_few_gpus(device.index, count))
     _prove(device.index)
     return device
 
