@@ -80,9 +80,8 @@ class CupyBackend(Backend):
         return DTYPES  # the namespace info needs a live GPU; CUDA has both
 
     def activate(self):
-        return (
-            self.device
-        )  # cupy.cuda.Device: current inside the with (CuPy keeps the previous one per thread)
+        # cupy.cuda.Device: current inside the with; CuPy keeps the previous one per thread
+        return self.device
 
     def synchronize(self) -> None:
         self.device.synchronize()

@@ -67,8 +67,8 @@ def choose(
     """Threads for a run whose step costs ``flops`` (kernels.step_flops), shared by ``share``
     processes of one job on this host (sweep workers). ``requested``: the user's count or None.
     ``in_effect``: the threads the backend's pool has outside this package's own limits
-    (``Backend.threads_in_effect``; None: unknown). ``environ``, ``cpus`` and ``busy`` default to this process's (os.environ,
-    available_cpus(), others_running())."""
+    (``Backend.threads_in_effect``; None: unknown). ``environ``, ``cpus`` and ``busy`` default
+    to this process's (os.environ, available_cpus(), others_running())."""
     if requested is not None:
         count = validation.check("threads", requested, CONSTRAINTS)
         cpus = available_cpus() if cpus is None else cpus
