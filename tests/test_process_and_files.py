@@ -134,6 +134,70 @@ def test_nohup_keeps_sighup_ignored_and_main_restores_the_handlers(train, tmp_pa
     assert done.stdout.split() == ["True", "True"], done
 
 
+@posix_only
+def test_one_more_ctrl_c_while_a_command_stops_waits_for_the_stop_and_the_next_cuts_it(capfd):
+    """An impatient second Ctrl-C landed in the stop's clean-up (best/'s save, the storage's
+    connections closed) and cut it short; the next one after it still can."""
+    from twolayer_xp.app import process
+
+    def ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs at the next bytecode
+
+    stages = []
+    with process.command():
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                ctrl_c()
+            finally:  # the stop's clean-up: the second one is noted, not raised
+                ctrl_c()
+                stages.append("cleaned up")
+                ctrl_c()  # the third is raised
+                stages.append("never")
+        code = process.exit_code()
+    assert stages == ["cleaned up"] and code == 130
+    assert capfd.readouterr().err.splitlines() == [process.STOPPING_NOTE]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+@posix_only
+def test_a_second_ctrl_c_while_a_sweep_closes_its_storage_prints_no_traceback(
+    tmp_path, capfd, caplog, monkeypatch
+):
+    """It landed in SQLAlchemy's close of a connection, which logged its traceback ("Exception
+    closing connection ...", printed before the interrupted line) and left the connection open,
+    so study.db kept its write-ahead log beside it."""
+    pytest.importorskip("optuna")
+    from sqlalchemy.engine import default
+
+    from twolayer_xp.app import process
+    from twolayer_xp.app.sweep import worker
+
+    real_close = default.DefaultDialect.do_close
+
+    def ctrl_c_then_close(dialect, connection):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        real_close(dialect, connection)
+        closed.append(connection)
+
+    closed = []
+
+    def ctrl_c(*args):
+        monkeypatch.setattr(default.DefaultDialect, "do_close", ctrl_c_then_close)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+
+    monkeypatch.setattr(worker.Worker, "train", ctrl_c)
+    assert sweep(tmp_path / "out") == 130
+    err = capfd.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0] == process.STOPPING_NOTE, err
+    assert lines[1].startswith("twolayer-xp: interrupted; study A keeps every told trial"), err
+    assert closed and not any("Exception closing" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["study.db", "study.json"]
+
+
 class SignalOnFirstWrite:
     """A binary file that sends this process ``signum`` during its first write: a signal landing
     inside numpy's zip writer, where a run's checkpoint save is interrupted."""

@@ -2,7 +2,9 @@
 
 - SIGTERM (Slurm, Kubernetes, ``kill``) and SIGHUP (the terminal closed) take the path Ctrl-C
   takes: a ``KeyboardInterrupt`` raised in the main thread, so a run saves what it can, says
-  so, releases its locks, and the command exits 128 + the signal's number.
+  so, releases its locks, and the command exits 128 + the signal's number. One more signal
+  while it stops (an impatient second Ctrl-C) is noted and waits for that; the next one after
+  it cuts the stop short.
 - Text for the terminal goes through ``say`` or a ``Guarded`` stream: what cannot be encoded is
   written with backslash escapes, and a closed pipe, a full disk or a closed stream drops the
   text quietly. Writing to the terminal never turns a finished run into a failure.
@@ -20,7 +22,9 @@ import warnings
 SIGNALS = ("SIGTERM", "SIGHUP")  # handled like SIGINT; names, since SIGHUP is POSIX-only
 MIN_ADDRESS_SPACE = 1 << 30  # numpy's BLAS reserves buffers per thread; below this, start-up can hang
 
-_received: list[int] = []
+_received: list[int] = []  # the signals that stopped this command
+_noted: list[int] = []  # one that came while it stopped: noted, not raised
+STOPPING_NOTE = "twolayer-xp: stopping: it finishes what it is saving first (Ctrl-C again quits at once)"
 
 
 class Terminated(KeyboardInterrupt):
@@ -34,6 +38,7 @@ def command():
     any other caller of ``cli.main`` keeps its own handlers), except a missing stderr, which
     stays /dev/null."""
     _received.clear()
+    _noted.clear()
     if sys.stderr is None:  # started with 2>&-: a library that writes to it on import would fail
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (numpy 2.0.0-2.0.1's f2py)
     saved_signals = interrupt_on_signals()
@@ -49,22 +54,45 @@ def command():
 
 
 def interrupt_on_signals() -> dict:
-    """Make SIGTERM and SIGHUP raise ``Terminated`` in the main thread; return the handlers they
-    had. A signal someone chose to ignore (``nohup`` ignores SIGHUP) stays ignored; only the
-    default, dying silently, is replaced."""
+    """Make SIGINT raise ``KeyboardInterrupt``, SIGTERM and SIGHUP ``Terminated``, in the main
+    thread, through ``_raise``; return the handlers they had. Only Python's defaults (SIGINT's
+    KeyboardInterrupt, the others' dying silently) are replaced: a signal someone chose to
+    ignore (``nohup`` ignores SIGHUP) or to handle stays as it is."""
     saved = {}
     if threading.current_thread() is not threading.main_thread():
         return saved  # only the main thread may set handlers (and only it receives signals)
-    for name in SIGNALS:
+    for name in ("SIGINT", *SIGNALS):
         signum = getattr(signal, name, None)
-        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+        default = signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL
+        if signum is not None and signal.getsignal(signum) == default:
             saved[signum] = signal.signal(signum, _raise)
     return saved
 
 
 def _raise(signum, frame) -> None:
+    """Stop the command. A signal that comes while it stops (a KeyboardInterrupt is being
+    handled: a checkpoint or best/ saved, the study's connections closed) is noted once and
+    not raised: raised there, it cut that short, and a library caught it and printed its
+    traceback (SQLAlchemy closing a connection). A signal after the noted one stops even that."""
+    if isinstance(sys.exc_info()[1], KeyboardInterrupt) and not _noted:
+        _noted.append(signum)
+        _note(STOPPING_NOTE)
+        return
     _received.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+def _note(text: str) -> None:
+    """``text`` as a line on stderr, from a signal handler: one unbuffered write (a buffered one
+    could land inside a write of the interrupted code's, which raises), on a line of its own
+    on a terminal (a progress bar may hold the line)."""
+    try:
+        fd = sys.stderr.fileno()
+        os.write(fd, (("\n" if os.isatty(fd) else "") + text + "\n").encode("ascii", "backslashreplace"))
+    except (OSError, ValueError, AttributeError):  # no stderr, closed, or not a file (a capture)
+        pass
 
 
 def exit_code() -> int:
