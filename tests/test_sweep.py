@@ -585,6 +585,38 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good, m
     assert "5 results (1 completed, 4 pruned, 0 diverged)" in result["summary"]
 
 
+@pytest.mark.parametrize("pruner", ["halving", "median"])
+def test_a_rounds_shapes_report_before_the_pruner_decides_on_any(tmp_path, pruner):
+    """Each shape of a round trained to its end before the next started, so the pruner judged a
+    shape's members only against the shapes trained before it: with successive halving the
+    first shape's members went on unopposed (here: the best of four hopeless 8-unit nets went on
+    while the good 16-unit one came later), and the median pruner, whose first population cannot
+    be pruned (no trial has completed), pruned the second shape against the first. Now every
+    member of the round reports an epoch before any is decided."""
+    from twolayer_xp.app.sweep import SweepConfig
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = SweepConfig(trials=8, population=8, sampler="random", pruner=pruner, out=str(tmp_path),
+                         num_iters=130, hidden_size="8,16")  # fmt: skip
+    study, _ = open_study(optuna, open_storage(storage), config, num_train=1300)
+    good = [(lr, 1e-5) for lr in (2.0, 2.5, 3.0, 3.5)] if pruner == "halving" else FIRST  # 5: median's startup
+    first, second = (HOPELESS, good) if pruner == "halving" else (good, HOPELESS[:3])
+    for shape, trials in [(8, first), (16, second)]:
+        for lr, reg in trials:
+            study.enqueue_trial({"learning_rate": lr, "reg": reg, "hidden_size": shape})
+    result = run_sweep(config)
+    trials = check_results(study_trials(storage), 8)
+    if pruner == "median":
+        assert [outcome(t) for t in trials] == ["completed"] * 8
+    else:  # 8 reached the first rung: its best 8 // 3 = 2 (ties too) go on, none of the first shape
+        rung = sorted((t.intermediate_values[1] for t in trials), reverse=True)[1]
+        went_on = [t.number for t in trials if t.last_step > 1 or outcome(t) == "completed"]
+        assert went_on == [t.number for t in trials if t.intermediate_values[1] >= rung] and len(went_on) >= 2
+        assert all(outcome(t) == "pruned" and t.last_step == 1 for t in trials[:4])
+    assert result["trials_run"] == 8
+
+
 def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path):
     """1300 rows in batches of 64 (20.3 iterations an epoch): CS231n's float rule marks an epoch
     end only every 325 iterations (16 passes), so the trials report at passes of the training set

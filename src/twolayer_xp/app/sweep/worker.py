@@ -176,7 +176,6 @@ class Worker:
         self.heartbeat = Heartbeat(storage, config.heartbeat)
         self.best = None  # (net, trial, accuracy): the best trial told since best/ was last saved
         self.saved = None  # _score of the best/ this worker saved last (or found better there)
-        self.threads, self.workers = threads.Threads(1, "automatic"), 1  # the current population's
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
         self.samples = 0
         self.report_epochs = pruning.report_epochs(config.pruner, config.search, len(ds.y_train))
@@ -258,48 +257,58 @@ class Worker:
 
     def train(self, claimed: list) -> None:
         """Train the claimed (trial, settings) pairs, one Population per shape, telling each
-        trial its result as soon as its budget is reached; best/ gets the best one told."""
+        trial its result as soon as its budget is reached; best/ gets the best one told. The
+        shapes take turns between the epochs at which the trials report: every member of the
+        round reports an epoch before the pruner decides on any of them (``_prune``), so each is
+        judged against all the others, whichever shape trained first."""
         self.last_train_seconds, self.best = 0.0, None
-        for members in by_shape(claimed):
-            self._train_group(members)
+        groups = [self._group(members) for members in by_shape(claimed)]
+        for epoch in sorted({epoch for g in groups for epoch in g.reports.values()}):
+            at = [(g, point) for g in groups if (point := g.point(epoch)) is not None]
+            self._prune([pending for g, point in at if (pending := self._advance(g, point))])
+        for g in groups:
+            self._advance(g, g.last())
         self.train_seconds += self.last_train_seconds
         self.trials_run += len(claimed)
 
-    def _train_group(self, members: list) -> None:
-        """Train trials of one shape as one Population, in segments: up to each distinct
-        iteration budget, and each epoch at which the members report to the pruner. After a
-        segment the members whose budget it is (or that diverged) are told their result, the
-        pruned ones are told PRUNED, and both are dropped (``Population.subset``); the rest go
-        on, exactly as if trained straight on."""
+    def _group(self, members: list) -> Group:
+        """The trials of one shape as a fresh Population, with its report points and threads."""
         trials, settings = zip(*members, strict=True)
         budgets = np.array([self._iterations(s) for s in settings])
         pop = self._population(settings)
-        self.threads, self.workers = self.thread_budget(settings[0], len(members), pop.backend)
-        with pop.backend.limit_threads(self.threads.limit):  # the accuracies too
-            self._segments(pop, trials, settings, budgets)
-
-    def _segments(self, pop, trials, settings, budgets) -> None:
-        live, done = np.arange(len(trials)), 0  # pop's members, as indices into trials
         B, N = settings[0]["batch_size"], len(self.ds.y_train)
         reports = pruning.report_points(N, B, int(budgets.max()), self.report_epochs)
-        for end in sorted({*(int(b) for b in budgets), *reports}):
-            start = time.perf_counter()
-            stats = self._train_on(pop, [settings[k] for k in live], end - done)
-            self.samples += (end - done) * settings[0]["batch_size"] * len(live)
-            self.last_train_seconds += time.perf_counter() - start
-            done, diverged = end, stats["diverged"]
-            finishing = (budgets[live] == end) | diverged
-            dropped = np.zeros(len(live), dtype=bool)
-            if end in reports:
-                val = self._val_accuracy(pop, stats, B)
-                dropped = self._report([trials[k] for k in live], val, reports[end], finishing, diverged)
-            if finishing.any():
-                self._finish(pop, [trials[k] for k in live], [settings[k] for k in live], finishing, diverged)
-            keep = ~(finishing | dropped)
-            if not keep.any():
-                break
-            if not keep.all():
-                pop, live = pop.subset(np.flatnonzero(keep)), live[keep]
+        chosen, workers = self.thread_budget(settings[0], len(members), pop.backend)
+        return Group(pop, trials, settings, budgets, reports, chosen, workers)
+
+    def _advance(self, g: Group, stop: int) -> tuple | None:
+        """Train group ``g`` on to ``stop`` iterations, in segments: up to each budget on the
+        way, whose members (and any that diverged) are told their result and dropped
+        (``Population.subset``), the rest going on exactly as if trained straight on. If
+        ``stop`` is a report point, the members report there; returns (g, the members to drop,
+        the members the pruner is to decide on), the drop left to ``_prune``."""
+        if not len(g.live) or stop <= g.done:
+            return None
+        ends = sorted({*(int(b) for b in g.budgets[g.live] if g.done < b < stop), stop})
+        with g.pop.backend.limit_threads(g.threads.limit):  # the accuracies too
+            for end in ends:
+                stats = self._train_on(g, end)
+                finishing = (g.budgets[g.live] == end) | stats["diverged"]
+                gone, asked = finishing.copy(), []
+                if end in g.reports and end == stop:
+                    val = self._val_accuracy(g.pop, stats, g.settings[0]["batch_size"])
+                    asked, stale = self._report(
+                        g.members(g.trials), val, g.reports[end], finishing, stats["diverged"]
+                    )
+                    gone |= stale
+                if finishing.any():
+                    self._finish(g, finishing, stats["diverged"])
+                if asked:
+                    return g, gone, asked
+                g.keep(~gone)
+                if not len(g.live):
+                    return None
+        return None
 
     def _val_accuracy(self, pop, stats: dict, batch_size: int) -> np.ndarray:
         """The members' validation accuracy at the end of a segment that ends at a report point:
@@ -312,10 +321,11 @@ class Worker:
         self.last_train_seconds += time.perf_counter() - start
         return val
 
-    def _report(self, trials: list, val, epoch: int, finishing, diverged) -> np.ndarray:
-        """Report val[k] at step ``epoch`` to trials[k] (member k), and tell those the pruner
-        stops PRUNED. Returns which members to drop: pruned, or declared stale meanwhile."""
-        dropped, asked = np.zeros(len(trials), dtype=bool), []
+    def _report(self, trials: list, val, epoch: int, finishing, diverged) -> tuple[list, np.ndarray]:
+        """Report val[k] at step ``epoch`` to trials[k] (member k). Returns the members the
+        pruner is to decide on (those not finishing here), and which members were declared
+        stale by another worker meanwhile (to drop: their retries run them)."""
+        stale, asked = np.zeros(len(trials), dtype=bool), []
         for k, trial in enumerate(trials):
             if diverged[k]:
                 continue  # told FAIL by _finish
@@ -324,31 +334,42 @@ class Worker:
                 if not finishing[k]:
                     asked.append(k)
             except self.optuna.exceptions.UpdateFinishedTrialError:
-                dropped[k] = True  # declared stale by another worker meanwhile: its retry runs it
-        stops = (
-            pruning.stopped(self.optuna, self.study, [trials[k]._trial_id for k in asked]) if asked else []
-        )
-        for k in (k for k, stop in zip(asked, stops, strict=True) if stop):
-            try:
-                self._record_threads(trials[k])
-                self.study.tell(trials[k], state=self.optuna.trial.TrialState.PRUNED)
-            except self.optuna.exceptions.UpdateFinishedTrialError:
-                pass
-            dropped[k] = True
-        for k in np.flatnonzero(dropped):
-            self.heartbeat.trial_ids.discard(trials[k]._trial_id)
-        return dropped
+                stale[k] = True
+        return asked, stale
 
-    def _finish(self, pop, trials: list, settings: list, finishing, diverged) -> None:
-        """Evaluate the finishing members of ``pop`` (member k: trials[k], settings[k]) and tell them."""
+    def _prune(self, pending: list) -> None:
+        """Ask the pruner about the members that just reported, every shape's (``pending``: (group,
+        members to drop, members asked), from ``_advance``), from one read of the study; tell
+        the stopped ones PRUNED, and drop them with the others each group lost at the report."""
+        asked = [(g, k) for g, _, ks in pending for k in ks]
+        ids = [g.trials[g.live[k]]._trial_id for g, k in asked]
+        stops = pruning.stopped(self.optuna, self.study, ids) if asked else []
+        for (g, k), stop in zip(asked, stops, strict=True):
+            if stop:
+                trial = g.trials[g.live[k]]
+                try:
+                    self._record_threads(trial, g)
+                    self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+                except self.optuna.exceptions.UpdateFinishedTrialError:
+                    pass
+                self.heartbeat.trial_ids.discard(trial._trial_id)
+                next(gone for h, gone, _ in pending if h is g)[k] = True
+        for g, gone, _ in pending:
+            for k in np.flatnonzero(gone):
+                self.heartbeat.trial_ids.discard(g.trials[g.live[k]]._trial_id)
+            g.keep(~gone)
+
+    def _finish(self, g: Group, finishing, diverged) -> None:
+        """Evaluate the members of group ``g`` that are ``finishing`` and tell them."""
         start = time.perf_counter()
+        pop = g.pop
         finished = pop if finishing.all() else pop.subset(np.flatnonzero(finishing))
         acc = {split: finished.accuracy(*self.placed[split]) for split in ("train_eval", "val", "test")}
         self.last_train_seconds += time.perf_counter() - start
-        ks = np.flatnonzero(finishing)
-        told = [trials[k] for k in ks], [settings[k] for k in ks]
+        ks = g.live[np.flatnonzero(finishing)]
+        told = [g.trials[k] for k in ks], [g.settings[k] for k in ks]
         try:
-            self._tell(finished, *told, acc, diverged[finishing])
+            self._tell(g, finished, *told, acc, diverged[finishing])
         except BaseException:  # a signal (or error) among the tells, maybe inside Optuna's tell
             self._keep_told(finished, *told, acc)  # after its commit: the storage says which
             raise
@@ -388,33 +409,39 @@ class Worker:
             std=[s["std"] for s in settings], device=c.device, backend=c.backend, dtype=c.dtype, rng=c.seed,
         )  # fmt: skip
 
-    def _train_on(self, pop, settings: list, num_iters: int) -> dict:
-        """``num_iters`` more iterations of ``pop`` (member k with settings[k]), from where it
-        stopped: its decayed learning rates once it has trained."""
+    def _train_on(self, g: Group, end: int) -> dict:
+        """Group ``g``'s live members trained on to ``end`` iterations, from where they stopped
+        (their decayed learning rates once they have trained); Population.train's stats."""
         (X, y), (X_val, y_val) = self.placed["train"], self.placed["val"]
+        pop, settings, B = g.pop, g.members(g.settings), g.settings[0]["batch_size"]
         lr = pop.state.learning_rate
+        start = time.perf_counter()
         with warnings.catch_warnings(), pop.backend.quiet_overflow():
             warnings.simplefilter("ignore", RuntimeWarning)  # diverged members are told FAIL instead
-            return pop.train(
+            stats = pop.train(
                 X, y, X_val, y_val,
                 learning_rate=[s["learning_rate"] for s in settings] if lr is None else lr,
                 learning_rate_decay=[s["learning_rate_decay"] for s in settings],
-                reg=[s["reg"] for s in settings], num_iters=num_iters, batch_size=settings[0]["batch_size"],
-                threads=self.threads.limit,
+                reg=[s["reg"] for s in settings], num_iters=end - g.done, batch_size=B, threads=g.threads.limit,
             )  # fmt: skip
+        self.last_train_seconds += time.perf_counter() - start
+        self.samples += (end - g.done) * B * len(g.live)
+        g.done = end
+        return stats
 
-    def _record_threads(self, trial) -> None:
-        """What the trial's population computed with: every result carries it (completed,
-        pruned or diverged)."""
-        trial.set_user_attr("threads", {**self.threads._asdict(), "workers": self.workers})
+    def _record_threads(self, trial, g: Group) -> None:
+        """What the trial's population (group ``g``'s) computed with: every result carries it
+        (completed, pruned or diverged)."""
+        trial.set_user_attr("threads", {**g.threads._asdict(), "workers": g.workers})
 
-    def _tell(self, pop, trials: list, settings: list, acc: dict, diverged) -> None:
-        """Tell trials[k] (member k of ``pop``) its result; keep the best told one for best/."""
+    def _tell(self, g: Group, pop, trials: list, settings: list, acc: dict, diverged) -> None:
+        """Tell trials[k] (member k of ``pop``, from group ``g``) its result; keep the best told
+        one for best/."""
         for k, trial in enumerate(trials):
             try:
                 trial.set_user_attr("train_accuracy", float(acc["train_eval"][k]))
                 trial.set_user_attr("test_accuracy", float(acc["test"][k]))
-                self._record_threads(trial)
+                self._record_threads(trial, g)
                 if diverged[k]:
                     trial.set_user_attr("diverged", True)
                     self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
@@ -438,6 +465,37 @@ class Worker:
         net = pop.net(k)
         net.metadata["hyperparameters"] = {**settings, "num_iters": self._iterations(settings)}
         self.best = (net, trial, accuracy)  # save_best's (net, trial, accuracy)
+
+
+class Group:
+    """The trials of one shape in a round, trained as one Population: the members still in it
+    (``live``: indices into ``trials``, ``settings`` and ``budgets``), the iterations done, the
+    iterations after which it reports ({iterations done: epoch}), and the CPU threads it
+    computes with (chosen for it, with the workers on the host whose share that is)."""
+
+    def __init__(self, pop, trials, settings, budgets, reports: dict, threads, workers: int):
+        self.pop, self.trials, self.settings, self.budgets = pop, trials, settings, budgets
+        self.reports, self.threads, self.workers = reports, threads, workers
+        self.live, self.done = np.arange(len(trials)), 0
+
+    def members(self, items) -> list:
+        """``items`` (one per trial of the group) of the live members, in population order."""
+        return [items[k] for k in self.live]
+
+    def last(self) -> int:
+        """The iterations after which its last live member is done (0 if none is left)."""
+        return int(self.budgets[self.live].max()) if len(self.live) else 0
+
+    def point(self, epoch: int) -> int | None:
+        """The iterations after which the group reports ``epoch``; None if it does not."""
+        return next((t for t, e in self.reports.items() if e == epoch), None)
+
+    def keep(self, keep) -> None:
+        """Keep the live members where ``keep`` (one flag per live member) holds: the population
+        shrinks to them (``Population.subset``), or is let go when none is left."""
+        if not keep.all():
+            self.pop = self.pop.subset(np.flatnonzero(keep)) if keep.any() else None
+            self.live = self.live[keep]
 
 
 def _score(trial, accuracy: dict) -> tuple:
