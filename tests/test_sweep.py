@@ -378,7 +378,13 @@ def test_a_study_keeps_its_search_space(tmp_path, capsys):
 def test_a_diverged_member_is_told_failed_not_zero(tmp_path, capsys):
     args = ["--trials", "2", "--population", "2", "--num-iters", "60", "--lr", "1e3:1e5"]
     assert cli.main(["sweep", "--out", str(tmp_path), "--quiet", *args]) == 0
-    assert "2 results (0 completed, 0 pruned, 2 diverged); no completed trial" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "2 results (0 completed, 0 pruned, 2 diverged); no completed trial" in printed.out
+    # the README's next step (predict .../best/model.npz) would fail: the sweep says so, and why
+    assert printed.err.strip().splitlines() == [
+        f"twolayer-xp: warning: no trial of study twolayer-xp-digits completed (2 diverged, 0 pruned), "
+        f"so {tmp_path / 'best'} holds no model yet: try a lower --lr range or more --trials"
+    ]
     trials = study_trials(f"sqlite:///{tmp_path / 'study.db'}")
     assert [(t.state.name, t.value, t.user_attrs["diverged"]) for t in trials] == [("FAIL", None, True)] * 2
     assert not (tmp_path / "best").exists()  # no net worth keeping
@@ -476,7 +482,53 @@ def test_a_study_keeps_its_searched_settings(tmp_path, capsys):
         line = one_error_line(capsys)
         assert words in line and "another --out" in line
     assert cli.main([*args[:-2], "--num-iters", "20"]) == 2
-    assert "was created with epochs=2, this run has epochs=None" in one_error_line(capsys)
+    assert "was created with epochs=2, this run has num_iters=20" in one_error_line(capsys)
+
+
+def test_a_refusal_names_the_trial_length_each_side_counts(tmp_path):
+    """A study counting iterations, joined by a run counting epochs (and the reverse): each side
+    is shown as the length it counts, not as the other one's None."""
+    from twolayer_xp.app.sweep.config import SweepConfig
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    for made, joined, words in [
+        ({"num_iters": 20}, {"epochs": 2}, "was created with num_iters=20, this run has epochs=2"),
+        (
+            {"epochs": 2},
+            {"num_iters": "20:40"},
+            "was created with epochs=2, this run has num_iters=20:40 (log scale)",
+        ),
+    ]:
+        url = f"sqlite:///{tmp_path / (next(iter(made)) + '.db')}"
+        open_study(optuna, open_storage(url), SweepConfig(out=str(tmp_path), **made))
+        with pytest.raises(ValueError) as refused:
+            open_study(optuna, open_storage(url), SweepConfig(out=str(tmp_path), **joined))
+        assert words in str(refused.value)
+
+
+def test_the_default_lr_and_reg_ranges_are_what_a_user_types(tmp_path):
+    """mnist's default reg range is 1e-4 x 0.01 .. x 10: stored as 1e-06:0.001 (not the float
+    product 1.0000000000000002e-06), so typing it joins a study made with the defaults; a study
+    an older version stored unrounded is joined by the same command, flags or none; a refusal
+    shows the ranges as LOW:HIGH."""
+    from twolayer_xp.app.sweep.config import SweepConfig
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    assert SweepConfig(dataset="mnist").reg == (1e-06, 0.001)
+    assert SweepConfig(dataset="cifar10").lr == (1e-05, 0.01)
+    for unrounded in (False, True):
+        url = f"sqlite:///{tmp_path / f'{unrounded}.db'}"
+        made = SweepConfig(dataset="mnist", out=str(tmp_path))
+        if unrounded:  # what the previous version stored
+            made.search["reg"] = [1e-4 * 0.01, 1e-4 * 10.0]
+            assert made.search["reg"][0] == 1.0000000000000002e-06
+        open_study(optuna, open_storage(url), made)
+        for reg in (None, "1e-6:1e-3", (1e-06, 0.001)):
+            open_study(optuna, open_storage(url), SweepConfig(dataset="mnist", out=str(tmp_path), reg=reg))
+        with pytest.raises(ValueError, match="created with reg=1e-06:0.001, this run has reg=1e-05:0.001: "):
+            open_study(
+                optuna, open_storage(url), SweepConfig(dataset="mnist", out=str(tmp_path), reg="1e-5:1e-3")
+            )
 
 
 def test_the_api_takes_searches_as_strings_lists_and_tuples():
@@ -495,6 +547,51 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
         ValueError, match="--pruner must be one of none, median, halving, hyperband; got 'asha'"
     ):
         SweepConfig(pruner="asha")
+    # the stored form (what the CLI's flags hold) is taken as it is
+    stored = {"low": 10, "high": 20, "log": True}
+    assert SweepConfig(hidden_size=dict(stored)).search["hidden_size"] == stored
+    assert SweepConfig(hidden_size={"choices": [16, 8]}).search["hidden_size"] == {"choices": [8, 16]}
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"lr": 0.1}, TypeError, '--lr takes a range, "LOW:HIGH" or a (low, high) tuple, not float 0.1'),
+        ({"reg": 1e-3}, TypeError, '--reg takes a range, "LOW:HIGH" or a (low, high) tuple, not float 0.001'),
+        ({"lr": (1, 2, 3)}, ValueError, "--lr must be LOW:HIGH, two numbers, got (1, 2, 3)"),
+        ({"sampler": "grid", "grid_lr": 0.1, "grid_reg": [1e-3]}, TypeError, "--grid-lr takes values"),
+        ({"sampler": "grid", "grid_lr": [0.1], "grid_reg": 1e-3}, TypeError, '"a,b,c" or a list of numbers'),
+        # a range's scale is the setting's: a dict asking for another is refused, not overridden
+        (
+            {"hidden_size": {"low": 10, "high": 20, "log": False}},
+            TypeError,
+            '"log": True} (log scale, its only one)',
+        ),
+        (
+            {"learning_rate_decay": {"low": 0.9, "high": 1, "log": True}},
+            TypeError,
+            '"log": False} (linear scale',
+        ),
+        ({"hidden_size": {"choices": 5}}, TypeError, "--hidden-size must be a value, A,B,.."),
+        ({"hidden_size": {"low": 10, "high": 20}}, TypeError, "got {'low': 10, 'high': 20}"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_is_named(options, error, words):
+    from twolayer_xp.app.sweep import SweepConfig
+
+    with pytest.raises(error) as caught:
+        SweepConfig(**options)
+    assert words in str(caught.value)
+
+
+def test_run_sweep_takes_a_config_or_its_fields_not_both(tmp_path):
+    """Options beside a config were dropped: this ran the config's 2 trials, silently."""
+    from twolayer_xp.app.sweep import SweepConfig
+
+    config = SweepConfig(trials=2, population=2, num_iters=20, hidden_size=8, out=str(tmp_path / "out"))
+    with pytest.raises(TypeError, match="SweepConfig or its fields .*, not both: got trials, bogus_option$"):
+        run_sweep(config, trials=1, bogus_option=5)
+    assert not (tmp_path / "out").exists()
 
 
 # (learning rate, reg): five good trials to set the median, then two good and two hopeless ones.

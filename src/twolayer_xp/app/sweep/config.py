@@ -161,11 +161,16 @@ class SweepConfig:
 
 
 def _range(flag: str, value, default: float) -> tuple[float, float]:
+    """A log-scale range from "LOW:HIGH" or (low, high); None: ``default`` x SEARCH_SPAN, as the
+    decimals a user would type (1e-4 x 0.01 is 1.0000000000000002e-06 in floats, stored 1e-06)."""
     if value is None:
-        return (default * SEARCH_SPAN[0], default * SEARCH_SPAN[1])
-    parts = value.split(":") if isinstance(value, str) else list(value)
+        return tuple(space.decimal(default * factor) for factor in SEARCH_SPAN)
+    if not isinstance(value, (str, tuple, list)):
+        raise TypeError(
+            f'--{flag} takes a range, "LOW:HIGH" or a (low, high) tuple, not {type(value).__name__} {value!r}'
+        )
     try:
-        low, high = (float(p) for p in parts)
+        low, high = (float(p) for p in (value.split(":") if isinstance(value, str) else value))
     except (TypeError, ValueError):
         raise ValueError(f"--{flag} must be LOW:HIGH, two numbers, got {value!r}") from None
     if not (0 < low < high < math.inf):
@@ -174,7 +179,12 @@ def _range(flag: str, value, default: float) -> tuple[float, float]:
 
 
 def _values(flag: str, value) -> list[float]:
-    parts = [p for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
+    """The grid's values from "a,b,c" or a list of numbers: sorted, distinct, positive."""
+    if not isinstance(value, (str, tuple, list)):
+        raise TypeError(
+            f'--{flag} takes values, "a,b,c" or a list of numbers, not {type(value).__name__} {value!r}'
+        )
+    parts = [p for p in value.split(",") if p.strip()] if isinstance(value, str) else value
     try:
         values = sorted({float(p) for p in parts})
     except (TypeError, ValueError):

@@ -99,8 +99,9 @@ def write_trials_csv(study, path: Path) -> None:
 
 def save_figure(trials, config, path: Path) -> list[str]:
     """sweep.png: the completed, pruned and diverged trials over learning rate x reg, best
-    starred; a line saying why if it could not be drawn (``drawing.save_figures``). A pruned
-    trial's point carries the epoch it stopped at (its value: its accuracy there)."""
+    starred. A pruned trial's point carries the epoch it stopped at (its value: its accuracy
+    there). Returns the lines the sweep warns with: why the figure could not be drawn
+    (``drawing.save_figures``), and that there is no best to star or save (``no_best``)."""
 
     def points(kind):
         return [
@@ -115,7 +116,24 @@ def save_figure(trials, config, path: Path) -> list[str]:
     )
     kwargs = {"pruned": points("pruned")}
     args = (points("completed"), points("diverged"), starred, config.lr, config.reg, config.study)
-    return drawing.save_figures({path: ("sweep_figure", args, kwargs)})
+    return drawing.save_figures({path: ("sweep_figure", args, kwargs)}) + no_best(trials, config)
+
+
+def no_best(trials, config) -> list[str]:
+    """A line saying that no trial of the study completed, so best/ holds no model yet (the
+    next step, predict .../best/model.npz, would fail), and what to try; none once one has."""
+    if best_trial(trials) is not None:
+        return []
+    diverged, pruned = (sum(outcome(t) == name for t in trials) for name in ("diverged", "pruned"))
+    tries = [
+        *(["a lower --lr range"] if diverged else []),
+        *(["--pruner none"] if pruned else []),
+        "more --trials",
+    ]
+    return [
+        f"no trial of study {config.study} completed ({diverged} diverged, {pruned} pruned), so "
+        f"{Path(config.out) / 'best'} holds no model yet: try {' or '.join(tries)}"
+    ]
 
 
 BEST_LOCK_WAIT_S = 300.0  # another worker holds best/ only while it saves one net

@@ -5,7 +5,7 @@ settings' own constraint table, stored in the study, and sampled by a trial.
 Syntax: ``V`` a fixed value (what the flag always meant); ``A,B,C`` choices (Optuna's
 categorical); ``LOW:HIGH`` a range, on the scale ``SCALES`` gives the setting (log for sizes and
 std, linear for decay and epochs). From Python: a number, that string, a list (choices) or a
-tuple (low, high).
+tuple (low, high); or the stored form ``parse`` returns (a dict).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ SCALES = {
     "epochs": False,
 }
 SYNTAX = "a value, A,B,.. (choices) or LOW:HIGH (a range)"
+SIGNIFICANT = 12  # digits of a computed default range (``decimal``) and of a shown lr/reg range
 
 
 def parse(name: str, value, table: dict):
@@ -31,7 +32,7 @@ def parse(name: str, value, table: dict):
     ``table[name]``; TypeError/ValueError name the flag."""
     kind = table[name].kind
     if isinstance(value, dict):  # already parsed (the CLI's flags are): checked again
-        value = list(value["choices"]) if "choices" in value else (value.get("low"), value.get("high"))
+        value = _unstored(name, value)
     if isinstance(value, str):
         if ":" in value:
             value = tuple(value.split(":"))
@@ -52,6 +53,21 @@ def parse(name: str, value, table: dict):
             raise ValueError(f"{flag(name)} must be {SYNTAX}; got no values")
         return choices[0] if len(choices) == 1 else {"choices": choices}
     return _number(name, value, kind, table)
+
+
+def _unstored(name: str, stored: dict) -> list | tuple:
+    """The choices (a list) or range (a tuple) of a dict in ``parse``'s stored form:
+    {"choices": [...]}, or {"low", "high", "log"} with the scale SCALES gives ``name`` (a range's
+    scale is the setting's, not the caller's). Any other dict is a TypeError naming the flag."""
+    if set(stored) == {"choices"} and isinstance(stored["choices"], (list, tuple)):
+        return list(stored["choices"])
+    if set(stored) == {"low", "high", "log"} and stored["log"] is SCALES[name]:
+        return (stored["low"], stored["high"])
+    scale = "log" if SCALES[name] else "linear"
+    raise TypeError(
+        f'{flag(name)} must be {SYNTAX}; a dict, the stored form {{"choices": [...]}} or {{"low": L, '
+        f'"high": H, "log": {SCALES[name]}}} ({scale} scale, its only one); got {stored!r}'
+    )
 
 
 def _number(name: str, value, kind: type, table: dict):
@@ -90,8 +106,22 @@ def shown(search) -> str:
 
 
 def shown_setting(name: str, value) -> str:
-    """A stored search entry as text: a searchable setting as its flag's text, others as is."""
-    return shown(value) if name in SCALES and value is not None else str(value)
+    """A stored search entry as text: a searchable setting as its flag's text, the lr/reg range
+    as LOW:HIGH and the grid's values as a,b,c (to SIGNIFICANT digits), others as is."""
+    if name in SCALES and value is not None:
+        return shown(value)
+    numbers = isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
+    if numbers and name in ("lr", "reg") and len(value) == 2:
+        return ":".join(f"{v:.{SIGNIFICANT}g}" for v in value)
+    if numbers and name in ("grid_lr", "grid_reg"):
+        return ",".join(f"{v:.{SIGNIFICANT}g}" for v in value)
+    return str(value)
+
+
+def decimal(x: float) -> float:
+    """``x`` to SIGNIFICANT digits: a computed value (1e-4 x 0.01 = 1.0000000000000002e-06) as
+    the decimal a user would type (1e-06)."""
+    return float(f"{x:.{SIGNIFICANT}g}")
 
 
 def iterations(epochs: int, num_train: int, batch_size: int) -> int:

@@ -383,18 +383,46 @@ def _incompatibility(optuna, study, config: SweepConfig) -> str | None:
     stored = _stored_search(study.user_attrs)
     if not isinstance(stored, dict):
         return f"has a {report.SEARCH_ATTR} attribute that is a {type(stored).__name__}, not a sweep's{other}"
-    differing = [k for k in sorted({*stored, *config.search}) if stored.get(k) != config.search.get(k)]
+    differing = [
+        k for k in sorted({*stored, *config.search}) if not _same(stored.get(k), config.search.get(k))
+    ]
     if differing:  # a key one record lacks reads as None (e.g. no label column)
-        key = differing[0]
-        then, now = (space.shown_setting(key, s.get(key)) for s in (stored, config.search))
+        then, now = (_entry(s, differing[0]) for s in (stored, config.search))
         # Another study means another --out as well: an --out keeps one study's results
         # (report.claim_out), and the default storage is the study.db inside it.
         elsewhere = "--out" if config.storage_in_out else "--study, with an --out of its own"
         return (
-            f"was created with {key}={then}, this run has {key}={now}: "
+            f"was created with {then}, this run has {now}: "
             f"repeat the study's flags, or choose another {elsewhere}"
         )
     return None
+
+
+# Stored and given numbers this close are one value: a default range stored by an older version
+# unrounded (1.0000000000000002e-06) is the one typed or computed now (1e-06).
+SAME_NUMBER_REL = 1e-9
+LENGTHS = ("epochs", "num_iters")  # a search counts a trial's length in one of them, the other absent
+
+
+def _same(stored, given) -> bool:
+    """Whether a stored search entry and this run's are the same, floats to SAME_NUMBER_REL."""
+    if isinstance(stored, float) or isinstance(given, float):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (stored, given))
+        return numbers and math.isclose(stored, given, rel_tol=SAME_NUMBER_REL)
+    if isinstance(stored, list) and isinstance(given, list):
+        return len(stored) == len(given) and all(map(_same, stored, given))
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return stored.keys() == given.keys() and all(_same(stored[k], given[k]) for k in stored)
+    return stored == given
+
+
+def _entry(search: dict, key: str) -> str:
+    """``key=value`` of ``search`` as a refusal shows it; a trial length the search lacks is
+    shown as the one it counts (num_iters=20, not epochs=None)."""
+    if search.get(key) is None and key in LENGTHS:
+        other = LENGTHS[1 - LENGTHS.index(key)]
+        key = other if search.get(other) is not None else key
+    return f"{key}={space.shown_setting(key, search.get(key))}"
 
 
 def slot_holders(trials) -> set[int]:

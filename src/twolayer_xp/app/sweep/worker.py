@@ -39,8 +39,14 @@ def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **op
 
     Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run',
     'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'samples' (training rows x nets
-    its SGD steps processed), 'warnings' (figures not drawn)} for this worker. ``options``: SweepConfig fields.
+    its SGD steps processed), 'warnings' (figures not drawn, no completed trial)} for this worker.
+    ``options``: SweepConfig fields, instead of ``config`` (both: a TypeError).
     """
+    if config is not None and options:  # a config is complete: options beside it would be dropped
+        raise TypeError(
+            "run_sweep() takes a SweepConfig or its fields as keyword arguments, not both: "
+            f"got {', '.join(options)}"
+        )
     config = config or SweepConfig(**options)
     opened = SimpleNamespace(study=False)
     try:
