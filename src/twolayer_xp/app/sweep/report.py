@@ -100,8 +100,7 @@ def write_trials_csv(study, path: Path) -> None:
 def save_figure(trials, config, path: Path) -> list[str]:
     """sweep.png: the completed, pruned and diverged trials over learning rate x reg, best
     starred. A pruned trial's point carries the epoch it stopped at (its value: its accuracy
-    there). Returns the lines the sweep warns with: why the figure could not be drawn
-    (``drawing.save_figures``), and that there is no best to star or save (``no_best``)."""
+    there). Returns why the figure could not be drawn, if it could not (``drawing.save_figures``)."""
 
     def points(kind):
         return [
@@ -116,7 +115,7 @@ def save_figure(trials, config, path: Path) -> list[str]:
     )
     kwargs = {"pruned": points("pruned")}
     args = (points("completed"), points("diverged"), starred, config.lr, config.reg, config.study)
-    return drawing.save_figures({path: ("sweep_figure", args, kwargs)}) + no_best(trials, config)
+    return drawing.save_figures({path: ("sweep_figure", args, kwargs)})
 
 
 def no_best(trials, config) -> list[str]:

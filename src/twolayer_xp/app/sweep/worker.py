@@ -128,7 +128,7 @@ def _work(optuna, study, storage, config, ds, placed, out, progress: bool, clock
         "samples": worker.samples,  # training rows x nets that this worker's SGD steps processed
         "load_seconds": loaded - started,
         "study_seconds": worker.study_seconds,  # storage and sampler: asks, tells, heartbeats, trials.csv
-        "warnings": figure_warnings,
+        "warnings": figure_warnings + report.no_best(trials, config),
     }
     result["summary"] = report.summary(config, trials, result)
     return result
