@@ -651,8 +651,8 @@ def test_successive_halving_prunes_inside_the_first_population(tmp_path, good, m
     the good one asked first or last: the members are judged as a whole, so the best one alone
     (5 // 3 = 1) goes on wherever it stands. Asked last is the case that tells this rule from
     Optuna's pruner, which judges each member only against those asked before it and lets the
-    first through unconditionally. Trials report at the rungs only, those that leave more than a
-    third of the trial to go; no rung record besides the report is written."""
+    first through unconditionally. Trials report at the rungs only, those no later than a third
+    of the trial; no rung record besides the report is written."""
     from twolayer_xp.app.sweep import SweepConfig, pruning, run_sweep
     from twolayer_xp.app.sweep.study import open_storage, open_study
 

@@ -47,8 +47,8 @@ def min_resource(search: dict, num_train: int | None) -> int:
 
 def report_epochs(name: str, search: dict, num_train: int) -> set[int]:
     """Epochs at which the trials of a study with pruner ``name`` report: none without one; every
-    ``stride``-th; successive halving's rungs, those that leave a trial more than a
-    REDUCTION_FACTOR-th of the longest trial to go (a later rung would save little and stop
+    ``stride``-th; successive halving's rungs, those no later than a REDUCTION_FACTOR-th of the
+    longest trial (the next rung still inside it; a later rung would save little and stop
     trials that have nearly finished, which then cannot be the study's best)."""
     if name == "none":
         return set()
@@ -86,9 +86,9 @@ class Halving:
 
     What Optuna's SuccessiveHalvingPruner does, with three differences. The values a rung compares
     are the reports themselves: no copy of each is written as a rung record (a storage write per
-    report). And a population's members, which all report before any is decided (``stopped``),
-    are judged against each other as a whole, so the decision does not depend on the order they
-    are asked in; Optuna's pruner, asked member by member, compares a member only with the
+    report). And a round's members, every shape's, which all report before any is decided
+    (``stopped``, called by the sweep's worker once per report epoch), are judged against each
+    other as a whole, so the decision does not depend on the order they are asked in; Optuna's pruner, asked member by member, compares a member only with the
     members asked before it, so it lets the first member of a new study through unconditionally
     and each of the next ones if it beats those before it (measured:
     benchmarks/test_sweep_pruning.py, docs/sweep-search.md). And a killed worker's trial and the
