@@ -697,7 +697,9 @@ def test_a_rounds_shapes_report_before_the_pruner_decides_on_any(tmp_path, prune
     config = SweepConfig(trials=8, population=8, sampler="random", pruner=pruner, out=str(tmp_path),
                          num_iters=130, hidden_size="8,16")  # fmt: skip
     study, _ = open_study(optuna, open_storage(storage), config, num_train=1300)
-    good = [(lr, 1e-5) for lr in (2.0, 2.5, 3.0, 3.5)] if pruner == "halving" else FIRST  # 5: median's startup
+    good = (
+        [(lr, 1e-5) for lr in (2.0, 2.5, 3.0, 3.5)] if pruner == "halving" else FIRST
+    )  # 5: median's startup
     first, second = (HOPELESS, good) if pruner == "halving" else (good, HOPELESS[:3])
     for shape, trials in [(8, first), (16, second)]:
         for lr, reg in trials:
