@@ -716,6 +716,38 @@ def test_a_rounds_shapes_report_before_the_pruner_decides_on_any(tmp_path, prune
     assert result["trials_run"] == 8
 
 
+def test_a_member_declared_stale_at_a_report_is_no_longer_beaten_for(tmp_path, monkeypatch):
+    """Another worker fails a trial as stale just before it reports (its retry will run it):
+    the member is dropped, and its heartbeat stops with it. Where no other member of its shape
+    waited for the pruner, it was dropped without leaving the heartbeat's set, which went on
+    marking the failed trial alive for the rest of the worker's life."""
+    from twolayer_xp.app.sweep import SweepConfig
+    from twolayer_xp.app.sweep import study as sweep_study
+
+    beaten = {}
+    real_exit, real_report = sweep_study.Heartbeat.__exit__, optuna.trial.Trial.report
+
+    def exit_noting(heartbeat, *exc):
+        beaten.update(ids=set(heartbeat.trial_ids))
+        return real_exit(heartbeat, *exc)
+
+    def stale_then_report(trial, value, step):
+        if trial.number == 0:  # what another worker's stale check does
+            storage = trial.study._storage
+            if storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+                storage.get_heartbeat_stale_trial_callback()(trial.study, storage.get_trial(trial._trial_id))
+        return real_report(trial, value, step)
+
+    monkeypatch.setattr(sweep_study.Heartbeat, "__exit__", exit_noting)
+    monkeypatch.setattr(optuna.trial.Trial, "report", stale_then_report)
+    config = SweepConfig(out=str(tmp_path), trials=2, population=1, hidden_size="8,16", sampler="random",
+                         pruner="halving", num_iters=200)  # fmt: skip
+    run_sweep(config)
+    trials = study_trials(f"sqlite:///{tmp_path / 'study.db'}")
+    assert trials[0].state == optuna.trial.TrialState.FAIL and count_results(trials) == 2
+    assert beaten["ids"] == set()
+
+
 def test_trials_report_where_the_batch_does_not_divide_the_training_set(tmp_path):
     """1300 rows in batches of 64 (20.3 iterations an epoch): CS231n's float rule marks an epoch
     end only every 325 iterations (16 passes), so the trials report at passes of the training set

@@ -311,7 +311,7 @@ class Worker:
                     self._finish(g, finishing, stats["diverged"])
                 if asked:
                     return g, gone, asked
-                g.keep(~gone)
+                self._drop(g, gone)
                 if not len(g.live):
                     return None
         return None
@@ -358,12 +358,16 @@ class Worker:
                     self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
                 except self.optuna.exceptions.UpdateFinishedTrialError:
                     pass
-                self.heartbeat.trial_ids.discard(trial._trial_id)
                 next(gone for h, gone, _ in pending if h is g)[k] = True
         for g, gone, _ in pending:
-            for k in np.flatnonzero(gone):
-                self.heartbeat.trial_ids.discard(g.trials[g.live[k]]._trial_id)
-            g.keep(~gone)
+            self._drop(g, gone)
+
+    def _drop(self, g: Group, gone) -> None:
+        """Drop the live members of ``g`` where ``gone``: told, pruned, or declared stale by
+        another worker (whose retry runs it); none of them is this worker's to beat for."""
+        for k in np.flatnonzero(gone):
+            self.heartbeat.trial_ids.discard(g.trials[g.live[k]]._trial_id)
+        g.keep(~gone)
 
     def _finish(self, g: Group, finishing, diverged) -> None:
         """Evaluate the members of group ``g`` that are ``finishing`` and tell them."""
