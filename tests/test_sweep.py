@@ -531,6 +531,22 @@ def test_the_default_lr_and_reg_ranges_are_what_a_user_types(tmp_path):
             )
 
 
+def test_choices_differing_in_any_digit_are_another_search(tmp_path):
+    """Numbers are compared to a relative 1e-9, but not choices: Optuna refuses a categorical
+    whose values changed at all, so a run with std 0.1 * 3 (0.30000000000000004) beside a
+    study's 0.3 joined it and then failed at its first trial, leaving it RUNNING."""
+    from twolayer_xp.app.sweep.config import SweepConfig
+    from twolayer_xp.app.sweep.study import open_storage, open_study
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(optuna, open_storage(url), SweepConfig(out=str(tmp_path), std="0.3,0.5"))
+    with pytest.raises(
+        ValueError, match="was created with std=0.3,0.5, this run has std=0.30000000000000004,0.5: "
+    ):
+        open_study(optuna, open_storage(url), SweepConfig(out=str(tmp_path), std=[0.1 * 3, 0.5]))
+    open_study(optuna, open_storage(url), SweepConfig(out=str(tmp_path), std=[0.5, 0.3]))  # the same
+
+
 def test_the_api_takes_searches_as_strings_lists_and_tuples():
     from twolayer_xp.app.sweep import SweepConfig
 

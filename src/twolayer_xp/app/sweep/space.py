@@ -97,9 +97,13 @@ def sample(trial, name: str, search):
 
 
 def shown(search) -> str:
-    """The search as its flag's text: 64, 50,100,200 or 0.9:1 (log scale)."""
+    """The search as its flag's text: 64, 50,100,200 or 0.9:1 (log scale); a float short
+    (0.3) unless that would hide a digit it has (0.30000000000000004: a refusal then shows
+    what differs)."""
     if is_fixed(search):
-        return f"{search:g}" if isinstance(search, float) else str(search)
+        if isinstance(search, float):
+            return f"{search:g}" if float(f"{search:g}") == search else repr(search)
+        return str(search)
     if "choices" in search:
         return ",".join(shown(v) for v in search["choices"])
     return f"{shown(search['low'])}:{shown(search['high'])}{' (log scale)' if search['log'] else ''}"

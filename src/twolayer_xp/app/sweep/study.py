@@ -405,7 +405,10 @@ LENGTHS = ("epochs", "num_iters")  # a search counts a trial's length in one of 
 
 
 def _same(stored, given) -> bool:
-    """Whether a stored search entry and this run's are the same, floats to SAME_NUMBER_REL."""
+    """Whether a stored search entry and this run's are the same, floats to SAME_NUMBER_REL,
+    except choices: Optuna refuses a categorical whose values differ in any digit."""
+    if isinstance(stored, dict) and isinstance(given, dict) and "choices" in stored:
+        return stored == given
     if isinstance(stored, float) or isinstance(given, float):
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (stored, given))
         return numbers and math.isclose(stored, given, rel_tol=SAME_NUMBER_REL)
