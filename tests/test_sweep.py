@@ -590,6 +590,7 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
         ),
         ({"hidden_size": {"choices": 5}}, TypeError, "--hidden-size must be a value, A,B,.."),
         ({"hidden_size": {"low": 10, "high": 20}}, TypeError, "got {'low': 10, 'high': 20}"),
+        ({"lr": {"low": 0.1, "high": 1}}, TypeError, "--lr takes a range"),
     ],
 )
 def test_an_argument_of_the_wrong_kind_is_named(options, error, words):
@@ -598,6 +599,16 @@ def test_an_argument_of_the_wrong_kind_is_named(options, error, words):
     with pytest.raises(error) as caught:
         SweepConfig(**options)
     assert words in str(caught.value)
+
+
+def test_numbers_one_by_one_from_numpy_are_ranges_and_grids():
+    """np.logspace for a grid, an array for a range: taken as they were before the wrong-kind
+    checks, which let only lists and tuples through."""
+    from twolayer_xp.app.sweep import SweepConfig
+
+    grid = SweepConfig(sampler="grid", grid_lr=np.logspace(-3, -1, 3), grid_reg=np.array([1e-4]))
+    assert grid.grid_lr == [0.001, 0.01, 0.1] and grid.grid_reg == [1e-4]
+    assert SweepConfig(lr=np.array([1e-3, 1e-1])).lr == (1e-3, 0.1)
 
 
 def test_run_sweep_takes_a_config_or_its_fields_not_both(tmp_path):

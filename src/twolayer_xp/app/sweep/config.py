@@ -7,6 +7,7 @@ records ``search``, what a trial means, which the study stores so later workers 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def _range(flag: str, value, default: float) -> tuple[float, float]:
     decimals a user would type (1e-4 x 0.01 is 1.0000000000000002e-06 in floats, stored 1e-06)."""
     if value is None:
         return tuple(space.decimal(default * factor) for factor in SEARCH_SPAN)
-    if not isinstance(value, (str, tuple, list)):
+    if not _sequence(value):
         raise TypeError(
             f'--{flag} takes a range, "LOW:HIGH" or a (low, high) tuple, not {type(value).__name__} {value!r}'
         )
@@ -178,9 +179,15 @@ def _range(flag: str, value, default: float) -> tuple[float, float]:
     return (low, high)
 
 
+def _sequence(value) -> bool:
+    """Text, or numbers one by one (a list, a tuple, numpy's ``logspace``...), not a number or
+    a mapping."""
+    return isinstance(value, str) or (isinstance(value, Iterable) and not isinstance(value, (Mapping, bytes)))
+
+
 def _values(flag: str, value) -> list[float]:
     """The grid's values from "a,b,c" or a list of numbers: sorted, distinct, positive."""
-    if not isinstance(value, (str, tuple, list)):
+    if not _sequence(value):
         raise TypeError(
             f'--{flag} takes values, "a,b,c" or a list of numbers, not {type(value).__name__} {value!r}'
         )
