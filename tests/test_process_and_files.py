@@ -134,15 +134,17 @@ def test_nohup_keeps_sighup_ignored_and_main_restores_the_handlers(train, tmp_pa
     assert done.stdout.split() == ["True", "True"], done
 
 
+def ctrl_c(signum=signal.SIGINT):
+    os.kill(os.getpid(), signum)
+    time.sleep(0.01)  # the handler runs at the next bytecode
+
+
 @posix_only
 def test_one_more_ctrl_c_while_a_command_stops_waits_for_the_stop_and_the_next_cuts_it(capfd):
     """An impatient second Ctrl-C landed in the stop's clean-up (best/'s save, the storage's
-    connections closed) and cut it short; the next one after it still can."""
+    connections closed, the figure helper asked for its figures) and cut it short; the next one
+    after it still can."""
     from twolayer_xp.app import process
-
-    def ctrl_c():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)  # the handler runs at the next bytecode
 
     stages = []
     with process.command():
@@ -161,6 +163,55 @@ def test_one_more_ctrl_c_while_a_command_stops_waits_for_the_stop_and_the_next_c
 
 
 @posix_only
+def test_a_command_stopping_notes_a_signal_after_its_interrupt_was_handled(capfd):
+    """Once the run had turned the interrupt into its exit status, a second Ctrl-C (while the
+    figure helper was asked for its figures) was raised again and reported as a failure of the
+    figure helper; a Ctrl-C then SIGTERM exits 143, the status naming the last signal."""
+    from twolayer_xp.app import process
+
+    with process.command():
+        try:
+            ctrl_c()
+        except KeyboardInterrupt:
+            pass  # the run's exit status is decided; what follows is the command's way out
+        ctrl_c(signal.SIGTERM)  # noted
+        with pytest.raises(process.Terminated):
+            ctrl_c(signal.SIGTERM)
+        code = process.exit_code()
+    assert code == 143 and capfd.readouterr().err.splitlines() == [process.STOPPING_NOTE]
+
+
+@posix_only
+def test_a_commands_first_ctrl_c_stops_it_whatever_its_caller_is_handling():
+    """A caller inside its own ``except KeyboardInterrupt`` (a notebook, a test) ran a command
+    whose first Ctrl-C was only noted: the stop was judged from the caller's exception."""
+    from twolayer_xp.app import process
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        with process.command(), pytest.raises(KeyboardInterrupt):
+            ctrl_c()
+
+
+@posix_only
+def test_signals_held_by_a_save_while_a_command_stops_are_each_delivered(capfd):
+    """Two Ctrl-Cs held by a save while the command stopped were delivered as one, which was
+    only noted: the promised 'Ctrl-C again quits at once' did not."""
+    from twolayer_xp.app import process
+
+    with process.command():
+        try:
+            ctrl_c()
+        except KeyboardInterrupt:
+            with pytest.raises(KeyboardInterrupt):
+                with files.uninterrupted():
+                    ctrl_c()
+                    ctrl_c()
+    assert capfd.readouterr().err.splitlines() == [process.STOPPING_NOTE]
+
+
+@posix_only
 def test_a_second_ctrl_c_while_a_sweep_closes_its_storage_prints_no_traceback(
     tmp_path, capfd, caplog, monkeypatch
 ):
@@ -176,19 +227,17 @@ def test_a_second_ctrl_c_while_a_sweep_closes_its_storage_prints_no_traceback(
     real_close = default.DefaultDialect.do_close
 
     def ctrl_c_then_close(dialect, connection):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)
+        ctrl_c()
         real_close(dialect, connection)
         closed.append(connection)
 
     closed = []
 
-    def ctrl_c(*args):
+    def interrupted_train(*args):
         monkeypatch.setattr(default.DefaultDialect, "do_close", ctrl_c_then_close)
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)
+        ctrl_c()
 
-    monkeypatch.setattr(worker.Worker, "train", ctrl_c)
+    monkeypatch.setattr(worker.Worker, "train", interrupted_train)
     assert sweep(tmp_path / "out") == 130
     err = capfd.readouterr().err
     lines = err.splitlines()

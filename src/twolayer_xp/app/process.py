@@ -22,7 +22,7 @@ import warnings
 SIGNALS = ("SIGTERM", "SIGHUP")  # handled like SIGINT; names, since SIGHUP is POSIX-only
 MIN_ADDRESS_SPACE = 1 << 30  # numpy's BLAS reserves buffers per thread; below this, start-up can hang
 
-_received: list[int] = []  # the signals that stopped this command
+_received: list[int] = []  # the signals this command received, in order
 _noted: list[int] = []  # one that came while it stopped: noted, not raised
 STOPPING_NOTE = "twolayer-xp: stopping: it finishes what it is saving first (Ctrl-C again quits at once)"
 
@@ -70,15 +70,17 @@ def interrupt_on_signals() -> dict:
 
 
 def _raise(signum, frame) -> None:
-    """Stop the command. A signal that comes while it stops (a KeyboardInterrupt is being
-    handled: a checkpoint or best/ saved, the study's connections closed) is noted once and
-    not raised: raised there, it cut that short, and a library caught it and printed its
-    traceback (SQLAlchemy closing a connection). A signal after the noted one stops even that."""
-    if isinstance(sys.exc_info()[1], KeyboardInterrupt) and not _noted:
+    """Stop the command. A signal that comes once it is stopping (a signal already stopped it:
+    its clean-up runs, a checkpoint or best/ saved, the study's connections closed, the figure
+    helper asked for its figures) is noted once and not raised: raised there, it cut that
+    short, and a library caught it and printed its traceback (SQLAlchemy closing a connection).
+    A signal after the noted one stops even that. Every one counts for the exit status."""
+    stopping = bool(_received)
+    _received.append(signum)
+    if stopping and not _noted:
         _noted.append(signum)
         _note(STOPPING_NOTE)
         return
-    _received.append(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(f"received {signal.Signals(signum).name}")
@@ -96,7 +98,7 @@ def _note(text: str) -> None:
 
 
 def exit_code() -> int:
-    """The exit status of an interrupted command: 128 + the signal that ended it (130: Ctrl-C)."""
+    """The exit status of an interrupted command: 128 + the last signal it received (130: Ctrl-C)."""
     return 128 + (_received[-1] if _received else signal.SIGINT)
 
 

@@ -32,7 +32,8 @@ _held: list[int] | None = None  # the signals received inside uninterrupted(), w
 def uninterrupted():
     """A block that a signal does not cut in two: Ctrl-C, SIGTERM or SIGHUP received inside it
     waits, and is delivered (to the handlers there were, so a KeyboardInterrupt or the process's
-    end) as the block ends; of several, the last (the exit status names the last signal). An
+    end) as the block ends; several, one after the other, until one raises (a command's second
+    Ctrl-C is noted, its third stops it: app/process.py). An
     exception raised halfway through a write would leave the writer in a state its own cleanup
     trips over (numpy's savez then raises zipfile's "Can't close the ZIP file", which hides the
     interruption), and a caller's record of what it saved would not match the file. Nested
@@ -51,8 +52,8 @@ def uninterrupted():
     finally:
         _held = None
         _blocked(_restore, saved)
-        if held:  # delivered even if the block failed: the user's Ctrl-C is the news
-            signal.raise_signal(held[-1])  # its handler runs now: usually an exception from here
+        for signum in held:  # delivered even if the block failed: the user's Ctrl-C is the news
+            signal.raise_signal(signum)  # its handler runs now: usually an exception from here
 
 
 def _blocked(change, *args) -> None:
