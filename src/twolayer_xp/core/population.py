@@ -93,8 +93,8 @@ class Population(device_model.DeviceModel):
         this population on would be (every member sees the same minibatches), minus the others'
         arithmetic: how a sweep drops members that are done. Exactly as far as the library's
         matrix product rounds a member's columns of layer 1's wide product alike in a narrower
-        population: OpenBLAS does in float64, and in float32 where the hidden size is a multiple
-        of its 16-column blocks (docs/sweep-search.md). (numpy's global stream, rng=None, stays
+        population: OpenBLAS does where the hidden size is a multiple of its column blocks (16
+        in float32, 8 in float64; docs/sweep-search.md). (numpy's global stream, rng=None, stays
         global, as it does for TwoLayerNet.)"""
         try:
             members = list(members)
