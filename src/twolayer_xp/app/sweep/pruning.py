@@ -88,12 +88,13 @@ class Halving:
     are the reports themselves: no copy of each is written as a rung record (a storage write per
     report). And a round's members, every shape's, which all report before any is decided
     (``stopped``, called by the sweep's worker once per report epoch), are judged against each
-    other as a whole, so the decision does not depend on the order they are asked in; Optuna's pruner, asked member by member, compares a member only with the
-    members asked before it, so it lets the first member of a new study through unconditionally
-    and each of the next ones if it beats those before it (measured:
-    benchmarks/test_sweep_pruning.py, docs/sweep-search.md). And a killed worker's trial and the
-    retry that runs it again count once at a rung (Optuna's copies the rung records to the
-    retry, which then skips the rungs its first run passed)."""
+    other as a whole, so the decision does not depend on the order they are asked in; Optuna's
+    pruner, asked member by member, compares a member only with the members asked before it, so
+    it lets the first member of a new study through unconditionally and each of the next ones if
+    it beats those before it (measured: benchmarks/test_sweep_pruning.py,
+    docs/sweep-search.md). And a killed worker's trial and the retry that runs it again count
+    once at a rung (Optuna's copies the rung records to the retry, which then skips the rungs
+    its first run passed)."""
 
     def prune(self, study, trial) -> bool:
         step = trial.last_step

@@ -347,19 +347,17 @@ class Worker:
         """Ask the pruner about the members that just reported, every shape's (``pending``: (group,
         members to drop, members asked), from ``_advance``), from one read of the study; tell
         the stopped ones PRUNED, and drop them with the others each group lost at the report."""
-        asked = [(g, k) for g, _, ks in pending for k in ks]
-        ids = [g.trials[g.live[k]]._trial_id for g, k in asked]
-        stops = pruning.stopped(self.optuna, self.study, ids) if asked else []
-        for (g, k), stop in zip(asked, stops, strict=True):
-            if stop:
-                trial = g.trials[g.live[k]]
-                try:
-                    self._record_threads(trial, g)
-                    self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
-                except self.optuna.exceptions.UpdateFinishedTrialError:
-                    pass
-                next(gone for h, gone, _ in pending if h is g)[k] = True
-        for g, gone, _ in pending:
+        ids = [g.trials[g.live[k]]._trial_id for g, _, ks in pending for k in ks]
+        stops = iter(pruning.stopped(self.optuna, self.study, ids) if ids else [])
+        for g, gone, ks in pending:
+            for k in ks:
+                if next(stops):
+                    try:
+                        self._record_threads(g.trials[g.live[k]], g)
+                        self.study.tell(g.trials[g.live[k]], state=self.optuna.trial.TrialState.PRUNED)
+                    except self.optuna.exceptions.UpdateFinishedTrialError:
+                        pass
+                    gone[k] = True
             self._drop(g, gone)
 
     def _drop(self, g: Group, gone) -> None:
