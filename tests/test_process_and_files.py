@@ -182,6 +182,34 @@ def test_a_command_stopping_notes_a_signal_after_its_interrupt_was_handled(capfd
 
 
 @posix_only
+def test_the_clis_own_run_ignores_signals_after_its_stop_until_it_exits():
+    """A second Ctrl-C right after an interrupted sweep's last line met Python's default handler
+    while the interpreter exited, and the process died of it (status -2, not 130). A caller of
+    ``cli.main([...])`` gets its handlers back as they were."""
+    from twolayer_xp.app import process
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for final, after in ((False, before[signal.SIGINT]), (True, signal.SIG_IGN)):
+            with process.command(final=final):
+                try:
+                    ctrl_c()
+                except KeyboardInterrupt:
+                    pass
+            assert signal.getsignal(signal.SIGINT) == after and signal.getsignal(signal.SIGTERM) == (
+                signal.SIG_IGN if final else before[signal.SIGTERM]
+            )
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        with process.command(final=True):  # not stopped: its handlers are put back
+            pass
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+@posix_only
 def test_a_commands_first_ctrl_c_stops_it_whatever_its_caller_is_handling():
     """A caller inside its own ``except KeyboardInterrupt`` (a notebook, a test) ran a command
     whose first Ctrl-C was only noted: the stop was judged from the caller's exception."""

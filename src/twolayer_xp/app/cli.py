@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     # The real command (argv None) draws its figures in a helper process started now, so that
     # matplotlib's import overlaps the work; a caller's main([...]) draws them in-process.
     draws = argv is None and sys.argv[1:2] in (["train"], ["sweep"]) and not {"-h", "--help"} & set(sys.argv)
-    with process.command():  # SIGTERM/SIGHUP as Ctrl-C, warnings as lines
+    with process.command(final=argv is None):  # SIGTERM/SIGHUP as Ctrl-C, warnings as lines
         try:
             with drawing.beside(draws):
                 code = _main(argv)

@@ -32,11 +32,13 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def command():
+def command(final: bool = False):
     """For the duration of one command: SIGTERM and SIGHUP as Ctrl-C, warnings as one line each,
     the environment checked. What it changed is put back on the way out (a test, a notebook or
     any other caller of ``cli.main`` keeps its own handlers), except a missing stderr, which
-    stays /dev/null."""
+    stays /dev/null. ``final``: the process ends with the command (the CLI's own run); once a
+    signal has stopped it, later ones are ignored instead: Python's default would end the
+    exiting interpreter by the signal (status -2, not 130)."""
     _received.clear()
     _noted.clear()
     if sys.stderr is None:  # started with 2>&-: a library that writes to it on import would fail
@@ -50,7 +52,7 @@ def command():
     finally:
         warnings.showwarning = saved_show
         for signum, handler in saved_signals.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if final and _received else handler)
 
 
 def interrupt_on_signals() -> dict:
