@@ -352,7 +352,7 @@ def test_a_run_says_what_it_used(tmp_path, no_thread_variables):
 
 # -- sweep workers share the host -----------------------------------------------------------------
 
-# A worker that, when it budgets threads, waits until another process of this host holds a trial
+# A worker that, when it counts the host's workers, waits until another process of this host holds a trial
 # too, and stays RUNNING a moment after, so that both count each other (the waits are in the test,
 # not the code), and that sees no other process computing (this machine may be busy: the share is
 # under test).
@@ -362,20 +362,20 @@ TWO_AT_ONCE = textwrap.dedent(
     from twolayer_xp.app.sweep import worker
     from twolayer_xp.core import threads
     threads.others_running = lambda *args: 0
-    budget = worker.Worker.thread_budget
+    count = worker.Worker.workers_here
 
-    def together(self, *args):
+    def together(self):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
             if len({t.user_attrs.get("worker", {}).get("pid") for t in running} - {None}) >= 2:
                 break
             time.sleep(0.05)
-        chosen = budget(self, *args)
-        time.sleep(2)  # still RUNNING while the other worker budgets too
-        return chosen
+        counted = count(self)
+        time.sleep(2)  # still RUNNING while the other worker counts too
+        return counted
 
-    worker.Worker.thread_budget = together
+    worker.Worker.workers_here = together
     from twolayer_xp.app import cli
     sys.exit(cli.main(["sweep", *sys.argv[1:]]))
     """

@@ -240,16 +240,19 @@ class Worker:
             claimed.append((trial, settings))
         return claimed
 
-    def thread_budget(self, settings: dict, members: int, backend) -> tuple[threads.Threads, int]:
-        """CPU threads for the next population (``members`` nets of ``settings``' shape, on
-        ``backend``), and the live workers on this host whose share of its CPUs that is: counted
-        afresh for every population."""
-        c, ds = self.config, self.ds
+    def workers_here(self) -> int:
+        """The live sweep workers on this host, this one included (their share of its CPUs):
+        counted afresh for every round."""
         running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
-        workers = workers_on_host(running, socket.gethostname())
+        return workers_on_host(running, socket.gethostname())
+
+    def thread_budget(self, settings: dict, members: int, backend, workers: int) -> threads.Threads:
+        """CPU threads for a population of ``members`` nets of ``settings``' shape on
+        ``backend``, its share of this host's CPUs being one of ``workers``."""
+        c, ds = self.config, self.ds
         H, B = settings["hidden_size"], settings["batch_size"]
         flops = kernels.step_flops(B, ds.num_features, H, ds.num_classes, members)
-        return threads.choose(c.threads, flops, share=workers, in_effect=backend.threads_in_effect()), workers
+        return threads.choose(c.threads, flops, share=workers, in_effect=backend.threads_in_effect())
 
     def suggest(self, trial) -> dict:
         """The trial's settings: learning rate and reg, and each searchable setting (its fixed
@@ -268,7 +271,8 @@ class Worker:
         round reports an epoch before the pruner decides on any of them (``_prune``), so each is
         judged against all the others, whichever shape trained first."""
         self.last_train_seconds, self.best = 0.0, None
-        groups = [self._group(members) for members in by_shape(claimed)]
+        workers = self.workers_here()
+        groups = [self._group(members, workers) for members in by_shape(claimed)]
         for epoch in sorted({epoch for g in groups for epoch in g.reports.values()}):
             at = [(g, point) for g in groups if (point := g.point(epoch)) is not None]
             self._prune([pending for g, point in at if (pending := self._advance(g, point))])
@@ -277,14 +281,15 @@ class Worker:
         self.train_seconds += self.last_train_seconds
         self.trials_run += len(claimed)
 
-    def _group(self, members: list) -> Group:
-        """The trials of one shape as a fresh Population, with its report points and threads."""
+    def _group(self, members: list, workers: int) -> Group:
+        """The trials of one shape as a fresh Population, with its report points and threads
+        (its share of the CPUs being one of ``workers``)."""
         trials, settings = zip(*members, strict=True)
         budgets = np.array([self._iterations(s) for s in settings])
         pop = self._population(settings)
         B, N = settings[0]["batch_size"], len(self.ds.y_train)
         reports = pruning.report_points(N, B, int(budgets.max()), self.report_epochs)
-        chosen, workers = self.thread_budget(settings[0], len(members), pop.backend)
+        chosen = self.thread_budget(settings[0], len(members), pop.backend, workers)
         return Group(pop, trials, settings, budgets, reports, chosen, workers)
 
     def _advance(self, g: Group, stop: int) -> tuple | None:
