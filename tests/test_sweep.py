@@ -741,6 +741,8 @@ def test_a_rounds_shapes_report_before_the_pruner_decides_on_any(tmp_path, prune
         assert went_on == [t.number for t in trials if t.intermediate_values[1] >= rung] and len(went_on) >= 2
         assert all(outcome(t) == "pruned" and t.last_step == 1 for t in trials[:4])
     assert result["trials_run"] == 8
+    best = result["best"]  # the summary names the searched settings of the best trial too
+    assert f"reg={best.params['reg']:.3g} hidden_size={best.params['hidden_size']} val" in result["summary"]
 
 
 def test_a_member_declared_stale_at_a_report_is_no_longer_beaten_for(tmp_path, monkeypatch):

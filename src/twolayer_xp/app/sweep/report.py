@@ -322,7 +322,7 @@ def summary(config, trials, result: dict) -> str:
     best = result["best"]
     rate = result["trials_run"] / result["seconds"] if result["seconds"] > 0 else math.nan
     found = (
-        f"best #{best.number}: learning_rate={best.params['learning_rate']:.3g} reg={best.params['reg']:.3g} "
+        f"best #{best.number}: {_settings(best.params)} "
         f"val {best.value:.4f} test {best.user_attrs.get('test_accuracy', math.nan):.4f}"
         if best is not None
         else "no completed trial"
@@ -332,3 +332,10 @@ def summary(config, trials, result: dict) -> str:
         f"({counts['completed']} completed, {counts['pruned']} pruned, {counts['diverged']} diverged); {found}; this worker ran "
         f"{result['trials_run']} trials in {result['seconds']:.1f} s ({rate:.2f} trials/s); outputs in {config.out}"
     )
+
+
+def _settings(params: dict) -> str:
+    """A trial's drawn settings as ``name=value``: learning rate and reg, then the others its
+    study searched (hidden_size=256 learning_rate_decay=0.976)."""
+    names = ["learning_rate", "reg", *(name for name in params if name not in ("learning_rate", "reg"))]
+    return " ".join(f"{name}={params[name]:.3g}" for name in names if name in params)
