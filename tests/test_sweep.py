@@ -591,6 +591,15 @@ def test_the_api_takes_searches_as_strings_lists_and_tuples():
         ({"hidden_size": {"choices": 5}}, TypeError, "--hidden-size must be a value, A,B,.."),
         ({"hidden_size": {"low": 10, "high": 20}}, TypeError, "got {'low': 10, 'high': 20}"),
         ({"lr": {"low": 0.1, "high": 1}}, TypeError, "--lr takes a range"),
+        # no order (a set: its ends came in hash order, refused as inverted or not), a number
+        # as a 0-d array, bytes-like text
+        ({"lr": {1e-3, 1e-1}}, TypeError, "--lr takes a range"),
+        ({"reg": np.array(1e-3)}, TypeError, "--reg takes a range"),
+        (
+            {"sampler": "grid", "grid_lr": bytearray(b"\x01\x05"), "grid_reg": [1e-3]},
+            TypeError,
+            "--grid-lr takes",
+        ),
     ],
 )
 def test_an_argument_of_the_wrong_kind_is_named(options, error, words):
@@ -609,6 +618,24 @@ def test_numbers_one_by_one_from_numpy_are_ranges_and_grids():
     grid = SweepConfig(sampler="grid", grid_lr=np.logspace(-3, -1, 3), grid_reg=np.array([1e-4]))
     assert grid.grid_lr == [0.001, 0.01, 0.1] and grid.grid_reg == [1e-4]
     assert SweepConfig(lr=np.array([1e-3, 1e-1])).lr == (1e-3, 0.1)
+
+
+def test_the_summary_names_the_best_trials_searched_settings_as_drawn():
+    """Whole-number settings are shown whole: hidden_size=1024, not 1.02e+03."""
+    from twolayer_xp.app.sweep import SweepConfig, report
+
+    config = SweepConfig(hidden_size="512,1024", learning_rate_decay="0.9:1")
+    params = {"learning_rate": 0.0123, "reg": 1e-4, "hidden_size": 1024, "learning_rate_decay": 0.9712}
+    distributions = {
+        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 1, log=True),
+        "reg": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+        "hidden_size": optuna.distributions.CategoricalDistribution([512, 1024]),
+        "learning_rate_decay": optuna.distributions.FloatDistribution(0.9, 1),
+    }
+    best = optuna.trial.create_trial(params=params, distributions=distributions, value=0.98,
+                                     user_attrs={"test_accuracy": 0.97})  # fmt: skip
+    line = report.summary(config, [best], {"best": best, "trials_run": 1, "seconds": 1.0})
+    assert "learning_rate=0.0123 reg=0.0001 hidden_size=1024 learning_rate_decay=0.971 val 0.9800" in line
 
 
 def test_run_sweep_takes_a_config_or_its_fields_not_both(tmp_path):

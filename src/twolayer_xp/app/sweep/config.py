@@ -7,7 +7,7 @@ records ``search``, what a trial means, which the study stores so later workers 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,9 +180,12 @@ def _range(flag: str, value, default: float) -> tuple[float, float]:
 
 
 def _sequence(value) -> bool:
-    """Text, or numbers one by one (a list, a tuple, numpy's ``logspace``...), not a number or
-    a mapping."""
-    return isinstance(value, str) or (isinstance(value, Iterable) and not isinstance(value, (Mapping, bytes)))
+    """Text, or numbers in an order (a list, a tuple, a 1-d array such as numpy's ``logspace``);
+    not a number (a 0-d array either), a set (no order: a range's ends would come in either),
+    a mapping or bytes."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return False
+    return isinstance(value, (str, Sequence)) or getattr(value, "ndim", 0) >= 1
 
 
 def _values(flag: str, value) -> list[float]:

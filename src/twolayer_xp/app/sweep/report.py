@@ -338,4 +338,5 @@ def _settings(params: dict) -> str:
     """A trial's drawn settings as ``name=value``: learning rate and reg, then the others its
     study searched (hidden_size=256 learning_rate_decay=0.976)."""
     names = ["learning_rate", "reg", *(name for name in params if name not in ("learning_rate", "reg"))]
-    return " ".join(f"{name}={params[name]:.3g}" for name in names if name in params)
+    shown = {name: f"{v}" if isinstance(v, int) else f"{v:.3g}" for name, v in params.items()}
+    return " ".join(f"{name}={shown[name]}" for name in names if name in params)
