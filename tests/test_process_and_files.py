@@ -182,6 +182,49 @@ def test_a_command_stopping_notes_a_signal_after_its_interrupt_was_handled(capfd
 
 
 @posix_only
+def test_every_signal_held_by_a_save_counts(capfd):
+    """A Ctrl-C and a SIGTERM held by one save: the first handler raised and the SIGTERM was
+    never delivered (exit 130, not 143); three held Ctrl-Cs counted as one, so two more presses
+    were needed to cut the stop short."""
+    from twolayer_xp.app import process
+
+    with process.command():
+        with pytest.raises(KeyboardInterrupt):
+            with files.uninterrupted():
+                ctrl_c()
+                ctrl_c(signal.SIGTERM)
+        code = process.exit_code()
+    assert code == 143 and capfd.readouterr().err.splitlines() == [process.STOPPING_NOTE]
+    with process.command():
+        with pytest.raises(KeyboardInterrupt):
+            with files.uninterrupted():
+                for _ in range(3):
+                    ctrl_c()
+        assert process.cut_short()  # stopped, noted, cut: all three counted
+
+
+@posix_only
+def test_signals_after_the_one_that_cut_the_stop_short_only_count(capfd):
+    """A burst of Ctrl-Cs: each one after the third was raised wherever the way out had got to,
+    and the command printed contradictory lines (and once a traceback from a weakref callback)."""
+    from twolayer_xp.app import process
+
+    with process.command():
+        for stage in ("stops", "noted", "cuts"):
+            try:
+                ctrl_c()
+            except KeyboardInterrupt:
+                assert stage != "noted"
+            else:
+                assert stage == "noted"
+        ctrl_c(signal.SIGTERM)  # only counts
+        ctrl_c()
+        code = process.exit_code()
+    assert code == 130 and process.cut_short()
+    assert capfd.readouterr().err.splitlines() == [process.STOPPING_NOTE]
+
+
+@posix_only
 def test_the_clis_own_run_ignores_signals_after_its_stop_until_it_exits():
     """A second Ctrl-C right after an interrupted sweep's last line met Python's default handler
     while the interpreter exited, and the process died of it (status -2, not 130). A caller of

@@ -115,7 +115,8 @@ def main(argv=None) -> int:
             with drawing.beside(draws):
                 code = _main(argv)
         except KeyboardInterrupt:  # while the helper started, or while it finished a figure
-            _fail("interrupted while the figure helper started or finished a figure")
+            if not process.cut_short():  # else the command said already that it was interrupted
+                _fail("interrupted while the figure helper started or finished a figure")
             code = process.exit_code()
     if argv is None:
         # The process ends with the command. Python's last garbage collections would only free
@@ -160,7 +161,8 @@ def _main(argv) -> int:
         finally:
             threads.helpers.difference_update(mine)  # its pid may name another process later
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP, during start-up (imports) or a run
-        _fail(str(exc) or "interrupted before anything was saved")
+        cut = "stopped at once by a third signal, before it said what it had saved (its files are whole)"
+        _fail(str(exc) or (cut if process.cut_short() else "interrupted before anything was saved"))
         return process.exit_code()
 
 

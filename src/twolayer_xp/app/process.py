@@ -24,6 +24,7 @@ MIN_ADDRESS_SPACE = 1 << 30  # numpy's BLAS reserves buffers per thread; below t
 
 _received: list[int] = []  # the signals this command received, in order
 _noted: list[int] = []  # one that came while it stopped: noted, not raised
+_cut: list[int] = []  # the one after it, which cut the stop short; any later one only counts
 STOPPING_NOTE = "twolayer-xp: stopping: it finishes what it is saving first (Ctrl-C again quits at once)"
 
 
@@ -41,6 +42,7 @@ def command(final: bool = False):
     exiting interpreter by the signal (status -2, not 130)."""
     _received.clear()
     _noted.clear()
+    _cut.clear()
     if sys.stderr is None:  # started with 2>&-: a library that writes to it on import would fail
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (numpy 2.0.0-2.0.1's f2py)
     saved_signals = interrupt_on_signals()
@@ -76,13 +78,19 @@ def _raise(signum, frame) -> None:
     its clean-up runs, a checkpoint or best/ saved, the study's connections closed, the figure
     helper asked for its figures) is noted once and not raised: raised there, it cut that
     short, and a library caught it and printed its traceback (SQLAlchemy closing a connection).
-    A signal after the noted one stops even that. Every one counts for the exit status."""
+    A signal after the noted one stops even that; any later one only counts (raised again and
+    again, the signals of a burst each cut the way out somewhere else, and the command said
+    several contradictory things). Every one counts for the exit status."""
     stopping = bool(_received)
     _received.append(signum)
     if stopping and not _noted:
         _noted.append(signum)
         _note(STOPPING_NOTE)
         return
+    if stopping:
+        if _cut:
+            return
+        _cut.append(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(f"received {signal.Signals(signum).name}")
@@ -97,6 +105,11 @@ def _note(text: str) -> None:
         os.write(fd, (("\n" if os.isatty(fd) else "") + text + "\n").encode("ascii", "backslashreplace"))
     except (OSError, ValueError, AttributeError):  # no stderr, closed, or not a file (a capture)
         pass
+
+
+def cut_short() -> bool:
+    """Whether a signal cut this command's stop short (it then said nothing more of its own)."""
+    return bool(_cut)
 
 
 def exit_code() -> int:

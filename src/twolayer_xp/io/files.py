@@ -32,8 +32,7 @@ _held: list[int] | None = None  # the signals received inside uninterrupted(), w
 def uninterrupted():
     """A block that a signal does not cut in two: Ctrl-C, SIGTERM or SIGHUP received inside it
     waits, and is delivered (to the handlers there were, so a KeyboardInterrupt or the process's
-    end) as the block ends; several, one after the other, until one raises (a command's second
-    Ctrl-C is noted, its third stops it: app/process.py). An
+    end) as the block ends; several, one after the other (``_deliver``). An
     exception raised halfway through a write would leave the writer in a state its own cleanup
     trips over (numpy's savez then raises zipfile's "Can't close the ZIP file", which hides the
     interruption), and a caller's record of what it saved would not match the file. Nested
@@ -52,8 +51,26 @@ def uninterrupted():
     finally:
         _held = None
         _blocked(_restore, saved)
-        for signum in held:  # delivered even if the block failed: the user's Ctrl-C is the news
-            signal.raise_signal(signum)  # its handler runs now: usually an exception from here
+        _deliver(held)  # even if the block failed: the user's Ctrl-C is the news
+
+
+def _deliver(held: list[int]) -> None:
+    """Each held signal to the handler it has now, in order, all of them (a command's handler
+    counts each, and notes or raises as its stop goes: app/process.py); then the first exception
+    a handler raised (usually KeyboardInterrupt) is raised from here. A default action (the
+    process ends) is the system's."""
+    first = None
+    for signum in held:
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            try:
+                handler(signum, None)
+            except BaseException as exc:  # noqa: BLE001 - raised below, once every one was delivered
+                first = first or exc
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)
+    if first is not None:
+        raise first
 
 
 def _blocked(change, *args) -> None:
