@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -25,6 +27,7 @@ MIN_ADDRESS_SPACE = 1 << 30  # numpy's BLAS reserves buffers per thread; below t
 _received: list[int] = []  # the signals this command received, in order
 _noted: list[int] = []  # one that came while it stopped: noted, not raised
 _cut: list[int] = []  # the one after it, which cut the stop short; any later one only counts
+RAISE_AGAIN_AFTER_S = 0.001  # a swallowed stop is sent again this long after (``_raise_again``)
 STOPPING_NOTE = "twolayer-xp: stopping: it finishes what it is saving first (Ctrl-C again quits at once)"
 
 
@@ -46,13 +49,14 @@ def command(final: bool = False):
     if sys.stderr is None:  # started with 2>&-: a library that writes to it on import would fail
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (numpy 2.0.0-2.0.1's f2py)
     saved_signals = interrupt_on_signals()
-    saved_show = warnings.showwarning
+    saved_show, saved_unraisable = warnings.showwarning, sys.unraisablehook
     warnings.showwarning = _show_warning
+    sys.unraisablehook = functools.partial(_raise_again, saved_unraisable)
     try:
         check_environment()
         yield
     finally:
-        warnings.showwarning = saved_show
+        warnings.showwarning, sys.unraisablehook = saved_show, saved_unraisable
         for signum, handler in saved_signals.items():
             signal.signal(signum, signal.SIG_IGN if final and _received else handler)
 
@@ -94,6 +98,26 @@ def _raise(signum, frame) -> None:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+def _raise_again(hook, unraisable) -> None:
+    """``sys.unraisablehook`` during a command: a stop ``_raise`` raised where Python cannot
+    raise (a weakref callback or a ``__del__`` running just then: SQLAlchemy's pool has them),
+    so that Python printed "Exception ignored in ..." and the command ran on, is sent again: it
+    stopped nothing, so it is taken back, and the repeat is raised in the command a moment
+    later. Anything else goes to ``hook``, the one there was."""
+    swallowed = isinstance(unraisable.exc_value, KeyboardInterrupt) and _received
+    if not swallowed or threading.current_thread() is not threading.main_thread():
+        hook(unraisable)
+        return
+    signum = _received.pop()
+    if _cut:
+        _cut.pop()
+    # Sent from another thread a moment later: sent from here, its handler would run at once,
+    # still inside this hook, and be swallowed again.
+    again = threading.Timer(RAISE_AGAIN_AFTER_S, _thread.interrupt_main, (signum,))
+    again.daemon = True
+    again.start()
 
 
 def _note(text: str) -> None:
