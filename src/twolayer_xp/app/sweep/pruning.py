@@ -150,7 +150,17 @@ def stopped(optuna, study, trial_ids: list) -> list[bool]:
     snapshot = _Snapshot(study._storage, study._study_id)
     view = optuna.study.Study(study_name=study.study_name, storage=snapshot, sampler=study.sampler,
                               pruner=study.pruner)  # fmt: skip
-    return [bool(view.pruner.prune(view, snapshot.get_trial(i))) for i in trial_ids]
+    return [_stops(optuna, view, snapshot.get_trial(i)) for i in trial_ids]
+
+
+def _stops(optuna, view, trial) -> bool:
+    """The pruner's answer for ``trial``; True for a trial another worker failed as stale since
+    it reported (Hyperband's rung mark cannot be written to it): it is dropped, and its retry
+    runs it."""
+    try:
+        return bool(view.pruner.prune(view, trial))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return True
 
 
 class _Snapshot:
