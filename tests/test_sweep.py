@@ -798,10 +798,11 @@ def test_a_member_declared_stale_at_a_report_is_no_longer_beaten_for(tmp_path, m
     monkeypatch.setattr(optuna.trial.Trial, "report", stale_then_report)
     config = SweepConfig(out=str(tmp_path), trials=2, population=1, hidden_size="8,16", sampler="random",
                          pruner="halving", num_iters=200)  # fmt: skip
-    run_sweep(config)
+    result = run_sweep(config)
     trials = study_trials(f"sqlite:///{tmp_path / 'study.db'}")
     assert trials[0].state == optuna.trial.TrialState.FAIL and count_results(trials) == 2
     assert beaten["ids"] == set()
+    assert result["trials_run"] == 2  # trial 1 and trial 0's retry: the stale one told nothing
 
 
 def test_a_trial_failed_as_stale_after_it_reported_does_not_stop_the_pruners_decision(tmp_path):

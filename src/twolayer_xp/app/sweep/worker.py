@@ -37,7 +37,7 @@ TRAIN_EVAL_ROWS = 5000  # train accuracy is measured on the first rows of the tr
 def run_sweep(config: SweepConfig | None = None, *, progress: bool = False, **options) -> dict:
     """Join (or start) the study and work on it until it holds ``config.trials`` results.
 
-    Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run',
+    Returns {'study', 'summary' (one line), 'best' (the study's best trial), 'trials_run' (results told),
     'seconds', 'load_seconds', 'train_seconds', 'study_seconds', 'samples' (training rows x nets
     its SGD steps processed), 'warnings' (figures not drawn, no completed trial)} for this worker.
     ``options``: SweepConfig fields, instead of ``config`` (both: a TypeError).
@@ -182,6 +182,7 @@ class Worker:
         self.heartbeat = Heartbeat(storage, config.heartbeat)
         self.best = None  # (net, trial, accuracy): the best trial told since best/ was last saved
         self.saved = None  # _score of the best/ this worker saved last (or found better there)
+        # trials_run: the results this worker told (a trial failed as stale meanwhile is its retry's)
         self.trials_run, self.train_seconds, self.last_train_seconds, self.study_seconds = 0, 0.0, 0.0, 0.0
         self.samples = 0
         self.report_epochs = pruning.report_epochs(config.pruner, config.search, len(ds.y_train))
@@ -279,7 +280,6 @@ class Worker:
         for g in groups:
             self._advance(g, g.last())
         self.train_seconds += self.last_train_seconds
-        self.trials_run += len(claimed)
 
     def _group(self, members: list, workers: int) -> Group:
         """The trials of one shape as a fresh Population, with its report points and threads
@@ -360,6 +360,7 @@ class Worker:
                     try:
                         self._record_threads(g.trials[g.live[k]], g)
                         self.study.tell(g.trials[g.live[k]], state=self.optuna.trial.TrialState.PRUNED)
+                        self.trials_run += 1
                     except self.optuna.exceptions.UpdateFinishedTrialError:
                         pass
                     gone[k] = True
@@ -461,6 +462,7 @@ class Worker:
                 else:
                     self.study.tell(trial, float(acc["val"][k]))
                     self._keep_if_best(pop, k, trial, settings[k], acc)
+                self.trials_run += 1
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 pass  # declared stale by another worker meanwhile: its retry runs it again
             self.heartbeat.trial_ids.discard(trial._trial_id)
