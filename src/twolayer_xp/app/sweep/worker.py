@@ -357,9 +357,10 @@ class Worker:
         for g, gone, ks in pending:
             for k in ks:
                 if next(stops):
+                    trial = g.trials[g.live[k]]
                     try:
-                        self._record_threads(g.trials[g.live[k]], g)
-                        self.study.tell(g.trials[g.live[k]], state=self.optuna.trial.TrialState.PRUNED)
+                        self._record_threads(trial, g)
+                        self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
                         self.trials_run += 1
                     except self.optuna.exceptions.UpdateFinishedTrialError:
                         pass
